@@ -1,0 +1,56 @@
+"""Pachka's message batching for Thespian actor systems.
+
+Messages sent to a Pachka server are queued and handed to a `Sink` in batches of
+at most `max_batch_size`, at the latest `max_batch_delay` after they arrive;
+failed batches are retried, hung exports killed, overload refused, and every
+accepted message delivered or drained at shutdown.
+"""
+
+from .config import PachkaConfig
+from .core import ServerStatus, State, TimerFired, TimerKind
+from .errors import ActorTimeout, ConfigError, Overloaded, PachkaError
+from .messages import (
+    Accepted,
+    AlreadyStarted,
+    GetStatus,
+    NotStarted,
+    SendMessage,
+    SendMessages,
+    Started,
+    StartServer,
+    Stop,
+    Stopped,
+)
+from .pachka import Pachka
+from .server import PachkaServer, SinkError
+from .sink import EXITED, KILLED, DrainingSink, FailureReason, Sink
+
+__all__ = [
+    "EXITED",
+    "KILLED",
+    "Accepted",
+    "ActorTimeout",
+    "AlreadyStarted",
+    "ConfigError",
+    "DrainingSink",
+    "FailureReason",
+    "GetStatus",
+    "NotStarted",
+    "Overloaded",
+    "Pachka",
+    "PachkaConfig",
+    "PachkaError",
+    "PachkaServer",
+    "SendMessage",
+    "SendMessages",
+    "ServerStatus",
+    "Sink",
+    "SinkError",
+    "StartServer",
+    "Started",
+    "State",
+    "Stop",
+    "Stopped",
+    "TimerFired",
+    "TimerKind",
+]

@@ -1,0 +1,294 @@
+"""The actor shells: `PachkaServer` runs a `PachkaCore`, `Exporter` runs one batch.
+
+The shells only translate: Thespian messages become core events, core effects
+become sends, wakeups, exporter actors and kills. All decisions are the core's.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from thespian.actors import (
+    Actor,
+    ActorAddress,
+    ActorExitRequest,
+    ChildActorExited,
+    PoisonMessage,
+    WakeupMessage,
+)
+
+from ._process import ProcessId
+from .config import PachkaConfig
+from .core import (
+    Accepted,
+    ArmRetryTimer,
+    ArmTimer,
+    Drain,
+    DrainFinished,
+    Effect,
+    Event,
+    ExportFinished,
+    KillExport,
+    Log,
+    MessagesReceived,
+    PachkaCore,
+    StartExport,
+    State,
+    Stopped,
+    StopRequested,
+    TimerFired,
+    TimerKind,
+)
+from .errors import PachkaError
+from .messages import (
+    AlreadyStarted,
+    ExportBatch,
+    ExporterStarted,
+    GetStatus,
+    NotStarted,
+    SendMessage,
+    SendMessages,
+    Started,
+    StartServer,
+    Stop,
+)
+from .sink import EXITED, KILLED, DrainingSink, FailureReason, Sink
+
+log = logging.getLogger("pachka_actors")
+
+
+class SinkError(PachkaError):
+    """Stands in for a sink failure that cannot be pickled back to the server."""
+
+
+def run_export(sink: Sink, batch: list[Any], server_value: Any) -> FailureReason | None:
+    """Call `send_batch`; the failure reason, picklable, or None on success."""
+    try:
+        result = sink.send_batch(batch, server_value)
+    except Exception as exc:
+        failure: BaseException = exc
+    else:
+        if not isinstance(result, BaseException):
+            return None
+        failure = result
+    try:
+        pickle.dumps(failure)
+    except Exception:
+        return SinkError(f"{type(failure).__name__}: {failure}")
+    return failure
+
+
+def retry_delay(sink: Sink, retry_num: int, failure: FailureReason, server_value: Any) -> float:
+    """The sink's `retry_timeout`, or Pachka's default when it raises or answers nonsense."""
+    try:
+        delay = sink.retry_timeout(retry_num, failure, server_value)
+        if isinstance(delay, timedelta):
+            delay = delay.total_seconds()
+        if isinstance(delay, int | float) and not isinstance(delay, bool) and delay >= 0:
+            return float(delay)
+        log.error("retry_timeout returned %r; using %s s", delay, retry_num)
+    except Exception:
+        log.exception("retry_timeout raised; using %s s", retry_num)
+    return float(retry_num)
+
+
+class Exporter(Actor):  # type: ignore[misc]
+    """Exports one batch, then waits for the server to end it.
+
+    It reports its process first so a hung `send_batch` can be killed, and never
+    exits by itself: Thespian's `ChildActorExited` could then overtake the
+    result, which would turn a delivered batch into a retried one.
+    """
+
+    def receiveMessage(self, message: Any, sender: ActorAddress) -> None:
+        if isinstance(message, ExportBatch):
+            self.send(sender, ExporterStarted(message.export_id, ProcessId.current()))
+            failure = run_export(message.sink, message.batch, message.server_value)
+            self.send(sender, ExportFinished(message.export_id, failure))
+
+
+@dataclass
+class _ExporterInfo:
+    address: ActorAddress
+    process: ProcessId | None = None
+    abandoned: bool = False
+
+
+@dataclass
+class _Running:
+    config: PachkaConfig
+    core: PachkaCore
+    exporters: dict[int, _ExporterInfo] = field(default_factory=dict)
+    stop_requesters: list[ActorAddress] = field(default_factory=list)
+
+
+class PachkaServer(Actor):  # type: ignore[misc]
+    """One Pachka server. Start it with `Pachka.start` or send it `StartServer(config)`."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._run: _Running | None = None
+
+    def receiveMessage(self, message: Any, sender: ActorAddress) -> None:
+        run = self._run
+        if run is None:
+            self._unstarted(message, sender)
+        elif isinstance(message, SendMessage):
+            self._perform(run, run.core.handle(MessagesReceived((message.message,))), sender)
+        elif isinstance(message, SendMessages):
+            self._perform(run, run.core.handle(MessagesReceived(message.messages)), sender)
+        elif isinstance(message, ExportFinished):
+            self._export_finished(run, message)
+        elif isinstance(message, ExporterStarted):
+            self._exporter_started(run, message)
+        elif isinstance(message, WakeupMessage):
+            self._handle(run, message.payload, sender)
+        elif isinstance(message, TimerFired):
+            self._handle(run, message, sender)
+        elif isinstance(message, Stop):
+            run.stop_requesters.append(sender)
+            self._handle(run, StopRequested(), sender)
+        elif isinstance(message, GetStatus):
+            self.send(sender, run.core.status())
+        elif isinstance(message, ChildActorExited):
+            self._child_exited(run, message.childAddress)
+        elif isinstance(message, ActorExitRequest):
+            self._exit(run)
+        elif isinstance(message, StartServer):
+            self.send(sender, AlreadyStarted(run.config.name or str(self.myAddress)))
+        elif isinstance(message, PoisonMessage):
+            log.error("a message could not be handled: %r", message.poisonMessage)
+        else:
+            log.warning("Pachka server ignores unknown message %r", message)
+
+    def _unstarted(self, message: Any, sender: ActorAddress) -> None:
+        if isinstance(message, StartServer):
+            config = message.config
+            core = PachkaCore(
+                max_batch_size=config.max_batch_size,
+                critical_queue_size=config.critical_queue_size,
+                max_batch_delay=config.max_batch_delay,
+                export_timeout=config.export_timeout,
+                drains=isinstance(config.sink, DrainingSink),
+            )
+            self._run = _Running(config, core)
+            self.send(sender, Started(self.myAddress))
+        elif not isinstance(message, ActorExitRequest | ChildActorExited | WakeupMessage):
+            self.send(sender, NotStarted(f"{self.myAddress} is not a started Pachka server"))
+
+    def _handle(self, run: _Running, event: Event, sender: ActorAddress) -> None:
+        self._perform(run, run.core.handle(event), sender)
+
+    def _perform(self, run: _Running, effects: list[Effect], sender: ActorAddress) -> None:
+        config = run.config
+        for effect in effects:
+            match effect:
+                case Accepted():
+                    self.send(sender, effect)
+                case ArmTimer(kind, token, delay):
+                    self._arm(run, TimerFired(kind, token), delay)
+                case ArmRetryTimer(token, retry_num, failure):
+                    delay = retry_delay(config.sink, retry_num, failure, config.server_value)
+                    self._arm(run, TimerFired(TimerKind.RETRY, token), delay)
+                case StartExport(export_id, batch):
+                    address = self.createActor(Exporter)
+                    run.exporters[export_id] = _ExporterInfo(address)
+                    self.send(address, ExportBatch(export_id, batch, config.sink,
+                                                   config.server_value))
+                case KillExport(export_id):
+                    self._kill_exporter(run.exporters[export_id])
+                case Drain(messages):
+                    self._handle(run, self._drain(config, messages), sender)
+                case Stopped():
+                    self.send(self.myAddress, ActorExitRequest())
+                case Log(level, text):
+                    log.log(level, "Pachka %s: %s", config.name or self.myAddress, text)
+
+    def _arm(self, run: _Running, fired: TimerFired, delay: float) -> None:
+        if run.config.timers == "wakeup":
+            self.wakeupAfter(timedelta(seconds=delay), payload=fired)
+
+    @staticmethod
+    def _drain(config: PachkaConfig, messages: list[Any]) -> DrainFinished:
+        assert isinstance(config.sink, DrainingSink)
+        try:
+            config.sink.drain_on_terminate(messages, config.max_batch_size, config.server_value)
+        except Exception as exc:
+            return DrainFinished(exc)
+        return DrainFinished()
+
+    def _kill_exporter(self, info: _ExporterInfo) -> None:
+        """SIGKILL where possible; before the exporter reports its pid, kill on the report."""
+        info.abandoned = True
+        if info.process is None:
+            return
+        if not info.process.kill() and not info.process.killable():
+            log.error("cannot kill the exporter at %s (same process or another host): its "
+                      "send_batch runs on, and its result will be ignored", info.address)
+        self.send(info.address, ActorExitRequest())
+
+    def _exporter_started(self, run: _Running, started: ExporterStarted) -> None:
+        info = run.exporters.get(started.export_id)
+        if info is None:
+            return
+        info.process = started.process
+        if info.abandoned:
+            self._kill_exporter(info)
+
+    def _export_finished(self, run: _Running, finished: ExportFinished) -> None:
+        info = run.exporters.get(finished.export_id)
+        if info is not None:
+            self.send(info.address, ActorExitRequest())
+        self._handle(run, finished, self.myAddress)
+
+    def _child_exited(self, run: _Running, address: ActorAddress) -> None:
+        """An exporter ended. Before its result arrived, it died: the batch is retried."""
+        for export_id, info in list(run.exporters.items()):
+            if info.address == address:
+                del run.exporters[export_id]
+                if export_id == run.core.export_id and not info.abandoned:
+                    self._handle(run, ExportFinished(export_id, EXITED), self.myAddress)
+                return
+
+    def _exit(self, run: _Running) -> None:
+        """Thespian ends this actor when this returns: finish the shutdown right here."""
+        if run.core.state is not State.STOPPED:
+            drain_synchronously(run, self._kill_exporter)
+        for requester in run.stop_requesters:
+            self.send(requester, Stopped())
+
+
+def drain_synchronously(run: _Running, kill: Callable[[_ExporterInfo], None]) -> None:
+    """Stop without receiving another message (a bare `ActorExitRequest`).
+
+    The in-flight exporter, if any, is killed and its batch exported again (at
+    least once); batches are exported in this process, retries wait out their
+    `retry_timeout` with `time.sleep`, except a backoff already under way, which
+    ends at once. No export timeout applies here.
+    """
+    core, config = run.core, run.config
+    effects = core.handle(StopRequested())
+    if core.state is State.EXPORTING and core.export_id is not None:
+        kill(run.exporters[core.export_id])
+        effects += core.handle(ExportFinished(core.export_id, KILLED))
+    elif core.state is State.RETRY_BACKOFF and core.timer is not None:
+        effects += core.handle(core.timer)
+    while effects:
+        effect = effects.pop(0)
+        match effect:
+            case StartExport(export_id, batch):
+                failure = run_export(config.sink, batch, config.server_value)
+                effects += core.handle(ExportFinished(export_id, failure))
+            case ArmRetryTimer(token, retry_num, failure):
+                time.sleep(retry_delay(config.sink, retry_num, failure, config.server_value))
+                effects += core.handle(TimerFired(TimerKind.RETRY, token))
+            case Drain(messages):
+                effects += core.handle(PachkaServer._drain(config, messages))
+            case Log(level, text):
+                log.log(level, "Pachka %s (terminating): %s", config.name, text)

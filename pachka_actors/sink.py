@@ -1,0 +1,45 @@
+"""The sink contract: where batches go (Pachka's `Pachka.Sink` behaviour)."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+#: Why an export failed: the exception `send_batch` raised or returned, or
+#: "killed" (it ran past `export_timeout`) or "exited" (its exporter died without a word).
+FailureReason = BaseException | str
+
+KILLED = "killed"
+EXITED = "exited"
+
+
+class Sink:
+    """Base class for sinks; only `send_batch` is required.
+
+    A sink runs in a fresh exporter actor for every batch (its own OS process on
+    multi-process bases), so it is pickled there: keep connections out of
+    `__init__`, or open them lazily in `send_batch`.
+
+    Optional: `drain_on_terminate(self, messages, batch_size, server_value)`. When a
+    sink defines it, a stopping server hands it every message still queued
+    (including a failed in-flight batch) instead of exporting them batch by batch;
+    see `DrainingSink`.
+    """
+
+    def send_batch(self, messages: list[Any], server_value: Any) -> BaseException | None:
+        """Deliver one batch, in order. Return for success; raise, or return an
+        exception instance, to fail the batch: it is retried after `retry_timeout`."""
+        raise NotImplementedError
+
+    def retry_timeout(
+        self, retry_num: int, failure_reason: FailureReason, server_value: Any
+    ) -> float:
+        """Seconds to wait before retry number `retry_num` (1, 2, ...); Pachka's default."""
+        return float(retry_num)
+
+
+@runtime_checkable
+class DrainingSink(Protocol):
+    """A sink that takes over the remaining messages at shutdown (a fallback store)."""
+
+    def drain_on_terminate(self, messages: list[Any], batch_size: int, server_value: Any) -> None:
+        ...
