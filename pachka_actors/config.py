@@ -126,8 +126,8 @@ SCHEMA: tuple[Option, ...] = (
            "Queued messages (not counting the batch being exported) at which new messages are "
            "refused with `Overloaded`.", _positive_int),
     Option("max_batch_delay", "seconds (float or timedelta) or None",
-           "Longest time a queued message waits before its batch is exported; None: only "
-           "full batches go out.", _timeout),
+           "Time from the first message queued while no export runs until what is queued "
+           "is exported (the batch timer); None: only full batches go out.", _timeout),
     Option("export_timeout", "seconds (float or timedelta) or None",
            "Longest time `send_batch` may run; past it the exporter is killed and the batch "
            "retried with reason `\"killed\"`. None: no limit.", _timeout),

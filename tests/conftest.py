@@ -4,8 +4,10 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from support import STARTED_SESSIONS, actor_system, session_pids
+from support import STARTED_SESSIONS, actor_system
 from thespian.actors import ActorSystem
+
+from pachka_actors.systems import session_pids
 
 
 @pytest.fixture

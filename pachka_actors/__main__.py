@@ -1,0 +1,28 @@
+"""`python -m pachka_actors demo` runs the demo; `... options` prints the options table."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .config import options_table
+from .demo import run
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pachka_actors")
+    commands = parser.add_subparsers(dest="command", required=True)
+    demo = commands.add_parser("demo", help="batch real messages into an SQLite file")
+    demo.add_argument("--db", help="SQLite file to write (default: a new temporary file)")
+    demo.add_argument("--count", type=int, default=5000, help="messages to send")
+    demo.add_argument("--base", default="multiprocTCPBase", help="Thespian system base")
+    commands.add_parser("options", help="print the Markdown options table of docs/options.md")
+    args = parser.parse_args(argv)
+    if args.command == "demo":
+        return run(args.db, args.count, args.base)
+    sys.stdout.write(options_table())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,96 @@
+"""Option validation: bad input is refused with ConfigError naming the option, before any actor."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sinks import RecordingSink, Unpicklable
+
+from pachka_actors import ConfigError, Pachka, Sink
+from pachka_actors.config import SCHEMA, options_table, parse_options
+
+
+class NoSendBatch(Sink):
+    pass
+
+
+class ExplodingSystem:
+    """Stands for an actor system that must not be touched."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise AssertionError(f"an actor was started: system.{name}")
+
+
+@pytest.mark.parametrize(("option", "value"), [
+    ("max_batch_size", 0),
+    ("max_batch_size", -1),
+    ("max_batch_size", 2.5),
+    ("max_batch_size", True),
+    ("critical_queue_size", 0),
+    ("critical_queue_size", "10"),
+    ("max_batch_delay", -0.1),
+    ("max_batch_delay", "1s"),
+    ("max_batch_delay", float("nan")),
+    ("export_timeout", timedelta(seconds=-1)),
+    ("name", ""),
+    ("name", 42),
+    ("timers", "fake"),
+    ("server_value", lambda: None),
+    ("colour", "blue"),
+    ("sink", None),
+    ("sink", "module.Sink"),
+    ("sink", NoSendBatch),
+    ("sink", Unpicklable),
+])
+def test_bad_option_is_named(option: str, value: Any, tmp_path: Path) -> None:
+    options = {"sink": RecordingSink(tmp_path), option: value}
+    with pytest.raises(ConfigError) as error:
+        Pachka.start(system=ExplodingSystem(), **options)
+    assert error.value.option == option
+    assert option in str(error.value)
+
+
+def test_missing_sink() -> None:
+    with pytest.raises(ConfigError) as error:
+        parse_options({"max_batch_size": 3})
+    assert error.value.option == "sink"
+
+
+def test_values_are_normalised(tmp_path: Path) -> None:
+    config = parse_options({"sink": RecordingSink(tmp_path), "export_timeout": None,
+                            "max_batch_delay": timedelta(milliseconds=250), "max_batch_size": 7})
+    assert config.max_batch_delay == 0.25
+    assert config.export_timeout is None
+    assert config.max_batch_size == 7
+    assert config.critical_queue_size == 10_000
+
+
+def test_sink_class_is_instantiated_once() -> None:
+    class Counting(Sink):
+        made = 0
+
+        def __init__(self) -> None:
+            Counting.made += 1
+
+        def send_batch(self, messages: list[Any], server_value: Any) -> None:
+            pass
+
+    with pytest.raises(ConfigError, match="picklable"):  # a local class cannot cross processes
+        parse_options({"sink": Counting})
+    assert Counting.made == 1
+
+
+def test_options_table_lists_every_option() -> None:
+    table = options_table()
+    for option in SCHEMA:
+        assert f"| `{option.name}` |" in table
+    assert "| `max_batch_size` | int > 0 | `500` |" in table
+    assert "| `sink` | Sink subclass or instance | required |" in table
+
+
+def test_docs_options_table_is_current() -> None:
+    docs = (Path(__file__).parent.parent / "docs" / "options.md").read_text()
+    assert options_table() in docs, "regenerate: python -m pachka_actors options > docs/options.md"

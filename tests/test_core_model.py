@@ -1,0 +1,237 @@
+"""Hypothesis stateful test of the pure core: any interleaving of events keeps Pachka's promises."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+)
+
+from pachka_actors.core import (
+    Accepted,
+    ArmRetryTimer,
+    ArmTimer,
+    Drain,
+    DrainFinished,
+    Effect,
+    ExportFinished,
+    KillExport,
+    Log,
+    MessagesReceived,
+    PachkaCore,
+    StartExport,
+    State,
+    Stopped,
+    StopRequested,
+    TimerFired,
+    TimerKind,
+)
+
+
+class CoreModel(RuleBasedStateMachine):
+    """Drives a PachkaCore the way a shell would, checking every effect it returns."""
+
+    core: PachkaCore
+
+    @initialize(
+        max_batch_size=st.integers(1, 6),
+        critical_queue_size=st.integers(1, 15),
+        max_batch_delay=st.sampled_from([None, 0.0, 1.0]),
+        export_timeout=st.sampled_from([None, 2.0]),
+        drains=st.booleans(),
+    )
+    def start(self, max_batch_size: int, critical_queue_size: int,
+              max_batch_delay: float | None, export_timeout: float | None, drains: bool) -> None:
+        self.core = PachkaCore(max_batch_size=max_batch_size,
+                               critical_queue_size=critical_queue_size,
+                               max_batch_delay=max_batch_delay,
+                               export_timeout=export_timeout, drains=drains)
+        self.accepted = 0  # messages are the integers 0, 1, 2, ... in the order sent
+        self.delivered_upto = 0
+        self.maybe_delivered: set[int] = set()  # batches of killed exports
+        self.in_flight: StartExport | None = None
+        self.past_exports: list[int] = []
+        self.armed: list[TimerFired] = []
+        self.draining: list[Any] | None = None
+        self.stopped = False
+
+    # ---- the shell's side ------------------------------------------------------------
+
+    def apply(self, effects: list[Effect]) -> list[Accepted]:
+        replies = []
+        for effect in effects:
+            match effect:
+                case Accepted():
+                    replies.append(effect)
+                case StartExport():
+                    assert self.in_flight is None, "two exports in flight"
+                    assert 0 < len(effect.batch) <= self.core.max_batch_size
+                    self.in_flight = effect
+                case KillExport(export_id):
+                    assert self.in_flight is not None and self.in_flight.export_id == export_id
+                case ArmTimer(kind, token):
+                    self.armed.append(TimerFired(kind, token))
+                case ArmRetryTimer(token):
+                    self.armed.append(TimerFired(TimerKind.RETRY, token))
+                case Drain(messages):
+                    assert messages and self.core.drains and self.core.terminating
+                    self.draining = messages
+                case Stopped():
+                    self.stopped = True
+                case Log():
+                    pass
+        assert self.core.state is State.STOPPED or not self.stopped
+        return replies
+
+    def deliver(self, messages: list[Any]) -> None:
+        """Exactly once and in order, except what a killed export may have sent already."""
+        for m in messages:
+            if m < self.delivered_upto:
+                assert m in self.maybe_delivered, f"message {m} delivered twice"
+            else:
+                assert m == self.delivered_upto, f"message {m} out of order"
+                self.delivered_upto += 1
+
+    def finish_export(self, failure: Any) -> None:
+        assert self.in_flight is not None
+        export, self.in_flight = self.in_flight, None
+        self.past_exports.append(export.export_id)
+        if failure is None:
+            self.deliver(export.batch)
+        self.apply(self.core.handle(ExportFinished(export.export_id, failure)))
+
+    # ---- rules ----------------------------------------------------------------------
+
+    @rule(count=st.integers(0, 8))
+    def send(self, count: int) -> None:
+        room = self.core.critical_queue_size - len(self.core.queue)
+        terminating = self.core.terminating
+        messages = list(range(self.accepted, self.accepted + count))
+        [reply] = self.apply(self.core.handle(MessagesReceived(messages)))
+        expected = 0 if terminating else min(count, room)
+        assert reply.count == expected
+        assert (reply.refused is not None) == (expected < count or terminating)
+        if reply.refused is not None:
+            assert reply.refused.terminating == terminating
+        self.accepted += reply.count
+
+    @precondition(lambda self: self.core.timer is not None and self.core.timer.kind
+                  is not TimerKind.EXPORT)
+    @rule()
+    def fire_timer(self) -> None:
+        assert self.core.timer in self.armed, "a timer runs that was never armed"
+        self.apply(self.core.handle(self.core.timer))
+
+    @precondition(lambda self: self.core.timer is not None and self.core.timer.kind
+                  is TimerKind.EXPORT)
+    @rule(sink_got_it=st.booleans())
+    def export_timeout(self, sink_got_it: bool) -> None:
+        """The exporter is killed; it may or may not have delivered its batch first."""
+        export = self.in_flight
+        assert export is not None and self.core.timer is not None
+        if sink_got_it:
+            self.deliver(export.batch)
+            self.maybe_delivered.update(export.batch)
+        effects = self.core.handle(self.core.timer)
+        assert KillExport(export.export_id) in effects
+        self.apply(effects)
+        self.in_flight = None
+        self.past_exports.append(export.export_id)
+        assert self.core.state in (State.RETRY_BACKOFF, State.DRAINING, State.STOPPED)
+
+    @precondition(lambda self: self.in_flight is not None)
+    @rule(ok=st.booleans())
+    def export_finished(self, ok: bool) -> None:
+        self.finish_export(None if ok else RuntimeError("sink down"))
+
+    @precondition(lambda self: self.draining is not None)
+    @rule(ok=st.booleans())
+    def drain_finished(self, ok: bool) -> None:
+        assert self.draining is not None
+        messages, self.draining = self.draining, None
+        if ok:
+            self.deliver(messages)
+        self.apply(self.core.handle(DrainFinished(None if ok else OSError("fallback down"))))
+
+    @precondition(lambda self: self.draining is None)
+    @rule()
+    def stop(self) -> None:
+        self.apply(self.core.handle(StopRequested()))
+
+    @precondition(lambda self: self.armed or self.past_exports)
+    @rule(data=st.data())
+    def stale_event(self, data: st.DataObject) -> None:
+        """Old timers and old exporters change nothing, whatever state they find."""
+        choices: list[Any] = [t for t in self.armed if t != self.core.timer]
+        choices += [ExportFinished(i) for i in self.past_exports]
+        choices += [TimerFired(kind, 10**6) for kind in TimerKind]
+        event = data.draw(st.sampled_from(choices))
+        before = self.core.status()
+        [effect] = self.core.handle(event)
+        assert isinstance(effect, Log)
+        assert self.core.status() == before
+        if isinstance(event, TimerFired) and event.token == 10**6:
+            assert effect.level == logging.WARNING
+
+    @rule()
+    def run_to_stop(self) -> None:
+        """Stop, then let every export succeed: everything accepted arrives, once, in order."""
+        if self.draining is None:
+            self.stop()
+        for _ in range(10_000):
+            if self.core.state is State.STOPPED:
+                break
+            if self.draining is not None:
+                self.drain_finished(ok=True)
+            elif self.in_flight is not None:
+                self.export_finished(ok=True)
+            else:
+                self.fire_timer()
+        assert self.core.state is State.STOPPED
+        assert self.delivered_upto == self.accepted
+        [reply] = self.apply(self.core.handle(MessagesReceived([-1])))
+        assert reply.count == 0
+
+    # ---- invariants -----------------------------------------------------------------
+
+    @invariant()
+    def bounded(self) -> None:
+        assert len(self.core.queue) <= self.core.critical_queue_size
+        if self.core.state in (State.EXPORTING, State.RETRY_BACKOFF):
+            assert 0 < len(self.core.batch) <= self.core.max_batch_size
+
+    @invariant()
+    def consistent(self) -> None:
+        core = self.core
+        assert (core.state is State.EXPORTING) == (self.in_flight is not None)
+        assert (core.state is State.DRAINING) == (self.draining is not None)
+        assert (core.export_id is not None) == (core.state is State.EXPORTING)
+        if core.state is State.IDLE and not core.terminating:
+            assert len(core.queue) < core.max_batch_size
+            timed = core.queue and core.max_batch_delay is not None
+            assert (core.timer is not None) == bool(timed)
+        if core.state is State.RETRY_BACKOFF:
+            assert core.timer is not None and core.timer.kind is TimerKind.RETRY
+            assert core.retry_num >= 1
+        if core.terminating and core.drains:
+            # drain_on_terminate takes over at once; only an in-flight export may finish first.
+            assert core.state in (State.EXPORTING, State.DRAINING, State.STOPPED)
+        if core.state is State.STOPPED:
+            assert not core.queue and not core.batch and core.timer is None
+            assert self.delivered_upto == self.accepted
+        # Everything accepted is delivered or still held: nothing falls out of the machine.
+        held = len(core.queue) + len(core.batch)
+        assert self.delivered_upto + held >= self.accepted
+
+
+CoreModel.TestCase.settings = settings(max_examples=1000, stateful_step_count=30, deadline=None)
+TestCoreModel = CoreModel.TestCase
+
