@@ -13,7 +13,9 @@ from .messages import (
     Accepted,
     AlreadyStarted,
     GetStatus,
+    Granted,
     NotStarted,
+    RequestCredit,
     SendMessage,
     SendMessages,
     Started,
@@ -21,11 +23,12 @@ from .messages import (
     Stop,
     Stopped,
 )
-from .pachka import Pachka
+from .pachka import DEFAULT_LINGER, Pachka
 from .server import PachkaServer, SinkError
 from .sink import EXITED, KILLED, DrainingSink, FailureReason, Sink
 
 __all__ = [
+    "DEFAULT_LINGER",
     "EXITED",
     "KILLED",
     "Accepted",
@@ -35,12 +38,14 @@ __all__ = [
     "DrainingSink",
     "FailureReason",
     "GetStatus",
+    "Granted",
     "NotStarted",
     "Overloaded",
     "Pachka",
     "PachkaConfig",
     "PachkaError",
     "PachkaServer",
+    "RequestCredit",
     "SendMessage",
     "SendMessages",
     "ServerStatus",

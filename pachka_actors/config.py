@@ -32,6 +32,7 @@ class PachkaConfig:
     critical_queue_size: int = 10_000
     max_batch_delay: float | None = 5.0
     export_timeout: float | None = 10.0
+    credit_timeout: float | None = 10.0
     timers: Timers = "wakeup"
 
 
@@ -131,6 +132,10 @@ SCHEMA: tuple[Option, ...] = (
     Option("export_timeout", "seconds (float or timedelta) or None",
            "Longest time `send_batch` may run; past it the exporter is killed and the batch "
            "retried with reason `\"killed\"`. None: no limit.", _timeout),
+    Option("credit_timeout", "seconds (float or timedelta) or None",
+           "How long room reserved for a producer's buffer (see `linger`) stays reserved "
+           "unused; a stopping server waits up to this long for promised messages.",
+           _timeout),
     Option("timers", "'wakeup' or 'manual'",
            "'manual' schedules no wakeups: tests fire each timer by sending `TimerFired`.",
            _timers),

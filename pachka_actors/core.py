@@ -39,6 +39,7 @@ class TimerKind(enum.Enum):
     BATCH = "batch"
     EXPORT = "export"
     RETRY = "retry"
+    CREDIT = "credit"
 
 
 # ---- events -----------------------------------------------------------------------------
@@ -46,7 +47,18 @@ class TimerKind(enum.Enum):
 
 @dataclass(frozen=True)
 class MessagesReceived:
+    """Messages to queue. Under `credit` (a grant's id) they were promised a place already:
+    all are taken, and the grant is closed, its unused credits returned."""
+
     messages: Sequence[Any]
+    credit: int | None = None
+
+
+@dataclass(frozen=True)
+class CreditRequested:
+    """A producer asks for room for `count` messages it will buffer and ship later."""
+
+    count: int
 
 
 @dataclass(frozen=True)
@@ -77,7 +89,8 @@ class DrainFinished:
     failure: BaseException | None = None
 
 
-Event = MessagesReceived | TimerFired | ExportFinished | StopRequested | DrainFinished
+Event = (MessagesReceived | CreditRequested | TimerFired | ExportFinished | StopRequested
+         | DrainFinished)
 
 
 # ---- effects ----------------------------------------------------------------------------
@@ -87,6 +100,15 @@ Event = MessagesReceived | TimerFired | ExportFinished | StopRequested | DrainFi
 class Accepted:
     """Reply to the sender: `count` messages taken, in order; the rest refused for `refused`."""
 
+    count: int
+    refused: Overloaded | None = None
+
+
+@dataclass(frozen=True)
+class Granted:
+    """Reply to `CreditRequested`: room for `count` messages under grant `credit`, or refusal."""
+
+    credit: int | None
     count: int
     refused: Overloaded | None = None
 
@@ -135,7 +157,8 @@ class Log:
     text: str
 
 
-Effect = Accepted | ArmTimer | ArmRetryTimer | StartExport | KillExport | Drain | Stopped | Log
+Effect = (Accepted | Granted | ArmTimer | ArmRetryTimer | StartExport | KillExport | Drain
+          | Stopped | Log)
 
 
 @dataclass(frozen=True)
@@ -146,6 +169,7 @@ class ServerStatus:
     terminating: bool
     queue_length: int
     batch_length: int
+    reserved: int
     retry_num: int
     timer: TimerFired | None
     export_id: int | None
@@ -161,12 +185,14 @@ class PachkaCore:
         critical_queue_size: int,
         max_batch_delay: float | None,
         export_timeout: float | None,
+        credit_timeout: float | None = None,
         drains: bool,
     ) -> None:
         self.max_batch_size = max_batch_size
         self.critical_queue_size = critical_queue_size
         self.max_batch_delay = max_batch_delay
         self.export_timeout = export_timeout
+        self.credit_timeout = credit_timeout
         #: The sink has drain_on_terminate; cleared if it fails, to fall back to exporting.
         self.drains = drains
         self.state = State.IDLE
@@ -177,16 +203,23 @@ class PachkaCore:
         self.retry_num = 0
         self.export_id: int | None = None
         self.timer: TimerFired | None = None
+        #: Open grants (id: credits) and their sum: room promised to producers' buffers.
+        self.credits: dict[int, int] = {}
+        self.reserved = 0
         self._serial = 0
 
     def status(self) -> ServerStatus:
         return ServerStatus(self.state, self.terminating, len(self.queue), len(self.batch),
-                            self.retry_num, self.timer, self.export_id)
+                            self.reserved, self.retry_num, self.timer, self.export_id)
 
     def handle(self, event: Event) -> list[Effect]:
         match event:
-            case MessagesReceived(messages):
+            case MessagesReceived(messages, None):
                 return self._receive(messages)
+            case MessagesReceived(messages, int() as credit):
+                return self._receive_credited(messages, credit)
+            case CreditRequested(count):
+                return self._grant(count)
             case TimerFired():
                 return self._timer_fired(event)
             case ExportFinished(export_id, failure):
@@ -199,32 +232,80 @@ class PachkaCore:
 
     # ---- transitions --------------------------------------------------------------------
 
-    def _receive(self, messages: Sequence[Any]) -> list[Effect]:
+    def _room(self, wanted: int) -> tuple[int, Overloaded | None]:
+        """How many of `wanted` fit beside the queue and the open grants, and why not more."""
         if self.terminating:
-            refused = Overloaded("server is terminating", terminating=True)
-            return [Accepted(0, refused)]
-        count = max(0, min(len(messages), self.critical_queue_size - len(self.queue)))
+            return 0, Overloaded("server is terminating", terminating=True)
+        room = max(0, min(wanted, self.critical_queue_size - len(self.queue) - self.reserved))
+        if room < wanted:
+            return room, Overloaded(f"queue is at critical_queue_size={self.critical_queue_size}")
+        return room, None
+
+    def _receive(self, messages: Sequence[Any]) -> list[Effect]:
+        count, refused = self._room(len(messages))
         self.queue.extend(messages if count == len(messages) else islice(messages, count))
-        full = None
-        if count < len(messages):
-            full = Overloaded(f"queue is at critical_queue_size={self.critical_queue_size}")
-        effects: list[Effect] = [Accepted(count, full)]
+        effects: list[Effect] = [Accepted(count, refused)]
         if self.state is State.IDLE and count:
             effects += self._settle()
         return effects
 
+    def _receive_credited(self, messages: Sequence[Any], credit: int) -> list[Effect]:
+        """Promised messages are never refused, even past an expired grant or a stop."""
+        effects: list[Effect] = [Accepted(len(messages))]
+        granted = self.credits.pop(credit, None)
+        if granted is None:
+            effects.append(Log(logging.WARNING, f"credit {credit} expired before its "
+                                                f"{len(messages)} messages came; taking them "
+                                                f"beyond critical_queue_size"))
+        else:
+            self.reserved -= granted
+            if len(messages) > granted:
+                effects.append(Log(logging.ERROR, f"credit {credit} was for {granted} messages, "
+                                                  f"{len(messages)} came; taking them all"))
+        if self.state is State.STOPPED:
+            return [Accepted(0), Log(logging.ERROR, f"{len(messages)} messages under credit "
+                                                    f"{credit} came after the server stopped")]
+        self.queue.extend(messages)
+        if self.state is State.IDLE:
+            effects += self._settle()
+        return effects
+
+    def _grant(self, count: int) -> list[Effect]:
+        granted, refused = self._room(count)
+        if not granted:
+            return [Granted(None, 0, refused)]
+        credit = self._issue()
+        self.credits[credit] = granted
+        self.reserved += granted
+        effects: list[Effect] = [Granted(credit, granted, refused)]
+        if self.credit_timeout is not None:
+            effects.append(ArmTimer(TimerKind.CREDIT, credit, self.credit_timeout))
+        return effects
+
+    def _credit_expired(self, credit: int) -> list[Effect]:
+        """A producer that neither shipped nor returned its credits (crashed?) frees them."""
+        granted = self.credits.pop(credit, None)
+        if granted is None:
+            return [Log(logging.DEBUG, f"credit {credit} was used before its timer fired")]
+        self.reserved -= granted
+        effects: list[Effect] = [Log(logging.WARNING, f"credit {credit} for {granted} messages "
+                                                      f"expired unused")]
+        if self.state is State.IDLE and self.terminating:
+            effects += self._settle()
+        return effects
+
     def _timer_fired(self, fired: TimerFired) -> list[Effect]:
+        if fired.kind is TimerKind.CREDIT:
+            return self._credit_expired(fired.token)
         if fired != self.timer:
             return [self._stale(fired)]
         self.timer = None
-        match fired.kind:
-            case TimerKind.BATCH:
-                return self._start_export(self._take_batch(), retry_num=0)
-            case TimerKind.EXPORT:
-                assert self.export_id is not None
-                return [KillExport(self.export_id), *self._export_failed(KILLED)]
-            case TimerKind.RETRY:
-                return self._start_export(self.batch, self.retry_num)
+        if fired.kind is TimerKind.BATCH:
+            return self._start_export(self._take_batch(), retry_num=0)
+        if fired.kind is TimerKind.EXPORT:
+            assert self.export_id is not None
+            return [KillExport(self.export_id), *self._export_failed(KILLED)]
+        return self._start_export(self.batch, self.retry_num)  # the retry timer
 
     def _stale(self, fired: TimerFired) -> Log:
         """Thespian cannot cancel a wakeup, so a superseded timer firing is routine."""
@@ -274,7 +355,8 @@ class PachkaCore:
             return [Log(logging.WARNING, f"drain finished in state {self.state.value}")]
         if failure is None:
             self.batch = []
-            return self._stopped()
+            self.state = State.IDLE
+            return self._settle()
         # Lose nothing: put the messages back and export them batch by batch instead.
         self.drains = False
         self.queue = deque(self.batch)
@@ -289,11 +371,11 @@ class PachkaCore:
     def _settle(self) -> list[Effect]:
         """In IDLE with the timer state current: export, arm the batch timer, drain or stop."""
         if self.terminating:
-            if self.drains:
-                return self._drain()
-            if not self.queue:
-                return self._stopped()
-            return self._start_export(self._take_batch(), retry_num=0)
+            if self.queue:
+                return self._drain() if self.drains else self._start_export(self._take_batch(), 0)
+            if self.credits:
+                return []  # messages promised to producers are still on their way
+            return self._stopped()
         if len(self.queue) >= self.max_batch_size:
             return self._start_export(self._take_batch(), retry_num=0)
         if self.queue and self.timer is None and self.max_batch_delay is not None:
@@ -323,8 +405,6 @@ class PachkaCore:
         messages = self.batch + list(self.queue)
         self.queue.clear()
         self.timer = None
-        if not messages:
-            return self._stopped()
         self.batch = messages
         self.state = State.DRAINING
         return [Drain(messages)]

@@ -6,6 +6,8 @@ Every request gets exactly one reply, sent to its sender:
   refused=Overloaded(...))`.
 - `SendMessages(messages)`: `Accepted(count=n)`: the first n were queued, in
   order; `refused` says why the rest were not.
+- `RequestCredit(count)`: `Granted(credit, count, refused)`; then
+  `SendMessages(messages, credit=credit)` is always accepted whole.
 - `Stop()`: `Stopped()`, once every accepted message is delivered or drained and
   the server is exiting.
 - `GetStatus()`: `ServerStatus`.
@@ -23,7 +25,7 @@ from typing import Any
 
 from ._process import ProcessId
 from .config import PachkaConfig
-from .core import Accepted, ExportFinished, ServerStatus, Stopped, TimerFired
+from .core import Accepted, ExportFinished, Granted, ServerStatus, Stopped, TimerFired
 from .errors import PachkaError
 from .sink import Sink
 
@@ -34,7 +36,9 @@ __all__ = [
     "ExportFinished",
     "ExporterStarted",
     "GetStatus",
+    "Granted",
     "NotStarted",
+    "RequestCredit",
     "SendMessage",
     "SendMessages",
     "ServerStatus",
@@ -53,7 +57,23 @@ class SendMessage:
 
 @dataclass(frozen=True)
 class SendMessages:
+    """`credit`: the grant these messages were buffered under (see `RequestCredit`)."""
+
     messages: list[Any]
+    credit: int | None = None
+
+
+@dataclass(frozen=True)
+class RequestCredit:
+    """Room for `count` messages, reserved now, for a producer that buffers and ships later.
+
+    The reply is `Granted(credit, count, refused)`. The producer then ships up to
+    `count` messages in one `SendMessages(messages, credit=credit)`, which the
+    server always accepts (even while stopping) and which returns unused credits.
+    Grants unused after `credit_timeout` expire.
+    """
+
+    count: int
 
 
 @dataclass(frozen=True)

@@ -29,11 +29,13 @@ from .core import (
     Accepted,
     ArmRetryTimer,
     ArmTimer,
+    CreditRequested,
     Drain,
     DrainFinished,
     Effect,
     Event,
     ExportFinished,
+    Granted,
     KillExport,
     Log,
     MessagesReceived,
@@ -52,6 +54,7 @@ from .messages import (
     ExporterStarted,
     GetStatus,
     NotStarted,
+    RequestCredit,
     SendMessage,
     SendMessages,
     Started,
@@ -142,7 +145,10 @@ class PachkaServer(Actor):  # type: ignore[misc]
         elif isinstance(message, SendMessage):
             self._perform(run, run.core.handle(MessagesReceived((message.message,))), sender)
         elif isinstance(message, SendMessages):
-            self._perform(run, run.core.handle(MessagesReceived(message.messages)), sender)
+            event = MessagesReceived(message.messages, message.credit)
+            self._perform(run, run.core.handle(event), sender)
+        elif isinstance(message, RequestCredit):
+            self._perform(run, run.core.handle(CreditRequested(message.count)), sender)
         elif isinstance(message, ExportFinished):
             self._export_finished(run, message)
         elif isinstance(message, ExporterStarted):
@@ -175,6 +181,7 @@ class PachkaServer(Actor):  # type: ignore[misc]
                 critical_queue_size=config.critical_queue_size,
                 max_batch_delay=config.max_batch_delay,
                 export_timeout=config.export_timeout,
+                credit_timeout=config.credit_timeout,
                 drains=isinstance(config.sink, DrainingSink),
             )
             self._run = _Running(config, core)
@@ -189,7 +196,7 @@ class PachkaServer(Actor):  # type: ignore[misc]
         config = run.config
         for effect in effects:
             match effect:
-                case Accepted():
+                case Accepted() | Granted():
                     self.send(sender, effect)
                 case ArmTimer(kind, token, delay):
                     self._arm(run, TimerFired(kind, token), delay)

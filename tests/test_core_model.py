@@ -19,10 +19,12 @@ from pachka_actors.core import (
     Accepted,
     ArmRetryTimer,
     ArmTimer,
+    CreditRequested,
     Drain,
     DrainFinished,
     Effect,
     ExportFinished,
+    Granted,
     KillExport,
     Log,
     MessagesReceived,
@@ -62,14 +64,17 @@ class CoreModel(RuleBasedStateMachine):
         self.armed: list[TimerFired] = []
         self.draining: list[Any] | None = None
         self.stopped = False
+        self.grants: dict[int, int] = {}  # open credit grants, as the producers see them
+        self.expired: set[int] = set()
+        self.beyond_capacity = False  # an expired grant's messages came anyway
 
     # ---- the shell's side ------------------------------------------------------------
 
-    def apply(self, effects: list[Effect]) -> list[Accepted]:
-        replies = []
+    def apply(self, effects: list[Effect]) -> list[Accepted | Granted]:
+        replies: list[Accepted | Granted] = []
         for effect in effects:
             match effect:
-                case Accepted():
+                case Accepted() | Granted():
                     replies.append(effect)
                 case StartExport():
                     assert self.in_flight is None, "two exports in flight"
@@ -116,12 +121,51 @@ class CoreModel(RuleBasedStateMachine):
         terminating = self.core.terminating
         messages = list(range(self.accepted, self.accepted + count))
         [reply] = self.apply(self.core.handle(MessagesReceived(messages)))
-        expected = 0 if terminating else min(count, room)
+        assert isinstance(reply, Accepted)
+        expected = 0 if terminating else max(0, min(count, room - self.core.reserved))
         assert reply.count == expected
         assert (reply.refused is not None) == (expected < count or terminating)
         if reply.refused is not None:
             assert reply.refused.terminating == terminating
         self.accepted += reply.count
+
+    @rule(count=st.integers(1, 8))
+    def request_credit(self, count: int) -> None:
+        room = self.core.critical_queue_size - len(self.core.queue) - self.core.reserved
+        [grant] = self.apply(self.core.handle(CreditRequested(count)))
+        assert isinstance(grant, Granted)
+        expected = 0 if self.core.terminating else max(0, min(count, room))
+        assert grant.count == expected
+        assert (grant.credit is None) == (expected == 0)
+        if grant.credit is not None:
+            self.grants[grant.credit] = grant.count
+
+    @precondition(lambda self: self.grants or self.expired)
+    @rule(data=st.data())
+    def ship_credited(self, data: st.DataObject) -> None:
+        """A producer ships what it buffered under a grant: all of it is taken, always."""
+        credit = data.draw(st.sampled_from(sorted([*self.grants, *self.expired])))
+        limit = self.grants.pop(credit, None)
+        if limit is None:
+            self.expired.discard(credit)
+            limit = 3
+            self.beyond_capacity = True
+        count = data.draw(st.integers(0, limit))
+        messages = list(range(self.accepted, self.accepted + count))
+        stopped = self.core.state is State.STOPPED
+        [reply] = self.apply(self.core.handle(MessagesReceived(messages, credit)))
+        assert reply.count == (0 if stopped else count)
+        self.accepted += reply.count
+
+    @precondition(lambda self: self.grants)
+    @rule(data=st.data())
+    def expire_credit(self, data: st.DataObject) -> None:
+        credit = data.draw(st.sampled_from(sorted(self.grants)))
+        self.expired.add(credit)
+        del self.grants[credit]
+        reserved = self.core.reserved
+        self.apply(self.core.handle(TimerFired(TimerKind.CREDIT, credit)))
+        assert self.core.reserved < reserved
 
     @precondition(lambda self: self.core.timer is not None and self.core.timer.kind
                   is not TimerKind.EXPORT)
@@ -172,7 +216,7 @@ class CoreModel(RuleBasedStateMachine):
         """Old timers and old exporters change nothing, whatever state they find."""
         choices: list[Any] = [t for t in self.armed if t != self.core.timer]
         choices += [ExportFinished(i) for i in self.past_exports]
-        choices += [TimerFired(kind, 10**6) for kind in TimerKind]
+        choices += [TimerFired(kind, 10**6) for kind in TimerKind if kind is not TimerKind.CREDIT]
         event = data.draw(st.sampled_from(choices))
         before = self.core.status()
         [effect] = self.core.handle(event)
@@ -189,7 +233,10 @@ class CoreModel(RuleBasedStateMachine):
         for _ in range(10_000):
             if self.core.state is State.STOPPED:
                 break
-            if self.draining is not None:
+            if self.grants:  # producers ship what they hold, or give their credits back
+                credit, _ = self.grants.popitem()
+                self.apply(self.core.handle(MessagesReceived([], credit)))
+            elif self.draining is not None:
                 self.drain_finished(ok=True)
             elif self.in_flight is not None:
                 self.export_finished(ok=True)
@@ -199,12 +246,17 @@ class CoreModel(RuleBasedStateMachine):
         assert self.delivered_upto == self.accepted
         [reply] = self.apply(self.core.handle(MessagesReceived([-1])))
         assert reply.count == 0
+        [grant] = self.apply(self.core.handle(CreditRequested(1)))
+        assert grant.count == 0
 
     # ---- invariants -----------------------------------------------------------------
 
     @invariant()
     def bounded(self) -> None:
-        assert len(self.core.queue) <= self.core.critical_queue_size
+        assert self.core.reserved == sum(self.core.credits.values()) >= 0
+        assert self.core.credits == self.grants
+        if not self.beyond_capacity:
+            assert len(self.core.queue) + self.core.reserved <= self.core.critical_queue_size
         if self.core.state in (State.EXPORTING, State.RETRY_BACKOFF):
             assert 0 < len(self.core.batch) <= self.core.max_batch_size
 
@@ -214,6 +266,8 @@ class CoreModel(RuleBasedStateMachine):
         assert (core.state is State.EXPORTING) == (self.in_flight is not None)
         assert (core.state is State.DRAINING) == (self.draining is not None)
         assert (core.export_id is not None) == (core.state is State.EXPORTING)
+        if core.terminating and core.state is State.IDLE:
+            assert not core.queue and core.credits  # only promised messages are awaited
         if core.state is State.IDLE and not core.terminating:
             assert len(core.queue) < core.max_batch_size
             timed = core.queue and core.max_batch_delay is not None
@@ -222,10 +276,12 @@ class CoreModel(RuleBasedStateMachine):
             assert core.timer is not None and core.timer.kind is TimerKind.RETRY
             assert core.retry_num >= 1
         if core.terminating and core.drains:
-            # drain_on_terminate takes over at once; only an in-flight export may finish first.
-            assert core.state in (State.EXPORTING, State.DRAINING, State.STOPPED)
+            # drain_on_terminate takes over at once; only an in-flight export may finish
+            # first, or producers with credits ship what they were promised.
+            waiting = core.state is State.IDLE and not core.queue and core.credits
+            assert core.state in (State.EXPORTING, State.DRAINING, State.STOPPED) or waiting
         if core.state is State.STOPPED:
-            assert not core.queue and not core.batch and core.timer is None
+            assert not core.queue and not core.batch and core.timer is None and not core.credits
             assert self.delivered_upto == self.accepted
         # Everything accepted is delivered or still held: nothing falls out of the machine.
         held = len(core.queue) + len(core.batch)

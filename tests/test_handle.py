@@ -1,0 +1,106 @@
+"""The lingering handle: credits keep overload exact while messages travel in lists."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from sinks import StopDriver, delivered, wait_for
+from test_server import fire, start, touch
+from thespian.actors import ActorSystem
+
+from pachka_actors import (
+    Accepted,
+    Granted,
+    Overloaded,
+    Pachka,
+    RequestCredit,
+    SendMessages,
+    State,
+    TimerFired,
+    TimerKind,
+)
+from pachka_actors.systems import session_pids
+
+
+def test_linger_ships_without_another_call(tcp_system: ActorSystem, tmp_path: Path) -> None:
+    server = start(tcp_system, tmp_path, max_batch_size=3, linger=0.01)
+    for i in range(3):
+        server.send_message(i)
+    wait_for(lambda: delivered(tmp_path) == [0, 1, 2])  # no flush, status or stop needed
+    server.stop()
+
+
+def test_buffer_size_bounds_each_shipment(tcp_system: ActorSystem, tmp_path: Path) -> None:
+    server = start(tcp_system, tmp_path, max_batch_size=1000, linger=3600, buffer_size=10)
+    for i in range(25):
+        server.send_message(i)
+    status = server.status()  # ships the last, partial buffer first
+    assert status.queue_length == 25 and status.reserved == 0
+    server.stop()
+    assert delivered(tmp_path) == list(range(25))
+
+
+def test_overload_stays_exact_with_credits(tcp_system: ActorSystem, tmp_path: Path) -> None:
+    touch(tmp_path, "block")
+    server = start(tcp_system, tmp_path, critical_queue_size=10, buffer_size=4)
+    accepted = 0
+    with pytest.raises(Overloaded):
+        for i in range(100):
+            server.send_message(i)
+            accepted += 1
+    status = server.status()
+    assert status.queue_length <= 10 and status.reserved == 0
+    assert status.queue_length + status.batch_length == accepted
+    assert accepted >= 10
+    os.remove(tmp_path / "block")
+    server.stop()
+    assert delivered(tmp_path) == list(range(accepted))
+
+
+def test_stop_waits_for_promised_messages(tcp_system: ActorSystem, tmp_path: Path) -> None:
+    server = start(tcp_system, tmp_path)
+    granted = tcp_system.ask(server.address, RequestCredit(3), 10)
+    assert isinstance(granted, Granted) and granted.count == 3
+    driver = tcp_system.createActor(StopDriver)
+    tcp_system.tell(driver, ("stop", server.address))
+    wait_for(lambda: server.status().terminating)
+    assert server.status().state is State.IDLE  # waiting for the promised messages
+    reply = tcp_system.ask(server.address, SendMessages(["a", "b"], granted.credit), 10)
+    assert reply == Accepted(2)  # accepted while terminating: they were promised
+    wait_for(lambda: tcp_system.ask(driver, "stopped?", 5))
+    assert delivered(tmp_path) == ["a", "b"]
+
+
+def test_unused_credit_expires(tcp_system: ActorSystem, tmp_path: Path) -> None:
+    server = start(tcp_system, tmp_path, critical_queue_size=5)
+    granted = tcp_system.ask(server.address, RequestCredit(5), 10)
+    with pytest.raises(Overloaded):
+        Pachka(tcp_system, server.address, linger=None).send_message("x")
+    assert granted.credit is not None
+    tcp_system.tell(server.address, TimerFired(TimerKind.CREDIT, granted.credit))
+    server.send_message("y")
+    server.stop()
+    assert delivered(tmp_path) == ["y"]
+
+
+def test_simple_base_does_not_linger(simple_system: ActorSystem, tmp_path: Path) -> None:
+    server = start(simple_system, tmp_path)
+    assert server.linger is None
+    server.send_message(1)
+    fire(simple_system, server, TimerKind.BATCH)
+    server.stop()
+    assert delivered(tmp_path) == [1]
+
+
+def test_interpreter_exit_ships_the_buffer(tmp_path: Path) -> None:
+    tests = Path(__file__).parent
+    result = subprocess.run([sys.executable, str(tests / "linger_exit.py"), str(tmp_path)],
+                            capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "PYTHONPATH": str(tests)})
+    assert result.returncode == 0, result.stderr
+    assert not session_pids(int(result.stdout.split()[0]))
+    assert delivered(tmp_path) == [0, 1, 2]
