@@ -359,7 +359,7 @@ class PachkaCore:
             return self._settle()
         # Lose nothing: put the messages back and export them batch by batch instead.
         self.drains = False
-        self.queue = deque(self.batch)
+        self.queue.extendleft(reversed(self.batch))  # ahead of what came during the drain
         self.batch = []
         self.state = State.IDLE
         return [Log(logging.ERROR, f"drain_on_terminate failed ({failure!r}); exporting "
