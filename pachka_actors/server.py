@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import pickle
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -128,6 +129,7 @@ class _Running:
     config: PachkaConfig
     core: PachkaCore
     exporters: dict[int, _ExporterInfo] = field(default_factory=dict)
+    spares: deque[ActorAddress] = field(default_factory=deque)
     stop_requesters: list[ActorAddress] = field(default_factory=list)
 
 
@@ -184,7 +186,7 @@ class PachkaServer(Actor):  # type: ignore[misc]
                 credit_timeout=config.credit_timeout,
                 drains=isinstance(config.sink, DrainingSink),
             )
-            self._run = _Running(config, core)
+            self._run = _Running(config, core, spares=deque([self.createActor(Exporter)]))
             self.send(sender, Started(self.myAddress))
         elif not isinstance(message, ActorExitRequest | ChildActorExited | WakeupMessage):
             self.send(sender, NotStarted(f"{self.myAddress} is not a started Pachka server"))
@@ -204,10 +206,13 @@ class PachkaServer(Actor):  # type: ignore[misc]
                     delay = retry_delay(config.sink, retry_num, failure, config.server_value)
                     self._arm(run, TimerFired(TimerKind.RETRY, token), delay)
                 case StartExport(export_id, batch):
-                    address = self.createActor(Exporter)
+                    address = run.spares.popleft() if run.spares else self.createActor(Exporter)
                     run.exporters[export_id] = _ExporterInfo(address)
                     self.send(address, ExportBatch(export_id, batch, config.sink,
                                                    config.server_value))
+                    # Creating an exporter costs ~8 ms on multiprocTCPBase: make the next
+                    # one now, while this one exports, rather than when it is needed.
+                    run.spares.append(self.createActor(Exporter))
                 case KillExport(export_id):
                     self._kill_exporter(run.exporters[export_id])
                 case Drain(messages):
@@ -256,6 +261,9 @@ class PachkaServer(Actor):  # type: ignore[misc]
 
     def _child_exited(self, run: _Running, address: ActorAddress) -> None:
         """An exporter ended. Before its result arrived, it died: the batch is retried."""
+        if address in run.spares:
+            run.spares.remove(address)
+            return
         for export_id, info in list(run.exporters.items()):
             if info.address == address:
                 del run.exporters[export_id]
@@ -276,15 +284,18 @@ def drain_synchronously(run: _Running, kill: Callable[[_ExporterInfo], None]) ->
 
     The in-flight exporter, if any, is killed and its batch exported again (at
     least once); batches are exported in this process, retries wait out their
-    `retry_timeout` with `time.sleep`, except a backoff already under way, which
-    ends at once. No export timeout applies here.
+    `retry_timeout` with `time.sleep`, except a backoff already under way or
+    caused by that kill, which ends at once. No export timeout applies here.
     """
     core, config = run.core, run.config
+    in_flight = core.export_id
     effects = core.handle(StopRequested())
-    if core.state is State.EXPORTING and core.export_id is not None:
-        kill(run.exporters[core.export_id])
-        effects += core.handle(ExportFinished(core.export_id, KILLED))
-    elif core.state is State.RETRY_BACKOFF and core.timer is not None:
+    if in_flight is not None:
+        kill(run.exporters[in_flight])
+        effects += core.handle(ExportFinished(in_flight, KILLED))
+    if core.state is State.RETRY_BACKOFF and core.timer is not None:
+        # Waiting out a backoff that began before the exit request helps no one.
+        effects = [e for e in effects if not isinstance(e, ArmRetryTimer)]
         effects += core.handle(core.timer)
     while effects:
         effect = effects.pop(0)

@@ -14,7 +14,7 @@ if __name__ == "__main__":
     asys, sid = start_system("multiprocTCPBase")
     atexit.register(shutdown_system, asys, sid)  # registered first, so it runs last
     print(sid, flush=True)
-    server = Pachka.start(system=asys, sink=RecordingSink(sys.argv[1]), max_batch_size=3,
+    server = Pachka.start(system=asys, sink=RecordingSink(sys.argv[1]), max_batch_size=10,
                           linger=3600)
     for i in range(3):
         server.send_message(i)
