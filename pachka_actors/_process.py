@@ -7,10 +7,15 @@ the only sure stop is SIGKILL to its pid, and only from the same host.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 import signal
 import socket
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -37,3 +42,94 @@ class ProcessId:
         except ProcessLookupError:
             return False
         return True
+
+    def ended(self, parent: int | None = None) -> bool:
+        """Whether the process has exited (a zombie counts); False where it cannot be seen.
+
+        With `parent`, a process no longer that one's child has ended too: its pid
+        was reaped and reused.
+        """
+        if self.host != socket.gethostname():
+            return False
+        fields = _stat(self.pid)
+        return fields is None or fields[0] in ("Z", "X") or (
+            parent is not None and int(fields[1]) != parent)
+
+    def wait_ended(self, timeout: float, parent: int | None = None) -> bool:
+        """`ended`, polled for up to `timeout` seconds."""
+        return _poll(lambda: self.ended(parent), timeout)
+
+    def kill_tree(self) -> bool:
+        """SIGKILL the process and every descendant; True when the process itself was live.
+
+        A killed actor's own children (a supervisor's, a Pachka server's exporters)
+        would otherwise live on, orphaned. Each process is frozen with SIGSTOP before
+        its children are listed, so that none escapes by forking meanwhile.
+        """
+        if not self.killable():
+            return False
+        frozen: list[int] = []
+        pending = [self.pid]
+        while pending:
+            pid = pending.pop()
+            try:
+                os.kill(pid, signal.SIGSTOP)
+            except ProcessLookupError:
+                continue
+            frozen.append(pid)
+            _poll(functools.partial(_halted, pid), 0.1)  # SIGSTOP takes effect asynchronously
+            pending += _children(pid)
+        for pid in frozen:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        return self.pid in frozen
+
+
+def child_process(actor: Any, address: Any) -> ProcessId | None:
+    """The OS process of the child that `actor` has just created at `address`, or None.
+
+    On the multi-process bases, `createActor` inside an actor forks the child at
+    once, as an OS child of the actor's process, and records it in Thespian's
+    (private) `_child_procs`. Under simpleSystemBase, or for a child created
+    through the Admin (globalName, capability placement), there is no such record.
+    """
+    for info in getattr(getattr(actor, "_myRef", None), "_child_procs", ()):
+        if info.childAddr == address:
+            return ProcessId(info.childProc.pid, socket.gethostname())
+    return None
+
+
+def _stat(pid: int) -> list[str] | None:
+    """Fields of /proc/<pid>/stat after the command name (state first), None if gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
+def _children(pid: int) -> list[int]:
+    """Live child processes of `pid` (Linux's /proc; none found elsewhere)."""
+    found = []
+    with contextlib.suppress(OSError):
+        for entry in os.listdir("/proc"):
+            fields = _stat(int(entry)) if entry.isdigit() else None
+            if fields is not None and int(fields[1]) == pid and fields[0] not in ("Z", "X"):
+                found.append(int(entry))
+    return found
+
+
+def _halted(pid: int) -> bool:
+    """Stopped by a signal, or ended."""
+    fields = _stat(pid)
+    return fields is None or fields[0] in ("T", "t", "Z", "X")
+
+
+def _poll(condition: Callable[[], bool], timeout: float) -> bool:
+    """Whether `condition` holds within `timeout` seconds (checked every millisecond)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.001)
+    return True

@@ -54,7 +54,7 @@ def _positive_int(name: str, value: Any) -> int:
     return value
 
 
-def _timeout(name: str, value: Any) -> float | None:
+def parse_timeout(name: str, value: Any) -> float | None:
     """Seconds (int, float or timedelta) >= 0, or None for infinity (Elixir's :infinity)."""
     if value is None:
         return None
@@ -128,14 +128,14 @@ SCHEMA: tuple[Option, ...] = (
            "refused with `Overloaded`.", _positive_int),
     Option("max_batch_delay", "seconds (float or timedelta) or None",
            "Time from the first message queued while no export runs until what is queued "
-           "is exported (the batch timer); None: only full batches go out.", _timeout),
+           "is exported (the batch timer); None: only full batches go out.", parse_timeout),
     Option("export_timeout", "seconds (float or timedelta) or None",
            "Longest time `send_batch` may run; past it the exporter is killed and the batch "
-           "retried with reason `\"killed\"`. None: no limit.", _timeout),
+           "retried with reason `\"killed\"`. None: no limit.", parse_timeout),
     Option("credit_timeout", "seconds (float or timedelta) or None",
            "How long room reserved for a producer's buffer (see `linger`) stays reserved "
            "unused; a stopping server waits up to this long for promised messages.",
-           _timeout),
+           parse_timeout),
     Option("timers", "'wakeup' or 'manual'",
            "'manual' schedules no wakeups: tests fire each timer by sending `TimerFired`.",
            _timers),

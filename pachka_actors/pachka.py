@@ -17,14 +17,17 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Iterable
-from typing import Any, TypeVar
+from collections.abc import Hashable, Iterable
+from datetime import timedelta
+from typing import Any
 
-from thespian.actors import ActorAddress, ActorExitRequest, ActorSystem, PoisonMessage
+from thespian.actors import ActorAddress, ActorExitRequest, ActorSystem
 
+from ._ask import R, ask
+from ._supervisor_core import ChildSpec
 from .config import parse_options
 from .core import Accepted, Granted, ServerStatus, Stopped
-from .errors import ActorTimeout, PachkaError
+from .errors import ConfigError, PachkaError
 from .messages import (
     GetStatus,
     NotStarted,
@@ -36,8 +39,6 @@ from .messages import (
     Stop,
 )
 from .server import PachkaServer
-
-R = TypeVar("R")
 
 log = logging.getLogger("pachka_actors")
 
@@ -100,6 +101,22 @@ class Pachka:
             raise NotStarted(f"no Pachka server named {server!r} is started") from None
         return connected
 
+    @staticmethod
+    def child_spec(*, id: Hashable, restart: str = "permanent",
+                   shutdown: float | timedelta | str | None = 5.0, **options: Any) -> ChildSpec:
+        """A supervisor child spec for a Pachka server; its graceful stop is Pachka's drain.
+
+        The supervisor sends the server `StartServer` and, to stop it, `Stop`;
+        give `shutdown` room for the drain (see docs/shutdown.md). Find the
+        server with `which_children()` and reach it with `Pachka.connect`.
+        """
+        if options.get("name") is not None:
+            raise ConfigError("name", "a supervised server is found through which_children(); "
+                                      "a globalName would outlive its restarts")
+        config = parse_options(options)
+        return ChildSpec(id, (PachkaServer, StartServer(config)), restart=restart,
+                         shutdown=shutdown, stop_message=Stop())
+
     def send_message(self, message: Any) -> None:
         """Queue one message; raises `Overloaded` when the queue is full or the server stops."""
         if self._shipper is None:
@@ -139,17 +156,7 @@ class Pachka:
 
     def _ask(self, request: Any, reply_type: type[R], timeout: float | None,
              system: ActorSystem | None = None) -> R:
-        """One round trip (`timeout` None: forever); an exception as the reply is raised."""
-        reply = (system or self.system).ask(self.address, request, timeout)
-        if isinstance(reply, reply_type):
-            return reply
-        if isinstance(reply, Exception):
-            raise reply
-        if reply is None:
-            raise ActorTimeout(f"no reply to {type(request).__name__} within {timeout} s")
-        if isinstance(reply, PoisonMessage):
-            raise PachkaError(f"the server failed on {type(request).__name__}: {reply.details}")
-        raise PachkaError(f"unexpected reply to {type(request).__name__}: {reply!r}")
+        return ask(system or self.system, self.address, request, reply_type, timeout)
 
     def __repr__(self) -> str:
         return f"Pachka({self.address})"

@@ -275,6 +275,10 @@ class PachkaServer(Actor):  # type: ignore[misc]
         """Thespian ends this actor when this returns: finish the shutdown right here."""
         if run.core.state is not State.STOPPED:
             drain_synchronously(run, self._kill_exporter)
+        # Thespian's own exit broadcast can miss a spare created just before it, and then
+        # waits on that child for ever: end every exporter explicitly.
+        for address in [*run.spares, *(info.address for info in run.exporters.values())]:
+            self.send(address, ActorExitRequest())
         for requester in run.stop_requesters:
             self.send(requester, Stopped())
 

@@ -94,3 +94,14 @@ def test_options_table_lists_every_option() -> None:
 def test_docs_options_table_is_current() -> None:
     docs = (Path(__file__).parent.parent / "docs" / "options.md").read_text()
     assert options_table() in docs, "regenerate: python -m pachka_actors options > docs/options.md"
+
+
+def test_child_spec_validates_like_start(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as error:
+        Pachka.child_spec(id="p", sink=RecordingSink(tmp_path), max_batch_size=0)
+    assert error.value.option == "max_batch_size"
+    with pytest.raises(ConfigError) as error:
+        Pachka.child_spec(id="p", sink=RecordingSink(tmp_path), name="events")
+    assert error.value.option == "name"
+    spec = Pachka.child_spec(id="p", sink=RecordingSink(tmp_path), shutdown=30)
+    assert (spec.id, spec.shutdown) == ("p", 30.0)

@@ -1,0 +1,258 @@
+"""Hypothesis stateful test of the pure supervisor core: any interleaving keeps Elixir's promises.
+
+A model world plays the actors: it performs the core's effects (children are
+addresses like "c1#2", incarnation 2 of child c1) and feeds back what actors
+could do at any time: answer their init message, crash, announce a normal exit,
+honour a stop request, die of a kill, fire a kill timer, repeat a stale exit;
+and callers send requests or a bare ActorExitRequest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from typing import Any
+
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+from supervised_actors import Plain
+
+from pachka_actors._restart import Restart, RestartIntensity, Strategy
+from pachka_actors._supervisor_core import (
+    BRUTAL_KILL,
+    AlreadyPresent,
+    ArmKillTimer,
+    Boot,
+    Call,
+    ChildCreated,
+    ChildDeleted,
+    ChildExited,
+    ChildInitFailed,
+    ChildInitialized,
+    ChildNotFound,
+    ChildRunning,
+    ChildSpec,
+    ChildStarted,
+    ChildTerminated,
+    CountChildren,
+    CreateChild,
+    DeleteChild,
+    Event,
+    Exit,
+    ExitAnnounced,
+    ExitRequested,
+    KillChild,
+    KillTimeout,
+    Log,
+    Reply,
+    RestartChild,
+    StartChild,
+    StartChildError,
+    Status,
+    StopChild,
+    StopSupervisor,
+    SupervisorCore,
+    SupervisorError,
+    SupervisorStarted,
+    SupervisorStopped,
+    TerminateChild,
+    WhichChildren,
+)
+
+specs = st.builds(
+    lambda i, restart, shutdown: ChildSpec(f"c{i}", (Plain, "init"), restart=restart,
+                                           shutdown=shutdown),
+    st.integers(0, 5), st.sampled_from(Restart), st.sampled_from([BRUTAL_KILL, 1.0, None]))
+
+#: What each request may be answered with.
+REPLIES: dict[type, tuple[type, ...]] = {
+    StartChild: (ChildStarted, AlreadyPresent, StartChildError),
+    TerminateChild: (ChildTerminated, ChildNotFound),
+    RestartChild: (ChildStarted, ChildNotFound, ChildRunning, StartChildError),
+    DeleteChild: (ChildDeleted, ChildNotFound, ChildRunning),
+    WhichChildren: (list,),
+    CountChildren: (dict,),
+    StopSupervisor: (SupervisorStopped,),
+}
+
+
+class SupervisorModel(RuleBasedStateMachine):
+    core: SupervisorCore
+
+    @initialize(strategy=st.sampled_from(Strategy), max_restarts=st.integers(0, 3),
+                max_seconds=st.sampled_from([1.0, 5.0]),
+                children=st.lists(specs, max_size=4, unique_by=lambda s: s.id))
+    def boot(self, strategy: Strategy, max_restarts: int, max_seconds: float,
+             children: list[ChildSpec]) -> None:
+        self.core = SupervisorCore(strategy, RestartIntensity(max_restarts, max_seconds))
+        self.now = 0.0
+        self.alive: dict[str, tuple[Hashable, int]] = {}  # address -> (id, incarnation)
+        self.dead: list[tuple[Hashable, int]] = []
+        self.awaiting_init: str | None = None
+        self.asked: set[str] = set()  # asked to stop, or killed
+        self.timers: list[int] = []
+        self.requests: dict[Any, Any] = {"boot": None}
+        self.replies: dict[Any, list[Any]] = {}
+        self.exits: list[Exit] = []
+        self.started: list[Any] = []  # core children (by identity) started at least once
+        self.stopping_when_exiting: set[str] | None = None
+        self.feed(Boot(children, "boot"))
+
+    # ---- driving the core the way the shell does
+
+    def feed(self, event: Event) -> None:
+        pending = [event]
+        while pending:
+            exiting = self.core.exiting
+            effects = self.core.handle(pending.pop(0), self.now)
+            if self.core.exiting and not exiting:
+                self.stopping_when_exiting = {
+                    c.address for c in self.core.children
+                    if c.status in (Status.STOPPING, Status.KILLED)}
+            for effect in effects:
+                pending += self.perform(effect)
+
+    def perform(self, effect: Any) -> list[Event]:
+        # After Exit (a nested supervisor that gave up waits for its parent) calls are refused.
+        assert not self.exits or isinstance(effect, Reply), f"{effect} after Exit"
+        match effect:
+            case CreateChild(spec, incarnation):
+                assert not self.core.exiting
+                assert self.awaiting_init is None, "two children starting at once"
+                child = self.core.find(spec.id)
+                # Temporary children are never restarted.
+                assert spec.restart is not Restart.TEMPORARY or child not in self.started
+                self.started.append(child)
+                if "boot" not in self.replies:  # booting: strictly in list order
+                    ids = [c.id for c in self.core.children]
+                    before = self.core.children[:ids.index(spec.id)]
+                    # (each was started; it may have exited since: restarts wait for the boot)
+                    assert all(c.incarnation > 0 and c.status is not Status.STARTING
+                               for c in before)
+                address = f"{spec.id}#{incarnation}"
+                self.alive[address] = (spec.id, incarnation)
+                self.awaiting_init = address
+                return [ChildCreated(spec.id, incarnation, address, address)]
+            case StopChild(address) | KillChild(address):
+                assert address in self.alive
+                self.check_stop_order(address)
+                self.asked.add(address)
+            case ArmKillTimer(token, seconds):
+                assert seconds == 1.0
+                self.timers.append(token)
+            case Reply(to, value):
+                self.replies.setdefault(to, []).append(value)
+            case Exit():
+                self.exits.append(effect)
+            case Log():
+                pass
+        return []
+
+    def check_stop_order(self, address: str) -> None:
+        """In a shutdown, a child is asked to stop once every later child has exited."""
+        if self.stopping_when_exiting is None or address in self.asked \
+                or address in self.stopping_when_exiting:
+            return
+        addresses = [c.address for c in self.core.children]
+        child = self.core.child_at(address)
+        assert child is not None
+        later = self.core.children[self.core.children.index(child) + 1:]
+        assert not any(c.alive for c in later), f"{address} stopped before {addresses}"
+
+    def exit_child(self, address: str) -> None:
+        self.dead.append(self.alive.pop(address))
+        self.asked.discard(address)
+        if self.awaiting_init == address:
+            self.awaiting_init = None
+        self.feed(ChildExited(*self.dead[-1]))
+
+    # ---- what actors and callers do
+
+    @precondition(lambda self: self.awaiting_init is not None)
+    @rule(ok=st.booleans())
+    def answer_init(self, ok: bool) -> None:
+        assert self.awaiting_init is not None
+        id, incarnation = self.alive[self.awaiting_init]
+        self.awaiting_init = None
+        self.feed(ChildInitialized(id, incarnation) if ok
+                  else ChildInitFailed(id, incarnation, "refused"))
+
+    @precondition(lambda self: self.alive)
+    @rule(data=st.data())
+    def crash(self, data: st.DataObject) -> None:
+        self.exit_child(data.draw(st.sampled_from(sorted(self.alive))))
+
+    @precondition(lambda self: self.alive)
+    @rule(data=st.data())
+    def announce_normal_exit(self, data: st.DataObject) -> None:
+        address = data.draw(st.sampled_from(sorted(self.alive)))
+        self.feed(ExitAnnounced(*self.alive[address], "normal"))
+
+    @precondition(lambda self: self.asked)
+    @rule(data=st.data())
+    def stop_as_asked(self, data: st.DataObject) -> None:
+        self.exit_child(data.draw(st.sampled_from(sorted(self.asked))))
+
+    @precondition(lambda self: self.timers)
+    @rule(data=st.data())
+    def fire_kill_timer(self, data: st.DataObject) -> None:
+        self.feed(KillTimeout(data.draw(st.sampled_from(self.timers))))
+
+    @precondition(lambda self: self.dead)
+    @rule(data=st.data())
+    def repeat_exit(self, data: st.DataObject) -> None:
+        """Thespian sometimes reports an exit twice."""
+        self.feed(ChildExited(*data.draw(st.sampled_from(self.dead))))
+
+    @rule(seconds=st.sampled_from([0.1, 0.5, 2.0]))
+    def tick(self, seconds: float) -> None:
+        self.now += seconds
+
+    @rule(request=st.one_of(
+        st.builds(StartChild, specs),
+        st.builds(TerminateChild, st.sampled_from([f"c{i}" for i in range(6)])),
+        st.builds(RestartChild, st.sampled_from([f"c{i}" for i in range(6)])),
+        st.builds(DeleteChild, st.sampled_from([f"c{i}" for i in range(6)])),
+        st.just(WhichChildren()), st.just(CountChildren()), st.just(StopSupervisor())))
+    def call(self, request: Any) -> None:
+        requester = len(self.requests)
+        self.requests[requester] = request
+        self.feed(Call(request, requester))
+
+    @rule()
+    def bare_exit_request(self) -> None:
+        self.feed(ExitRequested())
+
+    # ---- promises
+
+    @invariant()
+    def world_and_core_agree_on_who_is_alive(self) -> None:
+        assert set(self.alive) == {c.address for c in self.core.children if c.alive}
+        assert len([c for c in self.core.children if c.status is Status.STARTING]) <= 1
+
+    @invariant()
+    def replies_answer_their_requests(self) -> None:
+        for requester, replies in self.replies.items():
+            assert len(replies) == 1, f"{requester}: {replies}"
+            request = self.requests[requester]
+            if request is None:
+                assert isinstance(replies[0], SupervisorStarted | StartChildError
+                                  | SupervisorError)
+            else:
+                assert isinstance(replies[0], (*REPLIES[type(request)], SupervisorError))
+
+    @invariant()
+    def exit_comes_once_with_every_child_gone_and_every_caller_answered(self) -> None:
+        assert len(self.exits) <= 1
+        if self.exits:
+            assert not self.alive
+            assert set(self.replies) == set(self.requests)
+
+    @invariant()
+    def intensity_window_holds_at_most_one_restart_too_many(self) -> None:
+        assert len(self.core.intensity.times) <= self.core.intensity.max_restarts + 1
+
+
+SupervisorModel.TestCase.settings = settings(max_examples=1000, stateful_step_count=50,
+                                             deadline=None)
+test_supervisor_core = SupervisorModel.TestCase
