@@ -55,12 +55,16 @@ class SendMessage:
     message: Any
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class SendMessages:
     """`credit`: the grant these messages were buffered under (see `RequestCredit`)."""
 
     messages: list[Any]
     credit: int | None = None
+
+    def __repr__(self) -> str:
+        # Thespian formats every message it sends for a debug line: keep that cheap.
+        return f"SendMessages({len(self.messages)} messages, credit={self.credit})"
 
 
 @dataclass(frozen=True)
@@ -116,12 +120,15 @@ class NotStarted(PachkaError, LookupError):
 # ---- between a server and its exporters ---------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class ExportBatch:
     export_id: int
     batch: list[Any]
     sink: Sink
     server_value: Any
+
+    def __repr__(self) -> str:
+        return f"ExportBatch({self.export_id}, {len(self.batch)} messages)"
 
 
 @dataclass(frozen=True)

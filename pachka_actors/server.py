@@ -6,6 +6,7 @@ become sends, wakeups, exporter actors and kills. All decisions are the core's.
 
 from __future__ import annotations
 
+import heapq
 import logging
 import pickle
 import time
@@ -130,6 +131,8 @@ class _Running:
     core: PachkaCore
     exporters: dict[int, _ExporterInfo] = field(default_factory=dict)
     spares: deque[ActorAddress] = field(default_factory=deque)
+    timers: list[tuple[float, int, TimerFired]] = field(default_factory=list)  # a heap
+    wakeup_due: float | None = None
     stop_requesters: list[ActorAddress] = field(default_factory=list)
 
 
@@ -156,7 +159,7 @@ class PachkaServer(Actor):  # type: ignore[misc]
         elif isinstance(message, ExporterStarted):
             self._exporter_started(run, message)
         elif isinstance(message, WakeupMessage):
-            self._handle(run, message.payload, sender)
+            self._timers_due(run, sender)
         elif isinstance(message, TimerFired):
             self._handle(run, message, sender)
         elif isinstance(message, Stop):
@@ -212,7 +215,8 @@ class PachkaServer(Actor):  # type: ignore[misc]
                                                    config.server_value))
                     # Creating an exporter costs ~8 ms on multiprocTCPBase: make the next
                     # one now, while this one exports, rather than when it is needed.
-                    run.spares.append(self.createActor(Exporter))
+                    if not run.core.terminating or run.core.queue:
+                        run.spares.append(self.createActor(Exporter))
                 case KillExport(export_id):
                     self._kill_exporter(run.exporters[export_id])
                 case Drain(messages):
@@ -223,8 +227,24 @@ class PachkaServer(Actor):  # type: ignore[misc]
                     log.log(level, "Pachka %s: %s", config.name or self.myAddress, text)
 
     def _arm(self, run: _Running, fired: TimerFired, delay: float) -> None:
-        if run.config.timers == "wakeup":
-            self.wakeupAfter(timedelta(seconds=delay), payload=fired)
+        """Keep timers here and at most one Thespian wakeup pending: wakeups cannot be
+        cancelled, and simpleSystemBase checks every pending one before each message."""
+        if run.config.timers != "wakeup":
+            return
+        due = time.monotonic() + delay
+        heapq.heappush(run.timers, (due, fired.token, fired))
+        if run.wakeup_due is None or due < run.wakeup_due:
+            run.wakeup_due = due
+            self.wakeupAfter(timedelta(seconds=delay))
+
+    def _timers_due(self, run: _Running, sender: ActorAddress) -> None:
+        """A wakeup: fire every timer now due, in order, then wake up for the next one."""
+        run.wakeup_due = None
+        while run.timers and run.timers[0][0] <= time.monotonic():
+            self._handle(run, heapq.heappop(run.timers)[2], sender)
+        if run.timers and run.wakeup_due is None:
+            run.wakeup_due = run.timers[0][0]
+            self.wakeupAfter(timedelta(seconds=max(0.0, run.wakeup_due - time.monotonic())))
 
     @staticmethod
     def _drain(config: PachkaConfig, messages: list[Any]) -> DrainFinished:
