@@ -25,7 +25,7 @@ from thespian.actors import (
     WakeupMessage,
 )
 
-from ._process import ProcessId
+from ._process import ProcessId, child_process
 from .config import PachkaConfig
 from .core import (
     Accepted,
@@ -210,7 +210,8 @@ class PachkaServer(Actor):  # type: ignore[misc]
                     self._arm(run, TimerFired(TimerKind.RETRY, token), delay)
                 case StartExport(export_id, batch):
                     address = run.spares.popleft() if run.spares else self.createActor(Exporter)
-                    run.exporters[export_id] = _ExporterInfo(address)
+                    # Known at once where Thespian forked it here; else from ExporterStarted.
+                    run.exporters[export_id] = _ExporterInfo(address, child_process(self, address))
                     self.send(address, ExportBatch(export_id, batch, config.sink,
                                                    config.server_value))
                     # Creating an exporter costs ~8 ms on multiprocTCPBase: make the next
@@ -260,10 +261,12 @@ class PachkaServer(Actor):  # type: ignore[misc]
         info.abandoned = True
         if info.process is None:
             return
-        if not info.process.kill() and not info.process.killable():
+        if info.process.killable():
+            info.process.kill()  # no message to it after that: a send to a dead actor stalls
+        else:
             log.error("cannot kill the exporter at %s (same process or another host): its "
                       "send_batch runs on, and its result will be ignored", info.address)
-        self.send(info.address, ActorExitRequest())
+            self.send(info.address, ActorExitRequest())
 
     def _exporter_started(self, run: _Running, started: ExporterStarted) -> None:
         info = run.exporters.get(started.export_id)
@@ -297,7 +300,8 @@ class PachkaServer(Actor):  # type: ignore[misc]
             drain_synchronously(run, self._kill_exporter)
         # Thespian's own exit broadcast can miss a spare created just before it, and then
         # waits on that child for ever: end every exporter explicitly.
-        for address in [*run.spares, *(info.address for info in run.exporters.values())]:
+        live = [info.address for info in run.exporters.values() if not info.abandoned]
+        for address in [*run.spares, *live]:
             self.send(address, ActorExitRequest())
         for requester in run.stop_requesters:
             self.send(requester, Stopped())
