@@ -19,6 +19,8 @@ from typing import Any
 
 from thespian.actors import Actor, ActorAddress, ActorSystem
 
+from ._process import _stat
+
 
 class SessionProbe(Actor):  # type: ignore[misc]
     """Answers with the OS session id of its process: the admin daemon's session."""
@@ -40,12 +42,8 @@ def session_pids(sid: int) -> list[int]:
     for entry in os.listdir("/proc"):
         if not entry.isdigit() or int(entry) == os.getpid():
             continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[3]) == sid and fields[0] not in ("Z", "X"):
+        fields = _stat(int(entry))
+        if fields is not None and int(fields[3]) == sid and fields[0] not in ("Z", "X"):
             pids.append(int(entry))
     return pids
 

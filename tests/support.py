@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import socket
 from collections.abc import Iterator
 
 from thespian.actors import ActorSystem
 
+from pachka_actors._process import ProcessId
 from pachka_actors.systems import shutdown_system, start_system
 
 #: Sessions of every multi-process system started by the tests, checked at the end of the run.
@@ -23,3 +25,8 @@ def actor_system(base: str) -> Iterator[ActorSystem]:
         yield asys
     finally:
         shutdown_system(asys, sid)
+
+
+def process_gone(pid: int) -> bool:
+    """The process has exited (a zombie counts)."""
+    return ProcessId(pid, socket.gethostname()).ended()

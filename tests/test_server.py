@@ -22,7 +22,7 @@ from sinks import (
     delivered,
     wait_for,
 )
-from support import actor_system
+from support import actor_system, process_gone
 from thespian.actors import ActorSystem
 
 from pachka_actors import (
@@ -55,14 +55,6 @@ def wait_state(server: Pachka, state: State) -> None:
 
 def touch(directory: Path, name: str, content: str = "") -> None:
     (directory / name).write_text(content)
-
-
-def process_gone(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
-    except FileNotFoundError:
-        return True
 
 
 # ---- batching -------------------------------------------------------------------------------

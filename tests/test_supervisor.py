@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from sinks import calls, wait_for
 from supervised_actors import Halt, Init, Plain, Relay, Worker
+from support import process_gone
 from thespian.actors import ActorExitRequest, ActorSystem
 
 from pachka_actors import ActorTimeout, ConfigError
@@ -50,14 +51,6 @@ def logged(directory: Path, call: str) -> list[str]:
 def pid(directory: Path, name: str) -> int:
     """The process of the latest start of worker `name`."""
     return int([e for e in calls(directory, "start") if e["name"] == name][-1]["pid"])
-
-
-def gone(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
-    except OSError:
-        return True
 
 
 def ids(supervisor: Supervisor) -> list[Hashable]:
@@ -100,7 +93,7 @@ def test_children_start_in_order_and_stop_in_reverse(tcp_system: ActorSystem,
     pids = [pid(tmp_path, name) for name in "abc"]
     sup.stop()
     assert logged(tmp_path, "stop") == ["c", "b", "a"]
-    wait_for(lambda: all(gone(p) for p in pids))
+    wait_for(lambda: all(process_gone(p) for p in pids))
     assert exited(sup)
 
 
@@ -114,7 +107,7 @@ def test_a_failed_start_stops_the_started_children_in_reverse_and_names_the_chil
     assert logged(tmp_path, "start") == ["a", "b", "bad"]
     # The failed child is ended first (it was still alive), then the others in reverse.
     assert logged(tmp_path, "stop") == ["bad", "b", "a"]
-    wait_for(lambda: all(gone(pid(tmp_path, name)) for name in ("a", "b", "bad")))
+    wait_for(lambda: all(process_gone(pid(tmp_path, name)) for name in ("a", "b", "bad")))
 
 
 def test_nested_supervisors_start_and_stop_in_tree_order(tcp_system: ActorSystem,
@@ -150,8 +143,8 @@ def test_a_child_stuck_in_its_stop_handler_is_killed_after_its_timeout(
     # "brutal" is killed without its stop handler; "stuck" ran its handler, then was
     # killed, together with the actor it had started itself; the next child still stopped.
     assert logged(tmp_path, "stop") == ["last", "stuck", "first"]
-    assert gone(pid(tmp_path, "brutal"))
-    wait_for(lambda: gone(stuck["pid"]) and gone(stuck["grandchild"]))
+    assert process_gone(pid(tmp_path, "brutal"))
+    wait_for(lambda: process_gone(stuck["pid"]) and process_gone(stuck["grandchild"]))
     assert 0.5 <= took < 1.0 + 0.5 + 0.5  # the sum of the timeouts
 
 
@@ -161,7 +154,7 @@ def test_a_child_stuck_inside_a_handler_is_killed(tcp_system: ActorSystem,
     tcp_system.tell(sup.which_children()[0][1], "hang")
     sup.terminate_child("a")  # its ActorExitRequest is never read
     assert logged(tmp_path, "stop") == []
-    wait_for(lambda: gone(pid(tmp_path, "a")))
+    wait_for(lambda: process_gone(pid(tmp_path, "a")))
     assert sup.which_children() == [("a", None, ChildType.WORKER)]
 
 
@@ -177,7 +170,7 @@ def test_actor_system_shutdown_stops_children_in_reverse_order(tmp_path: Path) -
         pids = [pid(tmp_path, name) for name in ("a", "stuck", "s", "b")]
         system.shutdown()
     assert logged(tmp_path, "stop") == ["b", "s", "stuck", "a"]
-    assert all(gone(p) for p in pids)
+    assert all(process_gone(p) for p in pids)
 
 
 def test_a_bare_exit_request_to_the_supervisor_stops_in_order(tcp_system: ActorSystem,
@@ -187,7 +180,7 @@ def test_a_bare_exit_request_to_the_supervisor_stops_in_order(tcp_system: ActorS
                              worker(tmp_path, "c", shutdown=BRUTAL_KILL)])
     pids = [pid(tmp_path, name) for name in "abc"]
     tcp_system.tell(sup.address, ActorExitRequest())
-    wait_for(lambda: all(gone(p) for p in pids))
+    wait_for(lambda: all(process_gone(p) for p in pids))
     assert logged(tmp_path, "stop") == ["b", "a"]
     wait_for(lambda: exited(sup))
 
@@ -209,7 +202,7 @@ def test_strategies_after_a_child_is_killed(tcp_system: ActorSystem, tmp_path: P
     assert logged(tmp_path, "start")[3:] == starts
     assert logged(tmp_path, "stop") == stops
     assert running(sup) == ["a", "b", "c"]
-    assert not any(gone(pid(tmp_path, name)) for name in "abc")
+    assert not any(process_gone(pid(tmp_path, name)) for name in "abc")
     sup.stop()
 
 
@@ -249,7 +242,7 @@ def test_exceeding_the_intensity_stops_everything_and_exits(tcp_system: ActorSys
     wait_for(lambda: exited(sup))
     assert logged(tmp_path, "stop") == ["b"]
     assert logged(tmp_path, "start") == ["a", "b", "a"]
-    assert gone(pid(tmp_path, "b"))
+    assert process_gone(pid(tmp_path, "b"))
 
 
 @pytest.mark.parametrize(("restart", "restarted"), [("permanent", True), ("transient", False)])
