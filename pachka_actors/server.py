@@ -298,11 +298,15 @@ class PachkaServer(Actor):  # type: ignore[misc]
         """Thespian ends this actor when this returns: finish the shutdown right here."""
         if run.core.state is not State.STOPPED:
             drain_synchronously(run, self._kill_exporter)
-        # Thespian's own exit broadcast can miss a spare created just before it, and then
-        # waits on that child for ever: end every exporter explicitly.
-        live = [info.address for info in run.exporters.values() if not info.abandoned]
-        for address in [*run.spares, *live]:
-            self.send(address, ActorExitRequest())
+        # Every exporter is idle now (a running one was killed above). Thespian's exit
+        # broadcast can miss one created just before it, which then outlives this actor
+        # as an orphan: kill them where possible, else ask them to exit.
+        idle = [(info.address, info.process) for info in run.exporters.values()
+                if not info.abandoned]
+        idle += [(address, child_process(self, address)) for address in run.spares]
+        for address, process in idle:
+            if process is None or not process.kill():
+                self.send(address, ActorExitRequest())
         for requester in run.stop_requesters:
             self.send(requester, Stopped())
 
