@@ -251,6 +251,9 @@ class PachkaCore:
 
     def _receive_credited(self, messages: Sequence[Any], credit: int) -> list[Effect]:
         """Promised messages are never refused, even past an expired grant or a stop."""
+        if self.state is State.STOPPED:
+            return [Accepted(0), Log(logging.ERROR, f"{len(messages)} messages under credit "
+                                                    f"{credit} came after the server stopped")]
         effects: list[Effect] = [Accepted(len(messages))]
         granted = self.credits.pop(credit, None)
         if granted is None:
@@ -262,9 +265,6 @@ class PachkaCore:
             if len(messages) > granted:
                 effects.append(Log(logging.ERROR, f"credit {credit} was for {granted} messages, "
                                                   f"{len(messages)} came; taking them all"))
-        if self.state is State.STOPPED:
-            return [Accepted(0), Log(logging.ERROR, f"{len(messages)} messages under credit "
-                                                    f"{credit} came after the server stopped")]
         self.queue.extend(messages)
         if self.state is State.IDLE:
             effects += self._settle()

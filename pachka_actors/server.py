@@ -259,14 +259,20 @@ class PachkaServer(Actor):  # type: ignore[misc]
     def _kill_exporter(self, info: _ExporterInfo) -> None:
         """SIGKILL where possible; before the exporter reports its pid, kill on the report."""
         info.abandoned = True
-        if info.process is None:
-            return
-        if info.process.killable():
-            info.process.kill()  # no message to it after that: a send to a dead actor stalls
-        else:
+        if info.process is not None and not self._end(info.address, info.process):
             log.error("cannot kill the exporter at %s (same process or another host): its "
                       "send_batch runs on, and its result will be ignored", info.address)
-            self.send(info.address, ActorExitRequest())
+
+    def _end(self, address: ActorAddress, process: ProcessId | None) -> bool:
+        """SIGKILL an exporter where possible, else ask it to exit; True when killed.
+
+        Nothing is sent to a killed one: a send to a dead actor stalls.
+        """
+        if process is not None and process.killable():
+            process.kill()
+            return True
+        self.send(address, ActorExitRequest())
+        return False
 
     def _exporter_started(self, run: _Running, started: ExporterStarted) -> None:
         info = run.exporters.get(started.export_id)
@@ -305,8 +311,7 @@ class PachkaServer(Actor):  # type: ignore[misc]
                 if not info.abandoned]
         idle += [(address, child_process(self, address)) for address in run.spares]
         for address, process in idle:
-            if process is None or not process.kill():
-                self.send(address, ActorExitRequest())
+            self._end(address, process)
         for requester in run.stop_requesters:
             self.send(requester, Stopped())
 
