@@ -15,7 +15,7 @@ from typing import Any
 
 from thespian.actors import Actor, ActorAddress, ActorSystem
 
-from pachka_actors import PachkaConfig
+from pachka_actors.config import PachkaConfig
 from pachka_actors.systems import shutdown_system, start_system
 
 #: The library's default max_batch_size (500), used wherever the issue names no other.

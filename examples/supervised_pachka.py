@@ -35,8 +35,8 @@ from thespian.actors import (
     WakeupMessage,
 )
 
-from pachka_actors import Accepted, Pachka, SendMessages, Sink
-from pachka_actors.supervisor import ChildSpec, Supervisor, WhichChildren
+from pachka_actors import ChildSpec, Pachka, Sink, Supervisor
+from pachka_actors.messages import Accepted, SendMessages, WhichChildren
 from pachka_actors.systems import isolated_system
 
 

@@ -6,86 +6,53 @@ failed batches are retried, hung exports killed, overload refused, and every
 accepted message delivered or drained at shutdown. A `Supervisor` (Elixir's)
 starts a Pachka server between its sink system and its producers, and stops
 them in reverse order.
+
+What a program types is here; the messages for actors that drive a server or a
+supervisor themselves are in `pachka_actors.messages`, every error in
+`pachka_actors.errors`, and the validated configurations in `pachka_actors.config`.
 """
 
-from .config import PachkaConfig
-from .core import ServerStatus, State, TimerFired, TimerKind
-from .errors import ActorTimeout, ConfigError, Overloaded, PachkaError
-from .messages import (
-    Accepted,
+import logging
+
+from . import messages
+from ._restart import Restart, Strategy
+from .config import BRUTAL_KILL, ChildSpec, ChildType
+from .errors import (
+    ActorTimeout,
     AlreadyStarted,
-    GetStatus,
-    Granted,
+    ConfigError,
     NotStarted,
-    RequestCredit,
-    SendMessage,
-    SendMessages,
-    Started,
-    StartServer,
-    Stop,
-    Stopped,
-)
-from .pachka import DEFAULT_LINGER, Pachka
-from .server import PachkaServer, SinkError
-from .sink import EXITED, KILLED, DrainingSink, FailureReason, Sink
-from .supervisor import (
-    BRUTAL_KILL,
-    INFINITY,
-    AlreadyPresent,
-    ChildNotFound,
-    ChildRunning,
-    ChildSpec,
-    ChildType,
-    NormalExit,
-    Restart,
+    Overloaded,
+    PachkaError,
     StartChildError,
-    Strategy,
-    Supervisor,
     SupervisorError,
 )
+from .pachka import Pachka
+from .server import PachkaServer
+from .sink import DrainingSink, Sink
+from .supervisor import Supervisor, SupervisorActor
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __all__ = [
     "BRUTAL_KILL",
-    "DEFAULT_LINGER",
-    "EXITED",
-    "INFINITY",
-    "KILLED",
-    "Accepted",
     "ActorTimeout",
-    "AlreadyPresent",
     "AlreadyStarted",
-    "ChildNotFound",
-    "ChildRunning",
     "ChildSpec",
     "ChildType",
     "ConfigError",
     "DrainingSink",
-    "FailureReason",
-    "GetStatus",
-    "Granted",
-    "NormalExit",
     "NotStarted",
     "Overloaded",
     "Pachka",
-    "PachkaConfig",
     "PachkaError",
     "PachkaServer",
-    "RequestCredit",
     "Restart",
-    "SendMessage",
-    "SendMessages",
-    "ServerStatus",
     "Sink",
-    "SinkError",
     "StartChildError",
-    "StartServer",
-    "Started",
-    "State",
-    "Stop",
-    "Stopped",
     "Strategy",
     "Supervisor",
+    "SupervisorActor",
     "SupervisorError",
-    "TimerFired",
-    "TimerKind",
+    "messages",
 ]

@@ -2,7 +2,8 @@
 
 Thespian has no kill: `ActorExitRequest` is an ordinary message that a blocked
 handler never reads. On a multi-process base each actor is an OS process, so
-the only sure stop is SIGKILL to its pid, and only from the same host.
+the only sure stop is SIGKILL to its pid, and only from the same host. Whether a
+process has ended is read from Linux's /proc, so the library is Linux-only.
 """
 
 from __future__ import annotations
@@ -12,10 +13,14 @@ import functools
 import os
 import signal
 import socket
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+
+if not sys.platform.startswith("linux"):
+    raise ImportError(f"pachka_actors runs on Linux only (it reads /proc to tell whether an "
+                      f"actor's process has ended); this is {sys.platform}")
 
 
 @dataclass(frozen=True)
@@ -83,20 +88,6 @@ class ProcessId:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         return self.pid in frozen
-
-
-def child_process(actor: Any, address: Any) -> ProcessId | None:
-    """The OS process of the child that `actor` has just created at `address`, or None.
-
-    On the multi-process bases, `createActor` inside an actor forks the child at
-    once, as an OS child of the actor's process, and records it in Thespian's
-    (private) `_child_procs`. Under simpleSystemBase, or for a child created
-    through the Admin (globalName, capability placement), there is no such record.
-    """
-    for info in getattr(getattr(actor, "_myRef", None), "_child_procs", ()):
-        if info.childAddr == address:
-            return ProcessId(info.childProc.pid, socket.gethostname())
-    return None
 
 
 def _stat(pid: int) -> list[str] | None:

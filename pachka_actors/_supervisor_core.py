@@ -11,264 +11,38 @@ Children are told apart by `(id, incarnation)`: Thespian's `ChildActorExited`
 can come twice and addresses get reused, so an event for an incarnation that is
 no longer current is stale and ignored.
 
-Also here, because the machine reads them: `ChildSpec`, the request and reply
-messages, and the errors; `pachka_actors.supervisor` exports them.
+Its vocabulary lives elsewhere: `ChildSpec` in `config`, requests and replies in
+`messages`, errors in `errors`.
 """
 
 from __future__ import annotations
 
-import builtins
 import enum
 import itertools
 import logging
-import math
 from collections import deque
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
-from typing import Any, Final, Literal, TypeAlias
+from typing import Any
 
 from ._restart import Restart, RestartIntensity, Sibling, Strategy, plan_restart, restarts
-from .config import check_picklable, parse_timeout
-from .errors import ConfigError, PachkaError
-
-#: `ChildSpec.shutdown` value: kill the child at once, without asking it to stop.
-BRUTAL_KILL: Final = "brutal_kill"
-
-#: `ChildSpec.shutdown` value: wait for the child's exit as long as it takes.
-INFINITY: Final = None
-
-Shutdown = float | Literal["brutal_kill"] | None
-
-ActorClass: TypeAlias = builtins.type
-
-
-class ChildType(enum.StrEnum):
-    WORKER = "worker"
-    SUPERVISOR = "supervisor"
-
-
-def _enum(option: str, kind: type[enum.StrEnum], value: Any) -> Any:
-    try:
-        return kind(value)
-    except ValueError:
-        choices = ", ".join(repr(str(member)) for member in kind)
-        raise ConfigError(option, f"expected one of {choices}, got {value!r}") from None
-
-
-_DEFAULT_SHUTDOWN: Any = object()
-
-
-@dataclass(frozen=True, init=False)
-class ChildSpec:
-    """How a supervisor starts, stops and restarts one child (Elixir's child specification).
-
-    `id`: any hashable, picklable value, unique within the supervisor.
-
-    `start`: an actor class, or `(actor_class, init_message)`. With an init
-    message the supervisor sends it to the new actor and the child counts as
-    started when it answers: any reply counts as success, except an `Exception`
-    instance (or a `PoisonMessage`, when the handler raised), which fails the
-    start. The sender of the init message is the supervisor. Without an init
-    message the child counts as started once created.
-
-    `restart`: "permanent", "transient" or "temporary" (`Restart`).
-
-    `shutdown`: seconds (or a timedelta) the child gets to stop before it is
-    killed; `BRUTAL_KILL` ("brutal_kill") to kill it without asking; None
-    (`INFINITY`) to wait as long as it takes. Default: 5 s for a worker, None for
-    a supervisor.
-
-    `type`: "worker" or "supervisor" (`ChildType`); informative, as in Elixir.
-
-    `stop_message`: how the supervisor asks the child to stop. None (default):
-    Thespian's `ActorExitRequest`, so the actor's handler for it is its
-    terminate. Otherwise this message is sent; the child must then exit by
-    itself once stopped (a Pachka server drains, answers `Stopped` and exits).
-    """
-
-    id: Hashable
-    start: ActorClass | tuple[ActorClass, Any]
-    restart: Restart
-    shutdown: Shutdown
-    type: ChildType
-    stop_message: Any
-
-    def __init__(self, id: Hashable, start: ActorClass | tuple[ActorClass, Any],
-                 restart: Restart | str = Restart.PERMANENT,
-                 shutdown: float | timedelta | str | None = _DEFAULT_SHUTDOWN,
-                 type: ChildType | str = ChildType.WORKER,
-                 stop_message: Any = None) -> None:
-        if id is None:
-            raise ConfigError("id", "required")
-        try:
-            hash(id)
-        except TypeError:
-            raise ConfigError("id", f"must be hashable, got {id!r}") from None
-        check_picklable("id", id)
-        actor_class = start[0] if isinstance(start, tuple) and len(start) == 2 else start
-        if not (isinstance(actor_class, builtins.type)
-                and callable(getattr(actor_class, "receiveMessage", None))):
-            raise ConfigError("start", f"expected an actor class or (actor class, init "
-                                       f"message), got {start!r}")
-        check_picklable("start", start)
-        child_type = _enum("type", ChildType, type)
-        if shutdown is _DEFAULT_SHUTDOWN:
-            shutdown = 5.0 if child_type is ChildType.WORKER else INFINITY
-        elif shutdown != BRUTAL_KILL:
-            shutdown = parse_timeout("shutdown", shutdown)
-            if shutdown == math.inf:
-                shutdown = INFINITY
-        check_picklable("stop_message", stop_message)
-        set_field = object.__setattr__
-        set_field(self, "id", id)
-        set_field(self, "start", start)
-        set_field(self, "restart", _enum("restart", Restart, restart))
-        set_field(self, "shutdown", shutdown)
-        set_field(self, "type", child_type)
-        set_field(self, "stop_message", stop_message)
-
-    @property
-    def actor_class(self) -> ActorClass:
-        return self.start[0] if isinstance(self.start, tuple) else self.start
-
-
-# ---- messages a supervisor understands, and its replies ----------------------------------
-
-
-@dataclass(frozen=True)
-class StartChild:
-    """Add a child and start it. Reply: `ChildStarted`, or `AlreadyPresent`/`StartChildError`."""
-
-    spec: ChildSpec
-
-
-@dataclass(frozen=True)
-class TerminateChild:
-    """Stop a child, keeping its spec (a temporary child's goes). Reply: `ChildTerminated`."""
-
-    id: Hashable
-
-
-@dataclass(frozen=True)
-class RestartChild:
-    """Start a child that is not running. Reply: `ChildStarted`, or `ChildRunning`."""
-
-    id: Hashable
-
-
-@dataclass(frozen=True)
-class DeleteChild:
-    """Forget the spec of a child that is not running. Reply: `ChildDeleted`."""
-
-    id: Hashable
-
-
-@dataclass(frozen=True)
-class WhichChildren:
-    """Reply: a list of `(id, address or None, type)`, in start order."""
-
-
-@dataclass(frozen=True)
-class CountChildren:
-    """Reply: a dict with keys specs, active, supervisors, workers."""
-
-
-@dataclass(frozen=True)
-class StopSupervisor:
-    """Stop the children in reverse order, then exit. Reply: `SupervisorStopped`."""
-
-
-@dataclass(frozen=True)
-class NormalExit:
-    """Sent by a child to its supervisor (the sender of its init message) to exit normally.
-
-    The supervisor then stops it (with `ActorExitRequest`, within its shutdown
-    timeout) and treats the exit as normal: a transient child is not restarted.
-    Any other exit of a child the supervisor did not ask to stop is abnormal.
-    `reason` is logged; a supervisor that gives up sends "shutdown", as Elixir's does.
-    """
-
-    reason: str = "normal"
-
-
-@dataclass(frozen=True)
-class ChildStarted:
-    id: Hashable
-    address: Any
-
-
-@dataclass(frozen=True)
-class ChildTerminated:
-    id: Hashable
-
-
-@dataclass(frozen=True)
-class ChildDeleted:
-    id: Hashable
-
-
-@dataclass(frozen=True)
-class SupervisorStarted:
-    pass
-
-
-@dataclass(frozen=True)
-class SupervisorStopped:
-    pass
-
-
-Request = (StartChild | TerminateChild | RestartChild | DeleteChild | WhichChildren
-           | CountChildren | StopSupervisor)
-
-
-class SupervisorError(PachkaError):
-    """A supervisor refused a request, or is stopping."""
-
-
-class StartChildError(SupervisorError):
-    """A child failed to start (Elixir's `{:failed_to_start_child, id, reason}`)."""
-
-    def __init__(self, id: Hashable, reason: Any) -> None:
-        super().__init__(id, reason)
-        self.id = id
-        self.reason = reason
-
-    def __str__(self) -> str:
-        return f"failed to start child {self.id!r}: {self.reason}"
-
-
-class ChildNotFound(SupervisorError, LookupError):
-    def __init__(self, id: Hashable) -> None:
-        super().__init__(id)
-        self.id = id
-
-    def __str__(self) -> str:
-        return f"no child {self.id!r}"
-
-
-class ChildRunning(SupervisorError):
-    """`restart_child`/`delete_child` of a running child (Elixir's `:running`)."""
-
-    def __init__(self, id: Hashable) -> None:
-        super().__init__(id)
-        self.id = id
-
-    def __str__(self) -> str:
-        return f"child {self.id!r} is running"
-
-
-class AlreadyPresent(SupervisorError):
-    """`start_child` with an id in use (`{:already_started, pid}` or `:already_present`)."""
-
-    def __init__(self, id: Hashable, running: bool) -> None:
-        super().__init__(id, running)
-        self.id = id
-        self.running = running
-
-    def __str__(self) -> str:
-        return f"child {self.id!r} is already {'started' if self.running else 'present'}"
-
+from .config import BRUTAL_KILL, ChildSpec, ChildType
+from .errors import AlreadyPresent, ChildNotFound, ChildRunning, StartChildError, SupervisorError
+from .messages import (
+    ChildDeleted,
+    ChildStarted,
+    ChildTerminated,
+    CountChildren,
+    DeleteChild,
+    RestartChild,
+    StartChild,
+    StopSupervisor,
+    SupervisorRequest,
+    SupervisorStarted,
+    SupervisorStopped,
+    TerminateChild,
+    WhichChildren,
+)
 
 #: Why a child that exited before answering its init message failed to start.
 EXITED_DURING_START = "exited before answering its init message"
@@ -285,7 +59,7 @@ class Boot:
 
 @dataclass(frozen=True)
 class Call:
-    request: Request
+    request: SupervisorRequest
     requester: Any
 
 
@@ -676,7 +450,7 @@ class SupervisorCore:
 
     # ---- calls
 
-    def _call(self, request: Request, requester: Any) -> None:
+    def _call(self, request: SupervisorRequest, requester: Any) -> None:
         match request:
             case StartChild(spec):
                 self._start_child(spec, requester)

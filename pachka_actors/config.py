@@ -1,18 +1,33 @@
-"""The one option schema: validation, defaults and the docs' options table all come from it.
+"""What users configure: a Pachka server, a handle, a supervisor and its child specs.
 
-Pachka validates its options with NimbleOptions before the server starts; this
-module does the same, raising `ConfigError` naming the option.
+Each is a frozen dataclass validated when it is made (see `_options`), so a bad
+value is refused at the call that gave it, naming the option, before any actor
+starts; and the tables of docs/options.md are generated from the same schemas.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import pickle
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+import builtins
+import enum
+import math
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, Literal
+from typing import Any, Final, Literal, TypeAlias
 
+from ._options import (
+    Option,
+    build,
+    integer,
+    one_of,
+    picklable,
+    positive_int,
+    seconds,
+    table,
+    timeout,
+    validate_fields,
+)
+from ._restart import Restart, Strategy
 from .errors import ConfigError
 from .sink import Sink
 
@@ -20,61 +35,13 @@ from .sink import Sink
 #: a test fires each timer itself by sending `TimerFired` (Pachka's tests stub the timer too).
 Timers = Literal["wakeup", "manual"]
 
-
-@dataclass(frozen=True)
-class PachkaConfig:
-    """Validated options of one Pachka server; travels to the server actor in `StartServer`."""
-
-    sink: Sink
-    name: str | None = None
-    server_value: Any = None
-    max_batch_size: int = 500
-    critical_queue_size: int = 10_000
-    max_batch_delay: float | None = 5.0
-    export_timeout: float | None = 10.0
-    credit_timeout: float | None = 10.0
-    timers: Timers = "wakeup"
-
-
-@dataclass(frozen=True)
-class Option:
-    """One row of the schema: how to check a value and how to document it."""
-
-    name: str
-    type_doc: str
-    doc: str
-    parse: Callable[[str, Any], Any]
-
-
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(name, f"expected a positive integer, got {value!r}")
-    if value <= 0:
-        raise ConfigError(name, f"must be positive, got {value}")
-    return value
-
-
-def parse_timeout(name: str, value: Any) -> float | None:
-    """Seconds (int, float or timedelta) >= 0, or None for infinity (Elixir's :infinity)."""
-    if value is None:
-        return None
-    if isinstance(value, timedelta):
-        value = value.total_seconds()
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(name, f"expected seconds (float or timedelta) or None, got {value!r}")
-    if value != value or value < 0:  # NaN compares unequal to itself
-        raise ConfigError(name, f"must be >= 0 seconds, got {value}")
-    return float(value)
+#: Seconds a buffered message may wait in the producing process (Kafka's linger.ms idea).
+DEFAULT_LINGER = 0.005
 
 
 def _name(name: str, value: Any) -> str | None:
     if value is not None and (not isinstance(value, str) or not value):
         raise ConfigError(name, f"expected a non-empty string or None, got {value!r}")
-    return value
-
-
-def _picklable(name: str, value: Any) -> Any:
-    check_picklable(name, value)
     return value
 
 
@@ -95,23 +62,10 @@ def _sink(name: str, value: Any) -> Sink:
         raise ConfigError(name, f"required: a Sink subclass or instance, got {value!r}")
     if type(value).send_batch is Sink.send_batch:
         raise ConfigError(name, f"{type(value).__qualname__} does not define send_batch")
-    check_picklable(name, value)
-    return value
+    return picklable(name, value)  # type: ignore[no-any-return]
 
 
-def check_picklable(name: str, value: Any) -> None:
-    """Multi-process bases pickle every message; fail at start, not inside an actor."""
-    try:
-        pickle.dumps(value)
-    except Exception as exc:
-        raise ConfigError(
-            name,
-            f"must be picklable to cross processes (define it at module level, no lambdas "
-            f"or locks): {exc}",
-        ) from exc
-
-
-SCHEMA: tuple[Option, ...] = (
+SERVER_OPTIONS: tuple[Option, ...] = (
     Option("sink", "Sink subclass or instance",
            "Receives the batches. A class is instantiated once by the library; the instance "
            "is pickled to every exporter actor, so it must be picklable.", _sink),
@@ -119,47 +73,232 @@ SCHEMA: tuple[Option, ...] = (
            "Thespian `globalName` of the server, for `Pachka.connect(system, name)`.", _name),
     Option("server_value", "any picklable value",
            "Passed to every sink callback, e.g. to tell servers sharing a sink apart.",
-           _picklable),
+           picklable),
     Option("max_batch_size", "int > 0",
            "A batch is exported as soon as this many messages are queued; no batch is larger.",
-           _positive_int),
+           positive_int),
     Option("critical_queue_size", "int > 0",
            "Queued messages (not counting the batch being exported) at which new messages are "
-           "refused with `Overloaded`.", _positive_int),
+           "refused with `Overloaded`.", positive_int),
     Option("max_batch_delay", "seconds (float or timedelta) or None",
            "Time from the first message queued while no export runs until what is queued "
-           "is exported (the batch timer); None: only full batches go out.", parse_timeout),
+           "is exported (the batch timer); None: only full batches go out.", timeout),
     Option("export_timeout", "seconds (float or timedelta) or None",
            "Longest time `send_batch` may run; past it the exporter is killed and the batch "
-           "retried with reason `\"killed\"`. None: no limit.", parse_timeout),
+           "retried with reason `\"killed\"`. None: no limit.", timeout),
     Option("credit_timeout", "seconds (float or timedelta) or None",
            "How long room reserved for a producer's buffer (see `linger`) stays reserved "
            "unused; a stopping server waits up to this long for promised messages.",
-           parse_timeout),
+           timeout),
     Option("timers", "'wakeup' or 'manual'",
            "'manual' schedules no wakeups: tests fire each timer by sending `TimerFired`.",
            _timers),
 )
 
-_BY_NAME: Mapping[str, Option] = {option.name: option for option in SCHEMA}
+
+@dataclass(frozen=True)
+class PachkaConfig:
+    """Validated options of one Pachka server; travels to the server actor in `StartServer`."""
+
+    sink: Sink
+    name: str | None = None
+    server_value: Any = None
+    max_batch_size: int = 500
+    critical_queue_size: int = 10_000
+    max_batch_delay: float | None = 5.0
+    export_timeout: float | None = 10.0
+    credit_timeout: float | None = 10.0
+    timers: Timers = "wakeup"
+
+    def __post_init__(self) -> None:
+        validate_fields(self, SERVER_OPTIONS)
+
+    @classmethod
+    def parse(cls, options: Mapping[str, Any]) -> PachkaConfig:
+        """From keyword options; raises `ConfigError` naming the first bad or unknown one."""
+        return build(cls, SERVER_OPTIONS, {"sink": None, **options})
 
 
-def parse_options(options: Mapping[str, Any]) -> PachkaConfig:
-    """Check every option against `SCHEMA`; raises `ConfigError` naming the first bad one."""
-    unknown = sorted(set(options) - set(_BY_NAME))
-    if unknown:
-        raise ConfigError(unknown[0], f"unknown option; known: {', '.join(_BY_NAME)}")
-    options = {"sink": None, **options}  # a missing sink gets _sink's "required" error
-    return PachkaConfig(**{name: _BY_NAME[name].parse(name, value)
-                           for name, value in options.items()})
+HANDLE_OPTIONS: tuple[Option, ...] = (
+    Option("ask_timeout", "seconds (float or timedelta) or None",
+           "How long a call of the handle waits for the server's answer before "
+           "`ActorTimeout`; None: forever.", timeout),
+    Option("linger", "seconds (float or timedelta) or None",
+           "How long `send_message` may keep a message in the producer's buffer before it "
+           "is shipped; None: one round trip per message. Off on simpleSystemBase.", timeout),
+    Option("buffer_size", "int > 0",
+           "Messages reserved and shipped together by a lingering handle.", positive_int),
+)
+
+
+@dataclass(frozen=True)
+class HandleOptions:
+    """Validated options of a `Pachka` handle (they stay in the producer's process)."""
+
+    ask_timeout: float | None = 60.0
+    linger: float | None = DEFAULT_LINGER
+    buffer_size: int = 1000
+
+    def __post_init__(self) -> None:
+        validate_fields(self, HANDLE_OPTIONS)
+
+    @classmethod
+    def parse(cls, options: Mapping[str, Any]) -> HandleOptions:
+        """From keyword options; raises `ConfigError` naming the first bad or unknown one."""
+        return build(cls, HANDLE_OPTIONS, options)
 
 
 def options_table() -> str:
-    """The Markdown options table of docs/options.md, generated so it cannot drift."""
-    defaults = {f.name: f.default for f in dataclasses.fields(PachkaConfig)}
-    rows = ["| option | type | default | meaning |", "|---|---|---|---|"]
-    for o in SCHEMA:
-        default = defaults[o.name]
-        shown = "required" if default is dataclasses.MISSING else f"`{default!r}`"
-        rows.append(f"| `{o.name}` | {o.type_doc} | {shown} | {o.doc} |")
-    return "\n".join(rows) + "\n"
+    """The Markdown tables of docs/options.md: server options, then handle options."""
+    return (table(PachkaConfig, SERVER_OPTIONS) + "\nHandle options (`Pachka.start`, "
+            "`Pachka.connect`):\n\n" + table(HandleOptions, HANDLE_OPTIONS))
+
+
+# ---- supervision --------------------------------------------------------------------------
+
+#: `ChildSpec.shutdown` value: kill the child at once, without asking it to stop.
+BRUTAL_KILL: Final = "brutal_kill"
+
+Shutdown = float | Literal["brutal_kill"] | None
+
+ActorClass: TypeAlias = builtins.type  # `type` is a ChildSpec field, as in Elixir
+
+
+class ChildType(enum.StrEnum):
+    WORKER = "worker"
+    SUPERVISOR = "supervisor"
+
+
+_DEFAULT_SHUTDOWN: Any = object()
+
+
+def _child_id(name: str, value: Any) -> Hashable:
+    if value is None:
+        raise ConfigError(name, "required")
+    try:
+        hash(value)
+    except TypeError:
+        raise ConfigError(name, f"must be hashable, got {value!r}") from None
+    return picklable(name, value)  # type: ignore[no-any-return]
+
+
+def _start(name: str, value: Any) -> ActorClass | tuple[ActorClass, Any]:
+    actor_class = value[0] if isinstance(value, tuple) and len(value) == 2 else value
+    if not (isinstance(actor_class, builtins.type)
+            and callable(getattr(actor_class, "receiveMessage", None))):
+        raise ConfigError(name, f"expected an actor class or (actor class, init message), "
+                                f"got {value!r}")
+    return picklable(name, value)  # type: ignore[no-any-return]
+
+
+def _shutdown(name: str, value: Any) -> Shutdown:
+    if value == BRUTAL_KILL:
+        return BRUTAL_KILL
+    return None if value == math.inf else timeout(name, value)
+
+
+@dataclass(frozen=True, init=False)
+class ChildSpec:
+    """How a supervisor starts, stops and restarts one child (Elixir's child specification).
+
+    `id`: any hashable, picklable value, unique within the supervisor.
+
+    `start`: an actor class, or `(actor_class, init_message)`. With an init
+    message the supervisor sends it to the new actor and the child counts as
+    started when it answers: any reply counts as success, except an `Exception`
+    instance (or a `PoisonMessage`, when the handler raised), which fails the
+    start. The sender of the init message is the supervisor. Without an init
+    message the child counts as started once created.
+
+    `restart`: "permanent", "transient" or "temporary" (`Restart`).
+
+    `shutdown`: seconds (or a timedelta) the child gets to stop before it is
+    killed; `BRUTAL_KILL` ("brutal_kill") to kill it without asking; None to
+    wait as long as it takes (Elixir's :infinity). Default: 5 s for a worker,
+    None for a supervisor.
+
+    `type`: "worker" or "supervisor" (`ChildType`); informative, as in Elixir.
+
+    `stop_message`: how the supervisor asks the child to stop. None (default):
+    Thespian's `ActorExitRequest`, so the actor's handler for it is its
+    terminate. Otherwise this message is sent; the child must then exit by
+    itself once stopped (a Pachka server drains, answers `Stopped` and exits).
+    """
+
+    id: Hashable
+    start: ActorClass | tuple[ActorClass, Any]
+    restart: Restart
+    shutdown: Shutdown
+    type: ChildType
+    stop_message: Any
+
+    def __init__(self, id: Hashable, start: ActorClass | tuple[ActorClass, Any],
+                 restart: Restart | str = Restart.PERMANENT,
+                 shutdown: float | timedelta | str | None = _DEFAULT_SHUTDOWN,
+                 type: ChildType | str = ChildType.WORKER,
+                 stop_message: Any = None) -> None:
+        child_type = one_of(ChildType)("type", type)
+        if shutdown is _DEFAULT_SHUTDOWN:
+            shutdown = 5.0 if child_type is ChildType.WORKER else None
+        set_field = object.__setattr__
+        set_field(self, "id", _child_id("id", id))
+        set_field(self, "start", _start("start", start))
+        set_field(self, "restart", one_of(Restart)("restart", restart))
+        set_field(self, "shutdown", _shutdown("shutdown", shutdown))
+        set_field(self, "type", child_type)
+        set_field(self, "stop_message", picklable("stop_message", stop_message))
+
+    @property
+    def actor_class(self) -> ActorClass:
+        return self.start[0] if isinstance(self.start, tuple) else self.start
+
+
+def _children(name: str, value: Any) -> tuple[ChildSpec, ...]:
+    if isinstance(value, str | bytes) or not isinstance(value, Sequence):
+        raise ConfigError(name, f"expected a sequence of ChildSpec, got {value!r}")
+    ids: set[Hashable] = set()
+    for spec in value:
+        if not isinstance(spec, ChildSpec):
+            raise ConfigError(name, f"expected ChildSpec instances, got {spec!r}")
+        if spec.id in ids:
+            raise ConfigError("id", f"duplicate child id {spec.id!r}")
+        ids.add(spec.id)
+    return tuple(value)
+
+
+def _max_seconds(name: str, value: Any) -> float:
+    parsed = seconds(name, value)
+    if parsed == 0:
+        raise ConfigError(name, "must be > 0 seconds")
+    return parsed
+
+
+SUPERVISOR_OPTIONS: tuple[Option, ...] = (
+    Option("children", "sequence of ChildSpec", "Started in order, stopped in reverse.",
+           _children),
+    Option("strategy", "'one_for_one', 'one_for_all' or 'rest_for_one'",
+           "Which siblings are restarted with a child that exited.", one_of(Strategy)),
+    Option("max_restarts", "int >= 0",
+           "More restarts than this within `max_seconds` and the supervisor gives up.",
+           integer(0)),
+    Option("max_seconds", "seconds > 0", "The window `max_restarts` is counted in.",
+           _max_seconds),
+)
+
+
+@dataclass(frozen=True)
+class SupervisorConfig:
+    """Validated options of one supervisor; travels to it in `StartSupervisor`."""
+
+    children: tuple[ChildSpec, ...] = field(default=())
+    strategy: Strategy = Strategy.ONE_FOR_ONE
+    max_restarts: int = 3
+    max_seconds: float = 5.0
+
+    def __post_init__(self) -> None:
+        validate_fields(self, SUPERVISOR_OPTIONS)
+
+    @classmethod
+    def parse(cls, options: Mapping[str, Any]) -> SupervisorConfig:
+        """From keyword options; raises `ConfigError` naming the first bad or unknown one."""
+        return build(cls, SUPERVISOR_OPTIONS, options)

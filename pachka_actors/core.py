@@ -15,7 +15,6 @@ sink's `drain_on_terminate` and `STOPPED` is final.
 
 from __future__ import annotations
 
-import enum
 import logging
 from collections import deque
 from collections.abc import Sequence
@@ -24,23 +23,8 @@ from itertools import islice
 from typing import Any
 
 from .errors import Overloaded
+from .messages import Accepted, Granted, ServerStatus, State, Stopped, TimerFired, TimerKind
 from .sink import KILLED, FailureReason
-
-
-class State(enum.Enum):
-    IDLE = "idle"
-    EXPORTING = "exporting"
-    RETRY_BACKOFF = "retry_backoff"
-    DRAINING = "draining"
-    STOPPED = "stopped"
-
-
-class TimerKind(enum.Enum):
-    BATCH = "batch"
-    EXPORT = "export"
-    RETRY = "retry"
-    CREDIT = "credit"
-
 
 # ---- events -----------------------------------------------------------------------------
 
@@ -59,14 +43,6 @@ class CreditRequested:
     """A producer asks for room for `count` messages it will buffer and ship later."""
 
     count: int
-
-
-@dataclass(frozen=True)
-class TimerFired:
-    """A timer went off. Also the message to send a server by hand (timers="manual")."""
-
-    kind: TimerKind
-    token: int
 
 
 @dataclass(frozen=True)
@@ -94,23 +70,6 @@ Event = (MessagesReceived | CreditRequested | TimerFired | ExportFinished | Stop
 
 
 # ---- effects ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Accepted:
-    """Reply to the sender: `count` messages taken, in order; the rest refused for `refused`."""
-
-    count: int
-    refused: Overloaded | None = None
-
-
-@dataclass(frozen=True)
-class Granted:
-    """Reply to `CreditRequested`: room for `count` messages under grant `credit`, or refusal."""
-
-    credit: int | None
-    count: int
-    refused: Overloaded | None = None
 
 
 @dataclass(frozen=True)
@@ -147,11 +106,6 @@ class Drain:
 
 
 @dataclass(frozen=True)
-class Stopped:
-    pass
-
-
-@dataclass(frozen=True)
 class Log:
     level: int
     text: str
@@ -159,20 +113,6 @@ class Log:
 
 Effect = (Accepted | Granted | ArmTimer | ArmRetryTimer | StartExport | KillExport | Drain
           | Stopped | Log)
-
-
-@dataclass(frozen=True)
-class ServerStatus:
-    """A snapshot for observability and tests (the reply to `GetStatus`)."""
-
-    state: State
-    terminating: bool
-    queue_length: int
-    batch_length: int
-    reserved: int
-    retry_num: int
-    timer: TimerFired | None
-    export_id: int | None
 
 
 class PachkaCore:

@@ -1,6 +1,13 @@
-"""Exceptions raised to users of pachka_actors."""
+"""Every exception this library raises, in one place.
+
+They cross processes as reply messages, so each pickles with its arguments
+intact (`__reduce__` where `__init__` does not take `args` as given).
+"""
 
 from __future__ import annotations
+
+from collections.abc import Hashable
+from typing import Any
 
 
 class PachkaError(Exception):
@@ -40,3 +47,70 @@ def _overloaded(message: str, terminating: bool) -> Overloaded:
 
 class ActorTimeout(PachkaError, TimeoutError):
     """An actor did not answer in time (Thespian's ask returned None)."""
+
+
+class AlreadyStarted(PachkaError):
+    """A server with this name runs already (Pachka's `{:error, {:already_started, pid}}`)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"a Pachka server named {name!r} is already started")
+        self.name = name
+
+    def __reduce__(self) -> tuple[type[AlreadyStarted], tuple[str]]:
+        return (type(self), (self.name,))
+
+
+class NotStarted(PachkaError, LookupError):
+    """The actor reached is not a started Pachka server (or supervisor)."""
+
+
+class SinkError(PachkaError):
+    """Stands in for a sink failure that cannot be pickled back to the server."""
+
+
+class SupervisorError(PachkaError):
+    """A supervisor refused a request, or is stopping."""
+
+
+class StartChildError(SupervisorError):
+    """A child failed to start (Elixir's `{:failed_to_start_child, id, reason}`)."""
+
+    def __init__(self, id: Hashable, reason: Any) -> None:
+        super().__init__(id, reason)
+        self.id = id
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"failed to start child {self.id!r}: {self.reason}"
+
+
+class ChildNotFound(SupervisorError, LookupError):
+    def __init__(self, id: Hashable) -> None:
+        super().__init__(id)
+        self.id = id
+
+    def __str__(self) -> str:
+        return f"no child {self.id!r}"
+
+
+class ChildRunning(SupervisorError):
+    """`restart_child`/`delete_child` of a running child (Elixir's `:running`)."""
+
+    def __init__(self, id: Hashable) -> None:
+        super().__init__(id)
+        self.id = id
+
+    def __str__(self) -> str:
+        return f"child {self.id!r} is running"
+
+
+class AlreadyPresent(SupervisorError):
+    """`start_child` with an id in use (`{:already_started, pid}` or `:already_present`)."""
+
+    def __init__(self, id: Hashable, running: bool) -> None:
+        super().__init__(id, running)
+        self.id = id
+        self.running = running
+
+    def __str__(self) -> str:
+        return f"child {self.id!r} is already {'started' if self.running else 'present'}"

@@ -1,6 +1,9 @@
-"""The messages a Pachka server understands, for actors that drive it with `self.send`.
+"""The messages a Pachka server and a supervisor understand, for actors that use them.
 
-Every request gets exactly one reply, sent to its sender:
+Actors inside a Thespian system cannot block on a handle; they `self.send` these
+and get exactly one reply each, sent to the sender. Pure data: no Thespian here.
+
+Pachka server:
 
 - `SendMessage(message)`: `Accepted(count=1)`, or `Accepted(count=0,
   refused=Overloaded(...))`.
@@ -13,41 +16,26 @@ Every request gets exactly one reply, sent to its sender:
 - `GetStatus()`: `ServerStatus`.
 - `StartServer(config)`: `Started(address)`, or an exception instance
   (`ConfigError`, `AlreadyStarted`).
+- `TimerFired(kind, token)` fires a timer by hand on a server started with
+  `timers="manual"` (take it from `ServerStatus.timer`).
 
-`TimerFired(kind, token)` fires a timer by hand on a server started with
-`timers="manual"` (take the token from `ServerStatus.timer`).
+Supervisor: `StartSupervisor`, `StartChild`, `TerminateChild`, `RestartChild`,
+`DeleteChild`, `WhichChildren`, `CountChildren`, `StopSupervisor`, each answered
+with the reply its docstring names or an exception instance; `NormalExit` is
+sent by a child that wants to exit normally.
 """
 
 from __future__ import annotations
 
+import enum
+from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Any
 
-from ._process import ProcessId
-from .config import PachkaConfig
-from .core import Accepted, ExportFinished, Granted, ServerStatus, Stopped, TimerFired
-from .errors import PachkaError
-from .sink import Sink
+from .config import ChildSpec, PachkaConfig, SupervisorConfig
+from .errors import Overloaded
 
-__all__ = [
-    "Accepted",
-    "AlreadyStarted",
-    "ExportBatch",
-    "ExportFinished",
-    "ExporterStarted",
-    "GetStatus",
-    "Granted",
-    "NotStarted",
-    "RequestCredit",
-    "SendMessage",
-    "SendMessages",
-    "ServerStatus",
-    "StartServer",
-    "Started",
-    "Stop",
-    "Stopped",
-    "TimerFired",
-]
+# ---- Pachka server ------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -68,6 +56,14 @@ class SendMessages:
 
 
 @dataclass(frozen=True)
+class Accepted:
+    """Reply to the sender: `count` messages taken, in order; the rest refused for `refused`."""
+
+    count: int
+    refused: Overloaded | None = None
+
+
+@dataclass(frozen=True)
 class RequestCredit:
     """Room for `count` messages, reserved now, for a producer that buffers and ships later.
 
@@ -81,13 +77,66 @@ class RequestCredit:
 
 
 @dataclass(frozen=True)
+class Granted:
+    """Reply to `RequestCredit`: room for `count` messages under grant `credit`, or refusal."""
+
+    credit: int | None
+    count: int
+    refused: Overloaded | None = None
+
+
+@dataclass(frozen=True)
 class Stop:
+    pass
+
+
+@dataclass(frozen=True)
+class Stopped:
     pass
 
 
 @dataclass(frozen=True)
 class GetStatus:
     pass
+
+
+class State(enum.Enum):
+    """Pachka's server states, plus `DRAINING` (in `drain_on_terminate`) and final `STOPPED`."""
+
+    IDLE = "idle"
+    EXPORTING = "exporting"
+    RETRY_BACKOFF = "retry_backoff"
+    DRAINING = "draining"
+    STOPPED = "stopped"
+
+
+class TimerKind(enum.Enum):
+    BATCH = "batch"
+    EXPORT = "export"
+    RETRY = "retry"
+    CREDIT = "credit"
+
+
+@dataclass(frozen=True)
+class TimerFired:
+    """A timer went off. Also the message to send a server by hand (timers="manual")."""
+
+    kind: TimerKind
+    token: int
+
+
+@dataclass(frozen=True)
+class ServerStatus:
+    """A snapshot for observability and tests (the reply to `GetStatus`)."""
+
+    state: State
+    terminating: bool
+    queue_length: int
+    batch_length: int
+    reserved: int
+    retry_num: int
+    timer: TimerFired | None
+    export_id: int | None
 
 
 @dataclass(frozen=True)
@@ -102,38 +151,103 @@ class Started:
     address: Any
 
 
-class AlreadyStarted(PachkaError):
-    """A server with this name runs already (Pachka's `{:error, {:already_started, pid}}`)."""
-
-    def __init__(self, name: str) -> None:
-        super().__init__(f"a Pachka server named {name!r} is already started")
-        self.name = name
-
-    def __reduce__(self) -> tuple[type[AlreadyStarted], tuple[str]]:
-        return (type(self), (self.name,))
-
-
-class NotStarted(PachkaError, LookupError):
-    """The actor reached is not a started Pachka server."""
-
-
-# ---- between a server and its exporters ---------------------------------------------------
-
-
-@dataclass(frozen=True, repr=False)
-class ExportBatch:
-    export_id: int
-    batch: list[Any]
-    sink: Sink
-    server_value: Any
-
-    def __repr__(self) -> str:
-        return f"ExportBatch({self.export_id}, {len(self.batch)} messages)"
+# ---- supervisor ---------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class ExporterStarted:
-    """Sent before `send_batch` runs, so that the server can SIGKILL a hung exporter."""
+class StartSupervisor:
+    """The init message of a `SupervisorActor`. Reply: `SupervisorStarted` or `StartChildError`.
 
-    export_id: int
-    process: ProcessId
+    `supervised`: started by a supervisor (the sender), which is then sent
+    `NormalExit("shutdown")` when this one gives up, as Elixir's exits with :shutdown.
+    """
+
+    config: SupervisorConfig
+    supervised: bool = False
+
+
+@dataclass(frozen=True)
+class StartChild:
+    """Add a child and start it. Reply: `ChildStarted`, or `AlreadyPresent`/`StartChildError`."""
+
+    spec: ChildSpec
+
+
+@dataclass(frozen=True)
+class TerminateChild:
+    """Stop a child, keeping its spec (a temporary child's goes). Reply: `ChildTerminated`."""
+
+    id: Hashable
+
+
+@dataclass(frozen=True)
+class RestartChild:
+    """Start a child that is not running. Reply: `ChildStarted`, or `ChildRunning`."""
+
+    id: Hashable
+
+
+@dataclass(frozen=True)
+class DeleteChild:
+    """Forget the spec of a child that is not running. Reply: `ChildDeleted`."""
+
+    id: Hashable
+
+
+@dataclass(frozen=True)
+class WhichChildren:
+    """Reply: a list of `(id, address or None, type)`, in start order."""
+
+
+@dataclass(frozen=True)
+class CountChildren:
+    """Reply: a dict with keys specs, active, supervisors, workers."""
+
+
+@dataclass(frozen=True)
+class StopSupervisor:
+    """Stop the children in reverse order, then exit. Reply: `SupervisorStopped`."""
+
+
+@dataclass(frozen=True)
+class NormalExit:
+    """Sent by a child to its supervisor (the sender of its init message) to exit normally.
+
+    The supervisor then stops it (with `ActorExitRequest`, within its shutdown
+    timeout) and treats the exit as normal: a transient child is not restarted.
+    Any other exit of a child the supervisor did not ask to stop is abnormal.
+    `reason` is logged; a supervisor that gives up sends "shutdown", as Elixir's does.
+    """
+
+    reason: str = "normal"
+
+
+@dataclass(frozen=True)
+class ChildStarted:
+    id: Hashable
+    address: Any
+
+
+@dataclass(frozen=True)
+class ChildTerminated:
+    id: Hashable
+
+
+@dataclass(frozen=True)
+class ChildDeleted:
+    id: Hashable
+
+
+@dataclass(frozen=True)
+class SupervisorStarted:
+    pass
+
+
+@dataclass(frozen=True)
+class SupervisorStopped:
+    pass
+
+
+#: The calls a supervisor serves one at a time, in arrival order.
+SupervisorRequest = (StartChild | TerminateChild | RestartChild | DeleteChild | WhichChildren
+                     | CountChildren | StopSupervisor)

@@ -24,26 +24,25 @@ from typing import Any
 from thespian.actors import ActorAddress, ActorExitRequest, ActorSystem
 
 from ._ask import R, ask
-from ._supervisor_core import ChildSpec
-from .config import parse_options
-from .core import Accepted, Granted, ServerStatus, Stopped
-from .errors import ConfigError, PachkaError
+from ._thespian import runs_in_caller_thread
+from .config import DEFAULT_LINGER, ChildSpec, HandleOptions, PachkaConfig
+from .errors import ConfigError, NotStarted, PachkaError
 from .messages import (
+    Accepted,
     GetStatus,
-    NotStarted,
+    Granted,
     RequestCredit,
     SendMessage,
     SendMessages,
+    ServerStatus,
     Started,
     StartServer,
     Stop,
+    Stopped,
 )
 from .server import PachkaServer
 
-log = logging.getLogger("pachka_actors")
-
-#: Seconds a buffered message may wait in the producing process (Kafka's linger.ms idea).
-DEFAULT_LINGER = 0.005
+log = logging.getLogger(__name__)
 
 _LIVE: weakref.WeakSet[Pachka] = weakref.WeakSet()
 
@@ -62,14 +61,12 @@ class Pachka:
     def __init__(self, system: ActorSystem, address: ActorAddress, *,
                  ask_timeout: float | None = 60.0, linger: float | None = DEFAULT_LINGER,
                  buffer_size: int = 1000) -> None:
-        if buffer_size < 1:
-            raise ValueError(f"buffer_size must be positive, got {buffer_size}")
+        options = HandleOptions(ask_timeout, linger, buffer_size)
         self.system = system
         self.address = address
-        self.ask_timeout = ask_timeout
-        in_caller_thread = type(system._systemBase).__module__.endswith("simpleSystemBase")
-        self.linger = None if in_caller_thread else linger
-        self.buffer_size = buffer_size
+        self.ask_timeout = options.ask_timeout
+        self.linger = None if runs_in_caller_thread(system) else options.linger
+        self.buffer_size = options.buffer_size
         self._shipper = _Shipper(self) if self.linger is not None else None
 
     @classmethod
@@ -80,7 +77,8 @@ class Pachka:
 
         Raises `ConfigError` before any actor starts, `AlreadyStarted` if `name` is taken.
         """
-        config = parse_options(options)
+        config = PachkaConfig.parse(options)
+        HandleOptions(ask_timeout, linger, buffer_size)  # refuse bad ones before any actor
         address = system.createActor(PachkaServer, globalName=config.name)
         handle = cls(system, address, ask_timeout=ask_timeout, linger=linger,
                      buffer_size=buffer_size)
@@ -90,6 +88,7 @@ class Pachka:
     @classmethod
     def connect(cls, system: ActorSystem, server: str | ActorAddress, **handle: Any) -> Pachka:
         """A handle to a started server, by its `name` or its actor address."""
+        HandleOptions.parse(handle)  # refuse bad ones before any actor
         if not isinstance(server, str):
             return cls(system, server, **handle)
         connected = cls(system, system.createActor(PachkaServer, globalName=server), **handle)
@@ -113,7 +112,7 @@ class Pachka:
         if options.get("name") is not None:
             raise ConfigError("name", "a supervised server is found through which_children(); "
                                       "a globalName would outlive its restarts")
-        config = parse_options(options)
+        config = PachkaConfig.parse(options)
         return ChildSpec(id, (PachkaServer, StartServer(config)), restart=restart,
                          shutdown=shutdown, stop_message=Stop())
 

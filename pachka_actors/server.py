@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import heapq
 import logging
-import pickle
 import time
 from collections import deque
 from collections.abc import Callable
@@ -25,10 +24,11 @@ from thespian.actors import (
     WakeupMessage,
 )
 
-from ._process import ProcessId, child_process
+from ._exporters import ExportBatch, Exporter, ExporterStarted, run_export
+from ._process import ProcessId
+from ._thespian import child_process
 from .config import PachkaConfig
 from .core import (
-    Accepted,
     ArmRetryTimer,
     ArmTimer,
     CreditRequested,
@@ -37,56 +37,32 @@ from .core import (
     Effect,
     Event,
     ExportFinished,
-    Granted,
     KillExport,
     Log,
     MessagesReceived,
     PachkaCore,
     StartExport,
-    State,
-    Stopped,
     StopRequested,
-    TimerFired,
-    TimerKind,
 )
-from .errors import PachkaError
+from .errors import AlreadyStarted, NotStarted
 from .messages import (
-    AlreadyStarted,
-    ExportBatch,
-    ExporterStarted,
+    Accepted,
     GetStatus,
-    NotStarted,
+    Granted,
     RequestCredit,
     SendMessage,
     SendMessages,
     Started,
     StartServer,
+    State,
     Stop,
+    Stopped,
+    TimerFired,
+    TimerKind,
 )
 from .sink import EXITED, KILLED, DrainingSink, FailureReason, Sink
 
-log = logging.getLogger("pachka_actors")
-
-
-class SinkError(PachkaError):
-    """Stands in for a sink failure that cannot be pickled back to the server."""
-
-
-def run_export(sink: Sink, batch: list[Any], server_value: Any) -> FailureReason | None:
-    """Call `send_batch`; the failure reason, picklable, or None on success."""
-    try:
-        result = sink.send_batch(batch, server_value)
-    except Exception as exc:
-        failure: BaseException = exc
-    else:
-        if not isinstance(result, BaseException):
-            return None
-        failure = result
-    try:
-        pickle.dumps(failure)
-    except Exception:
-        return SinkError(f"{type(failure).__name__}: {failure}")
-    return failure
+log = logging.getLogger(__name__)
 
 
 def retry_delay(sink: Sink, retry_num: int, failure: FailureReason, server_value: Any) -> float:
@@ -101,21 +77,6 @@ def retry_delay(sink: Sink, retry_num: int, failure: FailureReason, server_value
     except Exception:
         log.exception("retry_timeout raised; using %s s", retry_num)
     return float(retry_num)
-
-
-class Exporter(Actor):  # type: ignore[misc]
-    """Exports one batch, then waits for the server to end it.
-
-    It reports its process first so a hung `send_batch` can be killed, and never
-    exits by itself: Thespian's `ChildActorExited` could then overtake the
-    result, which would turn a delivered batch into a retried one.
-    """
-
-    def receiveMessage(self, message: Any, sender: ActorAddress) -> None:
-        if isinstance(message, ExportBatch):
-            self.send(sender, ExporterStarted(message.export_id, ProcessId.current()))
-            failure = run_export(message.sink, message.batch, message.server_value)
-            self.send(sender, ExportFinished(message.export_id, failure))
 
 
 @dataclass

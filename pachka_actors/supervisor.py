@@ -34,7 +34,6 @@ import os
 import threading
 import time
 from collections.abc import Hashable, Sequence
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -49,30 +48,18 @@ from thespian.actors import (
 )
 
 from ._ask import R, ask
-from ._process import ProcessId, child_process
+from ._process import ProcessId
 from ._restart import Restart, RestartIntensity, Strategy
 from ._supervisor_core import (
-    BRUTAL_KILL,
-    INFINITY,
-    AlreadyPresent,
     ArmKillTimer,
     Boot,
     Call,
     Child,
     ChildCreated,
-    ChildDeleted,
     ChildExited,
     ChildInitFailed,
     ChildInitialized,
-    ChildNotFound,
-    ChildRunning,
-    ChildSpec,
-    ChildStarted,
-    ChildTerminated,
-    ChildType,
-    CountChildren,
     CreateChild,
-    DeleteChild,
     Effect,
     Event,
     Exit,
@@ -81,113 +68,35 @@ from ._supervisor_core import (
     KillChild,
     KillTimeout,
     Log,
-    NormalExit,
     Reply,
-    Request,
-    RestartChild,
-    StartChild,
-    StartChildError,
     Status,
     StopChild,
-    StopSupervisor,
     SupervisorCore,
-    SupervisorError,
+)
+from ._thespian import child_process, exit_children
+from .config import ChildSpec, ChildType, SupervisorConfig
+from .errors import SupervisorError
+from .messages import (
+    ChildDeleted,
+    ChildStarted,
+    ChildTerminated,
+    CountChildren,
+    DeleteChild,
+    NormalExit,
+    RestartChild,
+    StartChild,
+    StartSupervisor,
+    StopSupervisor,
+    SupervisorRequest,
     SupervisorStarted,
     SupervisorStopped,
     TerminateChild,
     WhichChildren,
 )
-from .errors import ConfigError
 
-__all__ = [
-    "BRUTAL_KILL",
-    "INFINITY",
-    "AlreadyPresent",
-    "ChildDeleted",
-    "ChildNotFound",
-    "ChildRunning",
-    "ChildSpec",
-    "ChildStarted",
-    "ChildTerminated",
-    "ChildType",
-    "CountChildren",
-    "DeleteChild",
-    "NormalExit",
-    "Restart",
-    "RestartChild",
-    "StartChild",
-    "StartChildError",
-    "StartSupervisor",
-    "StopSupervisor",
-    "Strategy",
-    "Supervisor",
-    "SupervisorActor",
-    "SupervisorConfig",
-    "SupervisorError",
-    "SupervisorStarted",
-    "SupervisorStopped",
-    "TerminateChild",
-    "WhichChildren",
-]
-
-log = logging.getLogger("pachka_actors.supervisor")
+log = logging.getLogger(__name__)
 
 
-
-
-@dataclass(frozen=True)
-class SupervisorConfig:
-    """Validated options of one supervisor; travels to it in `StartSupervisor`."""
-
-    children: tuple[ChildSpec, ...]
-    strategy: Strategy
-    max_restarts: int
-    max_seconds: float
-
-    @classmethod
-    def parse(cls, children: Sequence[ChildSpec], strategy: Strategy | str,
-              max_restarts: int, max_seconds: float) -> SupervisorConfig:
-        """Check the options; raises `ConfigError` naming the first bad one."""
-        ids: set[Hashable] = set()
-        for spec in children:
-            if not isinstance(spec, ChildSpec):
-                raise ConfigError("children", f"expected ChildSpec instances, got {spec!r}")
-            if spec.id in ids:
-                raise ConfigError("id", f"duplicate child id {spec.id!r}")
-            ids.add(spec.id)
-        try:
-            strategy = Strategy(strategy)
-        except ValueError:
-            raise ConfigError("strategy", f"expected one of {', '.join(Strategy)}, "
-                                          f"got {strategy!r}") from None
-        if isinstance(max_restarts, bool) or not isinstance(max_restarts, int) \
-                or max_restarts < 0:
-            raise ConfigError("max_restarts", f"expected an integer >= 0, got {max_restarts!r}")
-        if isinstance(max_seconds, bool) or not isinstance(max_seconds, int | float) \
-                or not max_seconds > 0:
-            raise ConfigError("max_seconds", f"expected seconds > 0, got {max_seconds!r}")
-        return cls(tuple(children), strategy, max_restarts, float(max_seconds))
-
-
-@dataclass(frozen=True)
-class StartSupervisor:
-    """The init message of a `SupervisorActor`. Reply: `SupervisorStarted` or `StartChildError`.
-
-    `supervised`: started by a supervisor (the sender), which is then sent
-    `NormalExit("shutdown")` when this one gives up, as Elixir's exits with :shutdown.
-    """
-
-    config: SupervisorConfig
-    supervised: bool = False
-
-
-def _thespian_children(actor: Actor) -> list[ActorAddress] | None:
-    """Thespian's (private) list of the children it stops and awaits when the actor exits.
-
-    None under simpleSystemBase, which has no such list to steer.
-    """
-    children = getattr(getattr(actor, "_myRef", None), "_children", None)
-    return children if isinstance(children, list) else None
 
 
 class SupervisorActor(Actor):  # type: ignore[misc]
@@ -227,7 +136,7 @@ class SupervisorActor(Actor):  # type: ignore[misc]
                 self._handle(ChildInitialized(child.id, child.incarnation))
         elif isinstance(message, NormalExit) and child is not None:
             self._handle(ExitAnnounced(child.id, child.incarnation, message.reason))
-        elif isinstance(message, Request):
+        elif isinstance(message, SupervisorRequest):
             self._handle(Call(message, sender))
         elif isinstance(message, StartSupervisor):
             self.send(sender, SupervisorError(f"{self.myAddress} is started already"))
@@ -319,7 +228,7 @@ class SupervisorActor(Actor):  # type: ignore[misc]
     def _unobservable_exit(self, address: ActorAddress) -> list[Event]:
         """Under simpleSystemBase nothing arrives after a bare ActorExitRequest's handler:
         a child asked to stop then counts as stopped, so the next one is asked at once."""
-        if not self._exiting or _thespian_children(self) is not None:
+        if not self._exiting or exit_children(self) is not None:
             return []
         assert self._core is not None
         child = self._core.child_at(address)
@@ -339,13 +248,13 @@ class SupervisorActor(Actor):  # type: ignore[misc]
         self._exiting = True
         assert self._core is not None
         self._handle(ExitRequested())
-        thespian_children = _thespian_children(self)
+        thespian_children = exit_children(self)
         if not self._core.exited and thespian_children is not None:
             thespian_children[:] = [self.myAddress]
 
     def _exit(self, gave_up: bool) -> None:
         if self._exiting:
-            thespian_children = _thespian_children(self)
+            thespian_children = exit_children(self)
             if thespian_children is not None and self.myAddress in thespian_children:
                 thespian_children.remove(self.myAddress)  # Thespian ends this actor now
         elif gave_up and self._parent is not None:
@@ -379,7 +288,9 @@ class Supervisor:
         the child that failed, once the children already started are stopped
         again in reverse order.
         """
-        config = SupervisorConfig.parse(children, strategy, max_restarts, max_seconds)
+        config = SupervisorConfig.parse({"children": children, "strategy": strategy,
+                                          "max_restarts": max_restarts,
+                                          "max_seconds": max_seconds})
         handle = cls(system, system.createActor(SupervisorActor), ask_timeout=ask_timeout)
         handle._ask(StartSupervisor(config), SupervisorStarted)
         return handle
@@ -388,10 +299,12 @@ class Supervisor:
     def child_spec(*, id: Hashable, children: Sequence[ChildSpec],
                    strategy: Strategy | str = Strategy.ONE_FOR_ONE, max_restarts: int = 3,
                    max_seconds: float = 5.0, restart: Restart | str = Restart.PERMANENT,
-                   shutdown: float | timedelta | str | None = INFINITY) -> ChildSpec:
+                   shutdown: float | timedelta | str | None = None) -> ChildSpec:
         """The spec of a supervisor nested under another: it starts and stops its own children
         in order, inside its parent's order."""
-        config = SupervisorConfig.parse(children, strategy, max_restarts, max_seconds)
+        config = SupervisorConfig.parse({"children": children, "strategy": strategy,
+                                          "max_restarts": max_restarts,
+                                          "max_seconds": max_seconds})
         return ChildSpec(id, (SupervisorActor, StartSupervisor(config, supervised=True)),
                          restart=restart, shutdown=shutdown, type=ChildType.SUPERVISOR,
                          stop_message=StopSupervisor())

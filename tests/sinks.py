@@ -19,7 +19,8 @@ from typing import Any
 
 from thespian.actors import Actor, ActorAddress
 
-from pachka_actors import Sink, Stop, Stopped
+from pachka_actors import Sink
+from pachka_actors.messages import Stop, Stopped
 
 
 class RecordingSink(Sink):

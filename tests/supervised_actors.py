@@ -14,8 +14,8 @@ from typing import Any
 from sinks import RecordingSink
 from thespian.actors import Actor, ActorAddress, ActorExitRequest
 
-from pachka_actors._process import child_process
-from pachka_actors.supervisor import NormalExit
+from pachka_actors._thespian import child_process
+from pachka_actors.messages import NormalExit
 
 
 @dataclass(frozen=True)

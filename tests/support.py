@@ -5,10 +5,15 @@ from __future__ import annotations
 import contextlib
 import socket
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
+from sinks import RecordingSink, wait_for
 from thespian.actors import ActorSystem
 
+from pachka_actors import Pachka
 from pachka_actors._process import ProcessId
+from pachka_actors.messages import State, TimerKind
 from pachka_actors.systems import shutdown_system, start_system
 
 #: Sessions of every multi-process system started by the tests, checked at the end of the run.
@@ -30,3 +35,23 @@ def actor_system(base: str) -> Iterator[ActorSystem]:
 def process_gone(pid: int) -> bool:
     """The process has exited (a zombie counts)."""
     return ProcessId(pid, socket.gethostname()).ended()
+
+
+def start(system: ActorSystem, directory: Path, sink: type[RecordingSink] = RecordingSink,
+          **options: Any) -> Pachka:
+    options = {"max_batch_size": 5, "timers": "manual", "server_value": "sv", **options}
+    return Pachka.start(system=system, sink=sink(directory), **options)
+
+
+def fire(system: ActorSystem, server: Pachka, kind: TimerKind) -> None:
+    timer = server.status().timer
+    assert timer is not None and timer.kind is kind, f"no {kind} timer runs: {timer}"
+    system.tell(server.address, timer)
+
+
+def wait_state(server: Pachka, state: State) -> None:
+    wait_for(lambda: server.status().state is state)
+
+
+def touch(directory: Path, name: str, content: str = "") -> None:
+    (directory / name).write_text(content)

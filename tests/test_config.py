@@ -10,7 +10,7 @@ import pytest
 from sinks import RecordingSink, Unpicklable
 
 from pachka_actors import ConfigError, Pachka, Sink
-from pachka_actors.config import SCHEMA, options_table, parse_options
+from pachka_actors.config import SERVER_OPTIONS, PachkaConfig, options_table
 
 
 class NoSendBatch(Sink):
@@ -55,12 +55,12 @@ def test_bad_option_is_named(option: str, value: Any, tmp_path: Path) -> None:
 
 def test_missing_sink() -> None:
     with pytest.raises(ConfigError) as error:
-        parse_options({"max_batch_size": 3})
+        PachkaConfig.parse({"max_batch_size": 3})
     assert error.value.option == "sink"
 
 
 def test_values_are_normalised(tmp_path: Path) -> None:
-    config = parse_options({"sink": RecordingSink(tmp_path), "export_timeout": None,
+    config = PachkaConfig.parse({"sink": RecordingSink(tmp_path), "export_timeout": None,
                             "max_batch_delay": timedelta(milliseconds=250), "max_batch_size": 7})
     assert config.max_batch_delay == 0.25
     assert config.export_timeout is None
@@ -79,13 +79,13 @@ def test_sink_class_is_instantiated_once() -> None:
             pass
 
     with pytest.raises(ConfigError, match="picklable"):  # a local class cannot cross processes
-        parse_options({"sink": Counting})
+        PachkaConfig.parse({"sink": Counting})
     assert Counting.made == 1
 
 
 def test_options_table_lists_every_option() -> None:
     table = options_table()
-    for option in SCHEMA:
+    for option in SERVER_OPTIONS:
         assert f"| `{option.name}` |" in table
     assert "| `max_batch_size` | int > 0 | `500` |" in table
     assert "| `sink` | Sink subclass or instance | required |" in table

@@ -16,7 +16,6 @@ from hypothesis.stateful import (
 )
 
 from pachka_actors.core import (
-    Accepted,
     ArmRetryTimer,
     ArmTimer,
     CreditRequested,
@@ -24,18 +23,14 @@ from pachka_actors.core import (
     DrainFinished,
     Effect,
     ExportFinished,
-    Granted,
     KillExport,
     Log,
     MessagesReceived,
     PachkaCore,
     StartExport,
-    State,
-    Stopped,
     StopRequested,
-    TimerFired,
-    TimerKind,
 )
+from pachka_actors.messages import Accepted, Granted, State, Stopped, TimerFired, TimerKind
 
 
 class CoreModel(RuleBasedStateMachine):
@@ -288,6 +283,6 @@ class CoreModel(RuleBasedStateMachine):
         assert self.delivered_upto + held >= self.accepted
 
 
-CoreModel.TestCase.settings = settings(max_examples=1000, stateful_step_count=30, deadline=None)
+CoreModel.TestCase.settings = settings(stateful_step_count=30, deadline=None)
 TestCoreModel = CoreModel.TestCase
 

@@ -9,14 +9,13 @@ from pathlib import Path
 
 import pytest
 from sinks import StopDriver, delivered, wait_for
-from test_server import fire, start, touch
+from support import fire, start, touch
 from thespian.actors import ActorSystem
 
-from pachka_actors import (
+from pachka_actors import Overloaded, Pachka
+from pachka_actors.messages import (
     Accepted,
     Granted,
-    Overloaded,
-    Pachka,
     RequestCredit,
     SendMessages,
     State,
@@ -96,6 +95,7 @@ def test_simple_base_does_not_linger(simple_system: ActorSystem, tmp_path: Path)
     assert delivered(tmp_path) == [1]
 
 
+@pytest.mark.multiproc
 def test_interpreter_exit_ships_the_buffer(tmp_path: Path) -> None:
     tests = Path(__file__).parent
     result = subprocess.run([sys.executable, str(tests / "linger_exit.py"), str(tmp_path)],

@@ -11,7 +11,6 @@ import contextlib
 import logging
 import os
 from pathlib import Path
-from typing import Any
 
 import pytest
 from sinks import (
@@ -22,40 +21,11 @@ from sinks import (
     delivered,
     wait_for,
 )
-from support import actor_system, process_gone
+from support import actor_system, fire, process_gone, start, touch, wait_state
 from thespian.actors import ActorSystem
 
-from pachka_actors import (
-    AlreadyStarted,
-    NotStarted,
-    Overloaded,
-    Pachka,
-    SendMessages,
-    State,
-    TimerFired,
-    TimerKind,
-)
-
-
-def start(system: ActorSystem, directory: Path, sink: type[RecordingSink] = RecordingSink,
-          **options: Any) -> Pachka:
-    options = {"max_batch_size": 5, "timers": "manual", "server_value": "sv", **options}
-    return Pachka.start(system=system, sink=sink(directory), **options)
-
-
-def fire(system: ActorSystem, server: Pachka, kind: TimerKind) -> None:
-    timer = server.status().timer
-    assert timer is not None and timer.kind is kind, f"no {kind} timer runs: {timer}"
-    system.tell(server.address, timer)
-
-
-def wait_state(server: Pachka, state: State) -> None:
-    wait_for(lambda: server.status().state is state)
-
-
-def touch(directory: Path, name: str, content: str = "") -> None:
-    (directory / name).write_text(content)
-
+from pachka_actors import AlreadyStarted, NotStarted, Overloaded, Pachka
+from pachka_actors.messages import SendMessages, State, TimerFired, TimerKind
 
 # ---- batching -------------------------------------------------------------------------------
 
@@ -297,6 +267,7 @@ def test_failed_drain_falls_back_to_send_batch(any_system: ActorSystem, tmp_path
 
 
 @pytest.mark.parametrize("state", [State.IDLE, State.EXPORTING, State.RETRY_BACKOFF])
+@pytest.mark.multiproc
 def test_bare_exit_request_loses_nothing(tmp_path: Path, state: State) -> None:
     """`ActorSystem.shutdown()` without `stop()`: the server drains inside its exit handler."""
     touch(tmp_path, {State.EXPORTING: "block", State.RETRY_BACKOFF: "fail"}.get(state, "none"))

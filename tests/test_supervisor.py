@@ -21,21 +21,18 @@ from supervised_actors import Halt, Init, Plain, Relay, Worker
 from support import process_gone
 from thespian.actors import ActorExitRequest, ActorSystem
 
-from pachka_actors import ActorTimeout, ConfigError
-from pachka_actors.supervisor import (
+from pachka_actors import (
     BRUTAL_KILL,
-    AlreadyPresent,
-    ChildNotFound,
-    ChildRunning,
+    ActorTimeout,
     ChildSpec,
-    ChildStarted,
     ChildType,
-    StartChild,
+    ConfigError,
     StartChildError,
     Supervisor,
     SupervisorError,
-    WhichChildren,
 )
+from pachka_actors.errors import AlreadyPresent, ChildNotFound, ChildRunning
+from pachka_actors.messages import ChildStarted, StartChild, WhichChildren
 
 
 def worker(directory: Path, name: str, *, fail: bool = False, stuck: bool = False,
@@ -158,6 +155,7 @@ def test_a_child_stuck_inside_a_handler_is_killed(tcp_system: ActorSystem,
     assert sup.which_children() == [("a", None, ChildType.WORKER)]
 
 
+@pytest.mark.multiproc
 def test_actor_system_shutdown_stops_children_in_reverse_order(tmp_path: Path) -> None:
     """A bare ActorExitRequest still gets the ordered, timed stop on the multi-process bases."""
     from support import actor_system

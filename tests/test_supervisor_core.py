@@ -17,26 +17,17 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 from supervised_actors import Plain
 
+from pachka_actors import BRUTAL_KILL, ChildSpec, StartChildError, SupervisorError
 from pachka_actors._restart import Restart, RestartIntensity, Strategy
 from pachka_actors._supervisor_core import (
-    BRUTAL_KILL,
-    AlreadyPresent,
     ArmKillTimer,
     Boot,
     Call,
     ChildCreated,
-    ChildDeleted,
     ChildExited,
     ChildInitFailed,
     ChildInitialized,
-    ChildNotFound,
-    ChildRunning,
-    ChildSpec,
-    ChildStarted,
-    ChildTerminated,
-    CountChildren,
     CreateChild,
-    DeleteChild,
     Event,
     Exit,
     ExitAnnounced,
@@ -45,14 +36,20 @@ from pachka_actors._supervisor_core import (
     KillTimeout,
     Log,
     Reply,
-    RestartChild,
-    StartChild,
-    StartChildError,
     Status,
     StopChild,
-    StopSupervisor,
     SupervisorCore,
-    SupervisorError,
+)
+from pachka_actors.errors import AlreadyPresent, ChildNotFound, ChildRunning
+from pachka_actors.messages import (
+    ChildDeleted,
+    ChildStarted,
+    ChildTerminated,
+    CountChildren,
+    DeleteChild,
+    RestartChild,
+    StartChild,
+    StopSupervisor,
     SupervisorStarted,
     SupervisorStopped,
     TerminateChild,
@@ -253,6 +250,5 @@ class SupervisorModel(RuleBasedStateMachine):
         assert len(self.core.intensity.times) <= self.core.intensity.max_restarts + 1
 
 
-SupervisorModel.TestCase.settings = settings(max_examples=1000, stateful_step_count=50,
-                                             deadline=None)
+SupervisorModel.TestCase.settings = settings(stateful_step_count=50, deadline=None)
 test_supervisor_core = SupervisorModel.TestCase

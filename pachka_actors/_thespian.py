@@ -1,0 +1,51 @@
+"""Every use of Thespian's private internals, in one place (Thespian 4.0.x).
+
+Thespian has no public way to find a child's OS process, to steer which
+children it stops when an actor exits, or to tell which base a system runs.
+tests/test_thespian_internals.py fails loudly when an installed Thespian no
+longer has what these functions read; each degrades to "unknown" rather than
+guessing wrong.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+from thespian.actors import Actor, ActorAddress, ActorSystem
+
+from ._process import ProcessId
+
+
+def child_process(actor: Actor, address: ActorAddress) -> ProcessId | None:
+    """The OS process of the child that `actor` has just created at `address`, or None.
+
+    On the multi-process bases, `createActor` inside an actor forks the child at
+    once, as an OS child of the actor's process, and records it in Thespian's
+    `_child_procs`. Under simpleSystemBase, or for a child created through the
+    Admin (globalName, capability placement), there is no such record.
+    """
+    for info in getattr(getattr(actor, "_myRef", None), "_child_procs", ()):
+        if info.childAddr == address:
+            return ProcessId(info.childProc.pid, socket.gethostname())
+    return None
+
+
+def exit_children(actor: Actor) -> list[ActorAddress] | None:
+    """Thespian's list of the children it stops and awaits when `actor` exits (mutable).
+
+    None under simpleSystemBase, which has no such list to steer.
+    """
+    children = getattr(getattr(actor, "_myRef", None), "_children", None)
+    return children if isinstance(children, list) else None
+
+
+def base_name(system: ActorSystem) -> str:
+    """The system base's name, e.g. "simpleSystemBase" (what `ActorSystem(...)` was given)."""
+    base: Any = getattr(system, "_systemBase", None)
+    return type(base).__module__.rsplit(".", 1)[-1] if base is not None else "unknown"
+
+
+def runs_in_caller_thread(system: ActorSystem) -> bool:
+    """Actors run in the caller's thread (simpleSystemBase): nothing runs between calls."""
+    return base_name(system) == "simpleSystemBase"
