@@ -1,30 +1,94 @@
-"""One Thespian round trip with this library's error handling, for every handle."""
+"""Requests matched to their replies: one Thespian round trip with this library's errors.
+
+Thespian's `ask` returns whatever reaches the caller's endpoint next, so the
+late reply to a request that timed out would be taken as the answer to the
+next one. Handles therefore wrap each request in `Ask(ref, request)`; a shell
+answers through `Caller.answer`, which wraps the reply in `Answer(ref, reply)`
+for a wrapped request and sends it bare to an actor that sent a bare request.
+The handle takes only the answer with its own ref and drops any other.
+"""
 
 from __future__ import annotations
 
+import itertools
+import logging
+import time
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from thespian.actors import ActorAddress, ActorSystem, PoisonMessage
 
 from .errors import ActorTimeout, PachkaError
 
+log = logging.getLogger(__name__)
+
 R = TypeVar("R")
+
+_refs = itertools.count(1)
+
+
+@dataclass(frozen=True)
+class Ask:
+    ref: int
+    request: Any
+
+
+@dataclass(frozen=True)
+class Answer:
+    ref: int
+    reply: Any
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Where a reply goes: an actor address, and the ref of a wrapped request (or None)."""
+
+    address: ActorAddress
+    ref: int | None = None
+
+    @staticmethod
+    def of(message: Any, sender: ActorAddress) -> tuple[Any, Caller]:
+        """The request inside `message`, and who to answer."""
+        if isinstance(message, Ask):
+            return message.request, Caller(sender, message.ref)
+        return message, Caller(sender)
+
+    def answer(self, reply: Any) -> Any:
+        """What to send back: `reply`, wrapped if the request was."""
+        return reply if self.ref is None else Answer(self.ref, reply)
 
 
 def ask(system: ActorSystem, address: ActorAddress, request: Any, reply_type: type[R],
         timeout: float | None) -> R:
-    """Thespian's `ask` (`timeout` None: forever); an exception as the reply is raised.
+    """Send `request` and wait for its own reply (`timeout` None: forever).
 
-    Thespian answers None on a timeout and `PoisonMessage` when the actor's handler
-    raised: both become exceptions here, so no caller mistakes them for replies.
+    An exception as the reply is raised; no reply in time raises `ActorTimeout`;
+    a `PoisonMessage` (the actor's handler raised) raises `PachkaError`. Replies
+    to earlier requests that arrive meanwhile are dropped.
     """
-    reply = system.ask(address, request, timeout)
+    ref = next(_refs)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    message: Any = system.ask(address, Ask(ref, request), timeout)
+    while True:
+        if isinstance(message, Answer) and message.ref == ref:
+            return _reply(request, message.reply, reply_type)
+        if isinstance(message, PoisonMessage) and isinstance(message.poisonMessage, Ask) \
+                and message.poisonMessage.ref == ref:
+            raise PachkaError(f"the actor failed on {type(request).__name__}: "
+                              f"{message.details}")
+        if message is None:
+            raise ActorTimeout(f"no reply to {type(request).__name__} within {timeout} s")
+        log.debug("dropped a reply that was not to %s (ref %d): %r",
+                  type(request).__name__, ref, message)
+        left = None if deadline is None else deadline - time.monotonic()
+        if left is not None and left <= 0:
+            raise ActorTimeout(f"no reply to {type(request).__name__} within {timeout} s")
+        message = system.listen(left)
+
+
+def _reply(request: Any, reply: Any, reply_type: type[R]) -> R:
     if isinstance(reply, reply_type):
         return reply
     if isinstance(reply, Exception):
         raise reply
-    if reply is None:
-        raise ActorTimeout(f"no reply to {type(request).__name__} within {timeout} s")
-    if isinstance(reply, PoisonMessage):
-        raise PachkaError(f"the actor failed on {type(request).__name__}: {reply.details}")
     raise PachkaError(f"unexpected reply to {type(request).__name__}: {reply!r}")

@@ -24,6 +24,7 @@ from thespian.actors import (
     WakeupMessage,
 )
 
+from ._ask import Caller
 from ._exporters import ExportBatch, Exporter, ExporterStarted, run_export
 from ._process import ProcessId
 from ._thespian import child_process
@@ -94,7 +95,7 @@ class _Running:
     spares: deque[ActorAddress] = field(default_factory=deque)
     timers: list[tuple[float, int, TimerFired]] = field(default_factory=list)  # a heap
     wakeup_due: float | None = None
-    stop_requesters: list[ActorAddress] = field(default_factory=list)
+    stop_requesters: list[Caller] = field(default_factory=list)
 
 
 class PachkaServer(Actor):  # type: ignore[misc]
@@ -104,7 +105,8 @@ class PachkaServer(Actor):  # type: ignore[misc]
         super().__init__(*args, **kwargs)
         self._run: _Running | None = None
 
-    def receiveMessage(self, message: Any, sender: ActorAddress) -> None:
+    def receiveMessage(self, message: Any, address: ActorAddress) -> None:
+        message, sender = Caller.of(message, address)
         run = self._run
         if run is None:
             self._unstarted(message, sender)
@@ -127,19 +129,22 @@ class PachkaServer(Actor):  # type: ignore[misc]
             run.stop_requesters.append(sender)
             self._handle(run, StopRequested(), sender)
         elif isinstance(message, GetStatus):
-            self.send(sender, run.core.status())
+            self._answer(sender, run.core.status())
         elif isinstance(message, ChildActorExited):
             self._child_exited(run, message.childAddress)
         elif isinstance(message, ActorExitRequest):
             self._exit(run)
         elif isinstance(message, StartServer):
-            self.send(sender, AlreadyStarted(run.config.name or str(self.myAddress)))
+            self._answer(sender, AlreadyStarted(run.config.name or str(self.myAddress)))
         elif isinstance(message, PoisonMessage):
             log.error("a message could not be handled: %r", message.poisonMessage)
         else:
             log.warning("Pachka server ignores unknown message %r", message)
 
-    def _unstarted(self, message: Any, sender: ActorAddress) -> None:
+    def _answer(self, caller: Caller, reply: Any) -> None:
+        self.send(caller.address, caller.answer(reply))
+
+    def _unstarted(self, message: Any, sender: Caller) -> None:
         if isinstance(message, StartServer):
             config = message.config
             core = PachkaCore(
@@ -151,19 +156,19 @@ class PachkaServer(Actor):  # type: ignore[misc]
                 drains=isinstance(config.sink, DrainingSink),
             )
             self._run = _Running(config, core, spares=deque([self.createActor(Exporter)]))
-            self.send(sender, Started(self.myAddress))
+            self._answer(sender, Started(self.myAddress))
         elif not isinstance(message, ActorExitRequest | ChildActorExited | WakeupMessage):
-            self.send(sender, NotStarted(f"{self.myAddress} is not a started Pachka server"))
+            self._answer(sender, NotStarted(f"{self.myAddress} is not a started Pachka server"))
 
-    def _handle(self, run: _Running, event: Event, sender: ActorAddress) -> None:
+    def _handle(self, run: _Running, event: Event, sender: Caller) -> None:
         self._perform(run, run.core.handle(event), sender)
 
-    def _perform(self, run: _Running, effects: list[Effect], sender: ActorAddress) -> None:
+    def _perform(self, run: _Running, effects: list[Effect], sender: Caller) -> None:
         config = run.config
         for effect in effects:
             match effect:
                 case Accepted() | Granted():
-                    self.send(sender, effect)
+                    self._answer(sender, effect)
                 case ArmTimer(kind, token, delay):
                     self._arm(run, TimerFired(kind, token), delay)
                 case ArmRetryTimer(token, retry_num, failure):
@@ -199,7 +204,7 @@ class PachkaServer(Actor):  # type: ignore[misc]
             run.wakeup_due = due
             self.wakeupAfter(timedelta(seconds=delay))
 
-    def _timers_due(self, run: _Running, sender: ActorAddress) -> None:
+    def _timers_due(self, run: _Running, sender: Caller) -> None:
         """A wakeup: fire every timer now due, in order, then wake up for the next one."""
         run.wakeup_due = None
         while run.timers and run.timers[0][0] <= time.monotonic():
@@ -247,7 +252,7 @@ class PachkaServer(Actor):  # type: ignore[misc]
         info = run.exporters.get(finished.export_id)
         if info is not None:
             self.send(info.address, ActorExitRequest())
-        self._handle(run, finished, self.myAddress)
+        self._handle(run, finished, Caller(self.myAddress))
 
     def _child_exited(self, run: _Running, address: ActorAddress) -> None:
         """An exporter ended. Before its result arrived, it died: the batch is retried."""
@@ -258,7 +263,7 @@ class PachkaServer(Actor):  # type: ignore[misc]
             if info.address == address:
                 del run.exporters[export_id]
                 if export_id == run.core.export_id and not info.abandoned:
-                    self._handle(run, ExportFinished(export_id, EXITED), self.myAddress)
+                    self._handle(run, ExportFinished(export_id, EXITED), Caller(self.myAddress))
                 return
 
     def _exit(self, run: _Running) -> None:
@@ -274,7 +279,7 @@ class PachkaServer(Actor):  # type: ignore[misc]
         for address, process in idle:
             self._end(address, process)
         for requester in run.stop_requesters:
-            self.send(requester, Stopped())
+            self._answer(requester, Stopped())
 
 
 def drain_synchronously(run: _Running, kill: Callable[[_ExporterInfo], None]) -> None:

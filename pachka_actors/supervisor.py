@@ -47,7 +47,7 @@ from thespian.actors import (
     WakeupMessage,
 )
 
-from ._ask import R, ask
+from ._ask import Caller, R, ask
 from ._process import ProcessId
 from ._restart import Restart, RestartIntensity, Strategy
 from ._supervisor_core import (
@@ -110,9 +110,10 @@ class SupervisorActor(Actor):  # type: ignore[misc]
         self._kill_timers: dict[ProcessId, threading.Timer] = {}
 
     def receiveMessage(self, message: Any, sender: ActorAddress) -> None:
+        message, caller = Caller.of(message, sender)
         core = self._core
         if core is None:
-            self._unstarted(message, sender)
+            self._unstarted(message, caller)
             return
         self._notice_unreported_exits()
         if isinstance(message, ChildActorExited):
@@ -137,9 +138,9 @@ class SupervisorActor(Actor):  # type: ignore[misc]
         elif isinstance(message, NormalExit) and child is not None:
             self._handle(ExitAnnounced(child.id, child.incarnation, message.reason))
         elif isinstance(message, SupervisorRequest):
-            self._handle(Call(message, sender))
+            self._handle(Call(message, caller))
         elif isinstance(message, StartSupervisor):
-            self.send(sender, SupervisorError(f"{self.myAddress} is started already"))
+            self._answer(caller, SupervisorError(f"{self.myAddress} is started already"))
         elif isinstance(message, PoisonMessage):
             log.warning("supervisor %s: a message could not be handled: %r", self.myAddress,
                         message.poisonMessage)
@@ -160,16 +161,19 @@ class SupervisorActor(Actor):  # type: ignore[misc]
             timer.cancel()
         self._handle(ChildExited(child.id, child.incarnation))
 
-    def _unstarted(self, message: Any, sender: ActorAddress) -> None:
+    def _answer(self, caller: Caller, reply: Any) -> None:
+        self.send(caller.address, caller.answer(reply))
+
+    def _unstarted(self, message: Any, sender: Caller) -> None:
         if isinstance(message, StartSupervisor):
             config = message.config
             self._core = SupervisorCore(
                 config.strategy, RestartIntensity(config.max_restarts, config.max_seconds))
-            self._parent = sender if message.supervised else None
+            self._parent = sender.address if message.supervised else None
             self._handle(Boot(config.children, sender))
         elif not isinstance(message, ActorExitRequest | ChildActorExited | WakeupMessage
                             | PoisonMessage):
-            self.send(sender, SupervisorError(f"{self.myAddress} is not a started supervisor"))
+            self._answer(sender, SupervisorError(f"{self.myAddress} is not a started supervisor"))
 
     def _handle(self, event: Event) -> None:
         """Feed the core `event`, perform its effects, and feed it what they report."""
@@ -203,7 +207,7 @@ class SupervisorActor(Actor):  # type: ignore[misc]
                     timer.start()
                     self._kill_timers[process] = timer
             case Reply(to, value):
-                self.send(to, value)
+                self._answer(to, value)
             case Exit(gave_up):
                 self._exit(gave_up)
             case Log(level, text):
