@@ -20,9 +20,10 @@ from dataclasses import asdict
 from importlib.metadata import version
 
 import pachka_actors
+from pachka_actors.systems import RECORDS
 
 from . import anchors, export_timeout, ingest, memory, overhead, sqlite_insert, thread_batcher
-from ._harness import FULL, LEFT_BEHIND, QUICK, SHUTDOWN_SECONDS, Row, Sizes
+from ._harness import FULL, QUICK, Row, Sizes
 
 
 def load() -> str:
@@ -134,9 +135,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{'quick' if args.quick else 'full'} run, {time.perf_counter() - started:.0f} s; "
           + ", ".join(f"{k} {v}" for k, v in info.items()) + "\n")
     print(table(rows))
-    print(f"\n{len(SHUTDOWN_SECONDS)} actor systems shut down in {sum(SHUTDOWN_SECONDS):.1f} s "
-          f"(longest {max(SHUTDOWN_SECONDS, default=0):.1f} s); processes left running and "
-          f"SIGKILLed after shutdown(): {len(LEFT_BEHIND)}")
+    seconds = [r.shutdown_seconds for r in RECORDS if r.shutdown_seconds is not None]
+    killed = [pid for r in RECORDS for pid in r.killed]
+    print(f"\n{len(seconds)} actor systems shut down in {sum(seconds):.1f} s "
+          f"(longest {max(seconds, default=0):.1f} s); processes left running and "
+          f"SIGKILLed after shutdown(): {len(killed)}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"machine": info, "quick": args.quick, "sizes": asdict(sizes),

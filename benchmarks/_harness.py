@@ -16,7 +16,7 @@ from typing import Any
 from thespian.actors import Actor, ActorAddress, ActorSystem
 
 from pachka_actors.config import PachkaConfig
-from pachka_actors.systems import shutdown_system, start_system
+from pachka_actors.systems import isolated_system
 
 #: The library's default max_batch_size (500), used wherever the issue names no other.
 DEFAULT_BATCH: int = PachkaConfig.max_batch_size
@@ -94,22 +94,8 @@ def interleave(reps: int, *runs: Callable[[], float]) -> list[list[float]]:
     return samples
 
 
-#: Processes `shutdown()` left running, which the safety net had to SIGKILL, and how long
-#: the shutdowns took: both should stay at zero, and a run prints them.
-LEFT_BEHIND: list[int] = []
-SHUTDOWN_SECONDS: list[float] = []
-
-
-@contextlib.contextmanager
-def actor_system(base: str = "multiprocTCPBase") -> Iterator[ActorSystem]:
-    """A fresh, isolated system (its own admin port), shut down with nothing left running."""
-    asys, sid = start_system(base)
-    try:
-        yield asys
-    finally:
-        start = time.perf_counter()
-        LEFT_BEHIND.extend(shutdown_system(asys, sid))
-        SHUTDOWN_SECONDS.append(time.perf_counter() - start)
+#: A fresh, isolated system (its own admin port), shut down with nothing left running.
+actor_system = isolated_system
 
 
 def admin_port(asys: ActorSystem) -> int:
@@ -142,15 +128,6 @@ def time_asks(asys: ActorSystem, echo: ActorAddress, calls: int, payload: int = 
         if asys.ask(echo, message, 10) != message:
             raise BenchmarkError(f"echo actor answered ask {i} wrongly")
     return time.perf_counter() - start
-
-
-def proc_state(pid: int) -> str | None:
-    """The process state letter from /proc (`Z` for a zombie), None once it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return None
 
 
 @dataclass(frozen=True)

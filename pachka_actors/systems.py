@@ -15,6 +15,7 @@ import signal
 import socket
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 from thespian.actors import Actor, ActorAddress, ActorSystem
@@ -89,11 +90,36 @@ def _wait_empty(sid: int, timeout: float) -> list[int]:
     return pids
 
 
+@dataclass
+class SystemRecord:
+    """One isolated system: its admin's session (None: simpleSystemBase), and how its
+    shutdown went (pids that had to be SIGKILLed, seconds it took; None until then)."""
+
+    base: str
+    sid: int | None
+    killed: list[int] = field(default_factory=list)
+    shutdown_seconds: float | None = None
+
+
+#: Every system `isolated_system` started in this process, for checks at the end of a run.
+RECORDS: list[SystemRecord] = []
+
+
 @contextlib.contextmanager
 def isolated_system(base: str = "multiprocTCPBase") -> Iterator[ActorSystem]:
     """An actor system of `base`, shut down on exit with no process left behind."""
     asys, sid = start_system(base)
+    record = SystemRecord(base, sid)
+    RECORDS.append(record)
     try:
         yield asys
     finally:
-        shutdown_system(asys, sid)
+        started = time.perf_counter()
+        record.killed = shutdown_system(asys, sid)
+        record.shutdown_seconds = time.perf_counter() - started
+
+
+def leftover_pids() -> list[int]:
+    """Live processes of any system `isolated_system` started (none, when all is well)."""
+    return [pid for record in RECORDS if record.sid is not None
+            for pid in session_pids(record.sid)]

@@ -12,10 +12,10 @@ from collections.abc import Iterator
 
 import pytest
 from hypothesis import settings
-from support import STARTED_SESSIONS, actor_system
+from support import actor_system
 from thespian.actors import ActorSystem
 
-from pachka_actors.systems import session_pids
+from pachka_actors.systems import leftover_pids
 
 settings.register_profile("default", max_examples=150, deadline=None)
 settings.register_profile("thorough", max_examples=1000, deadline=None)
@@ -64,7 +64,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     deadline = time.monotonic() + 5
     leftovers: list[int] = []
     while time.monotonic() < deadline:
-        leftovers = [pid for sid in STARTED_SESSIONS for pid in session_pids(sid)]
+        leftovers = leftover_pids()
         if not leftovers:
             return
         time.sleep(0.1)
