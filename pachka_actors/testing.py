@@ -1,0 +1,169 @@
+"""Helpers to test a sink and a producer without writing Thespian plumbing.
+
+- `run_sink`: batch messages as a server would and export them in this
+  process, retrying failed batches, and report every attempt: a sink's logic,
+  its failures and its `retry_timeout` answers, tested without any actor.
+- `RecordingSink`: a sink that records every batch it gets in a directory, from
+  whatever process exports it, and can fail its first attempts.
+- `start_manual` and `fire`: a server whose timers fire only when the test says.
+- The pytest plugin (`pachka_actors.pytest_plugin`, loaded automatically once
+  the package is installed) adds the `pachka_system` fixture: an isolated actor
+  system that leaves no process behind.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from thespian.actors import ActorSystem
+
+from ._exporters import run_export
+from .config import PachkaConfig
+from .messages import TimerKind
+from .pachka import Pachka
+from .server import retry_delay
+from .sink import FailureReason, Sink
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One call of `send_batch`: the batch, its retry number (0 first), what came of it,
+    and for a failure the delay `retry_timeout` asked for before the next try."""
+
+    batch: list[Any]
+    retry_num: int
+    failure: FailureReason | None
+    retry_delay: float | None = None
+
+
+@dataclass
+class SinkReport:
+    attempts: list[Attempt] = field(default_factory=list)
+    #: Batches the sink took, in order, and the ones given up after `max_retries`.
+    delivered: list[list[Any]] = field(default_factory=list)
+    given_up: list[list[Any]] = field(default_factory=list)
+
+    @property
+    def messages(self) -> list[Any]:
+        return [message for batch in self.delivered for message in batch]
+
+    @property
+    def failures(self) -> list[Attempt]:
+        return [attempt for attempt in self.attempts if attempt.failure is not None]
+
+
+def run_sink(sink: Sink | type[Sink], messages: Iterable[Any], *, max_batch_size: int = 500,
+             server_value: Any = None, max_retries: int = 3) -> SinkReport:
+    """Export `messages` through `sink` in batches of `max_batch_size`, in this process.
+
+    The sink is validated and pickled as `Pachka.start` would (so a sink that
+    cannot cross processes fails here too). A failed batch is retried at once,
+    up to `max_retries` times; the delay `retry_timeout` answers is recorded,
+    not waited for. A server would retry for ever; here a batch still failing
+    is reported in `given_up` and the next batch goes on.
+    """
+    config = PachkaConfig.parse({"sink": sink, "max_batch_size": max_batch_size,
+                                 "server_value": server_value})
+    exported: Sink = pickle.loads(pickle.dumps(config.sink))
+    queue = list(messages)
+    report = SinkReport()
+    for start in range(0, len(queue), max_batch_size):
+        batch = queue[start:start + max_batch_size]
+        for retry_num in range(max_retries + 1):
+            failure = run_export(exported, list(batch), server_value)
+            if failure is None:
+                report.attempts.append(Attempt(batch, retry_num, None))
+                report.delivered.append(batch)
+                break
+            delay = retry_delay(exported, retry_num + 1, failure, server_value)
+            report.attempts.append(Attempt(batch, retry_num, failure, delay))
+        else:
+            report.given_up.append(batch)
+    return report
+
+
+class RecordingSink(Sink):
+    """Records each batch it takes as a file in `directory`, from any process.
+
+    `fail_first`: the first N attempts (counted across processes) fail with
+    `ConnectionError`, so retries can be tested. `retry_seconds` is what
+    `retry_timeout` answers. Messages must be picklable (they are anyway on
+    multi-process bases).
+    """
+
+    def __init__(self, directory: str | os.PathLike[str], *, fail_first: int = 0,
+                 retry_seconds: float = 0.0) -> None:
+        self.directory = str(directory)
+        self.fail_first = fail_first
+        self.retry_seconds = retry_seconds
+        os.makedirs(self.directory, exist_ok=True)
+
+    def send_batch(self, messages: list[Any], server_value: Any) -> BaseException | None:
+        attempt = _claim(Path(self.directory), "attempt")
+        if attempt < self.fail_first:
+            return ConnectionError(f"RecordingSink: attempt {attempt + 1} of the first "
+                                   f"{self.fail_first} fails by request")
+        _write(Path(self.directory), "batch", messages)
+        return None
+
+    def retry_timeout(self, retry_num: int, failure_reason: FailureReason,
+                      server_value: Any) -> float:
+        return self.retry_seconds
+
+    def batches(self) -> list[list[Any]]:
+        """Every batch taken, in the order taken."""
+        return [pickle.loads(path.read_bytes()) for path in _numbered(Path(self.directory),
+                                                                       "batch")]
+
+    def messages(self) -> list[Any]:
+        return [message for batch in self.batches() for message in batch]
+
+    def attempts(self) -> int:
+        return len(_numbered(Path(self.directory), "attempt"))
+
+
+def _claim(directory: Path, kind: str) -> int:
+    """The next number of `kind` in `directory`, taken atomically (O_EXCL) across processes."""
+    number = len(_numbered(directory, kind))
+    while True:
+        try:
+            fd = os.open(directory / f"{kind}-{number:09d}", os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            number += 1
+            continue
+        os.close(fd)
+        return number
+
+
+def _write(directory: Path, kind: str, value: Any) -> None:
+    number = _claim(directory, kind)
+    temporary = directory / f".{kind}-{number:09d}.tmp"
+    temporary.write_bytes(pickle.dumps(value))
+    temporary.replace(directory / f"{kind}-{number:09d}")  # readers never see half a batch
+
+
+def _numbered(directory: Path, kind: str) -> Sequence[Path]:
+    return sorted(directory.glob(f"{kind}-*"))
+
+
+def start_manual(system: ActorSystem, sink: Sink | type[Sink], **options: Any) -> Pachka:
+    """`Pachka.start` with `timers="manual"`: no timer goes off until `fire` says so."""
+    return Pachka.start(system=system, sink=sink, timers="manual", **options)
+
+
+def fire(server: Pachka, kind: TimerKind | str) -> None:
+    """Fire the server's running timer, which must be of `kind` ("batch", "export", "retry").
+
+    Raises AssertionError naming what runs instead: a test that expects a timer
+    that is not there is wrong, and should say so rather than wait.
+    """
+    kind = TimerKind(kind)
+    timer = server.status().timer
+    if timer is None or timer.kind is not kind:
+        raise AssertionError(f"no {kind.value} timer runs (the running timer: {timer})")
+    server.system.tell(server.address, timer)
