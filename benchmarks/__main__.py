@@ -1,6 +1,8 @@
 """`python -m benchmarks [--quick] [--only 0 1 ...] [--json PATH] [--svg PATH] [--strict]`.
 
-Prints one table of figures, baselines, ratios and goals (issue 4). Exits 1 only
+Prints one table of figures, baselines, ratios and goals (issue 4; goal 7 is issue 8's
+comparison with the original Elixir Pachka, skipped with a line when `elixir` is not
+installed). Exits 1 only
 when a benchmark crashes or loses messages; `--strict` also exits 2 when a goal
 is not met. `--quick` uses small sizes and is the CI smoke test.
 """
@@ -22,7 +24,16 @@ from importlib.metadata import version
 import pachka_actors
 from pachka_actors.systems import RECORDS
 
-from . import anchors, export_timeout, ingest, memory, overhead, sqlite_insert, thread_batcher
+from . import (
+    anchors,
+    elixir_anchor,
+    export_timeout,
+    ingest,
+    memory,
+    overhead,
+    sqlite_insert,
+    thread_batcher,
+)
 from ._harness import FULL, QUICK, Row, Sizes
 
 
@@ -100,7 +111,7 @@ def run_goals(sizes: Sizes, only: set[int]) -> tuple[list[Row], list[str]]:
     goals: dict[int, Callable[[], list[Row]]] = {
         0: lambda: anchors.run(sizes), 1: lambda: sqlite_insert.run(sizes), 2: goal2,
         3: lambda: overhead.run(sizes), 4: goal4, 5: lambda: export_timeout.run(sizes),
-        6: lambda: memory.run(sizes)}
+        6: lambda: memory.run(sizes), 7: lambda: elixir_anchor.run(sizes)}
     for number, goal in goals.items():
         if number not in only:
             continue
@@ -119,8 +130,9 @@ def run_goals(sizes: Sizes, only: set[int]) -> tuple[list[Row], list[str]]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke test")
-    parser.add_argument("--only", type=int, nargs="+", choices=range(7), metavar="GOAL",
-                        default=list(range(7)), help="run only these goals (0: anchors, 1-6)")
+    parser.add_argument("--only", type=int, nargs="+", choices=range(8), metavar="GOAL",
+                        default=list(range(8)),
+                        help="run only these goals (0: anchors, 1-6, 7: Elixir Pachka anchor)")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     parser.add_argument("--svg", metavar="PATH", help="also draw the chart (benchmarks.chart)")
     parser.add_argument("--strict", action="store_true", help="exit 2 when a goal is not met")

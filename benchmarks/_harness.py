@@ -42,16 +42,17 @@ class Sizes:
     timeout_reps: int
     memory_queue: int
     overload_rounds: int
+    anchor_messages: int
 
 
 FULL = Sizes(reps=5, sqlite_messages=10_000, sqlite_batch=500, ingest_messages=100_000,
              ingest_chunk=1_000, ask_calls=2_000, overhead_messages=20_000,
              batcher_messages=200_000, export_timeout=0.2, timeout_reps=5,
-             memory_queue=100_000, overload_rounds=100)
+             memory_queue=100_000, overload_rounds=100, anchor_messages=100_000)
 QUICK = Sizes(reps=1, sqlite_messages=1_000, sqlite_batch=500, ingest_messages=5_000,
               ingest_chunk=1_000, ask_calls=200, overhead_messages=2_000,
               batcher_messages=20_000, export_timeout=0.1, timeout_reps=1,
-              memory_queue=5_000, overload_rounds=5)
+              memory_queue=5_000, overload_rounds=5, anchor_messages=5_000)
 
 
 @dataclass(frozen=True)
