@@ -1,0 +1,137 @@
+"""What a server counts: plain `Stats` for everyone, OpenTelemetry instruments where installed.
+
+A library depends on the OpenTelemetry *API* only and leaves the SDK to the
+application (the `otel` extra installs the API). The counters live in the
+server's process: on multi-process bases that is a forked actor process, which
+inherits the global MeterProvider the application configured before
+`ActorSystem()`; with the `meter_provider` server option, a picklable callable
+that returns a provider, run in the server's process, is used instead. Without
+the API nothing but the plain counters is kept.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+try:
+    from opentelemetry import metrics as otel
+except ImportError:  # the `otel` extra is not installed
+    otel = None  # type: ignore[assignment]
+
+#: Why a message was refused, as the `reason` attribute of `pachka.messages.refused`.
+QUEUE_FULL = "queue_full"
+TERMINATING = "terminating"
+
+#: Why an export failed, as the `reason` attribute of `pachka.export.failures`.
+RAISED, RETURNED, KILLED, EXITED = "raised", "returned", "killed", "exited"
+
+
+@dataclass(frozen=True)
+class Stats:
+    """A server's counters since it started, and its queue now (the reply to `GetStats`)."""
+
+    accepted: int = 0
+    refused_queue_full: int = 0
+    refused_terminating: int = 0
+    exported: int = 0
+    batches_exported: int = 0
+    failures_raised: int = 0
+    failures_returned: int = 0
+    failures_killed: int = 0
+    failures_exited: int = 0
+    retries: int = 0
+    drained: int = 0
+    queue_length: int = 0
+    batch_length: int = 0
+
+
+class Metrics:
+    """One server's counters. The server calls the `on_...` methods; nothing here decides."""
+
+    def __init__(self, server: str, meter_provider: Callable[[], Any] | None = None,
+                 gauges: Callable[[], tuple[int, int]] | None = None) -> None:
+        self._counts: dict[str, int] = {f.name: 0 for f in dataclasses.fields(Stats)}
+        self._gauges = gauges or (lambda: (0, 0))
+        self._attributes = {"pachka.server": server}
+        self._otel = _Instruments(server, meter_provider, self._gauges) if otel else None
+
+    def stats(self) -> Stats:
+        queue_length, batch_length = self._gauges()
+        return Stats(**{**self._counts, "queue_length": queue_length,
+                        "batch_length": batch_length})
+
+    def on_accepted(self, count: int) -> None:
+        if count:
+            self._counts["accepted"] += count
+            if self._otel:
+                self._otel.accepted.add(count, self._attributes)
+
+    def on_refused(self, count: int, reason: str) -> None:
+        if count:
+            self._counts[f"refused_{reason}"] += count
+            if self._otel:
+                self._otel.refused.add(count, {**self._attributes, "reason": reason})
+
+    def on_exported(self, count: int, seconds: float) -> None:
+        self._counts["exported"] += count
+        self._counts["batches_exported"] += 1
+        if self._otel:
+            self._otel.exported.add(count, self._attributes)
+            self._otel.batches.add(1, self._attributes)
+            self._otel.duration.record(seconds, self._attributes)
+
+    def on_export_failed(self, reason: str, seconds: float) -> None:
+        self._counts[f"failures_{reason}"] += 1
+        if self._otel:
+            self._otel.failures.add(1, {**self._attributes, "reason": reason})
+            self._otel.duration.record(seconds, {**self._attributes, "reason": reason})
+
+    def on_retry(self) -> None:
+        self._counts["retries"] += 1
+        if self._otel:
+            self._otel.retries.add(1, self._attributes)
+
+    def on_drained(self, count: int) -> None:
+        self._counts["drained"] += count
+        if self._otel:
+            self._otel.drained.add(count, self._attributes)
+
+
+class _Instruments:
+    """The OpenTelemetry instruments of one server (only built when the API is installed)."""
+
+    def __init__(self, server: str, meter_provider: Callable[[], Any] | None,
+                 gauges: Callable[[], tuple[int, int]]) -> None:
+        provider = meter_provider() if meter_provider is not None else otel.get_meter_provider()
+        meter = provider.get_meter("pachka_actors")
+        attributes = {"pachka.server": server}
+        self.accepted = meter.create_counter(
+            "pachka.messages.accepted", "{message}", "Messages queued by the server")
+        self.refused = meter.create_counter(
+            "pachka.messages.refused", "{message}", "Messages refused as overloaded")
+        self.exported = meter.create_counter(
+            "pachka.messages.exported", "{message}", "Messages the sink took")
+        self.batches = meter.create_counter(
+            "pachka.batches.exported", "{batch}", "Batches the sink took")
+        self.failures = meter.create_counter(
+            "pachka.export.failures", "{batch}", "Failed exports, by reason")
+        self.retries = meter.create_counter(
+            "pachka.export.retries", "{batch}", "Exports retried after a failure")
+        self.drained = meter.create_counter(
+            "pachka.messages.drained", "{message}", "Messages handed to drain_on_terminate")
+        self.duration = meter.create_histogram(
+            "pachka.export.duration", "s", "Time from handing a batch to an exporter to its "
+                                           "result")
+
+        def observe(index: int) -> Callable[[Any], Iterable[Any]]:
+            def callback(options: Any) -> Iterable[Any]:
+                return [otel.Observation(gauges()[index], attributes)]
+            return callback
+
+        meter.create_observable_gauge("pachka.queue.length", [observe(0)], "{message}",
+                                      "Messages queued, not counting the batch in flight")
+        meter.create_observable_gauge("pachka.batch.size", [observe(1)], "{message}",
+                                      "Messages of the batch in flight or waiting for a retry")
