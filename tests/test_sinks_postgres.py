@@ -6,6 +6,7 @@ Without it the tests that need a server skip, unless PACHKA_REQUIRE_POSTGRES=1
 
 from __future__ import annotations
 
+import importlib
 import os
 import pickle
 import subprocess
@@ -38,6 +39,10 @@ try:
     from psycopg import conninfo
 
     from pachka_actors.sinks.postgres import PostgresSink
+
+    # The docs' example; its module is imported before any actor process forks.
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+    postgres_sink_example = importlib.import_module("postgres_sink")
 except ImportError:
     if os.environ.get("PACHKA_REQUIRE_POSTGRES") == "1":
         raise
@@ -248,3 +253,13 @@ def test_data_error_backs_off_and_is_retried_once_fixed(dsn: str, table: str, tm
     wait_for(lambda: len(rows(dsn, table)) == 5)
     server.stop()
     assert rows(dsn, table) == [(i, "login", i * 10) for i in range(5)]
+
+
+def test_the_docs_example(dsn: str, tcp_system: ActorSystem) -> None:
+    table = f"example_{uuid.uuid4().hex[:12]}"
+    try:
+        rows = postgres_sink_example.run(tcp_system, dsn, table)
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as db:
+            db.execute(f"drop table if exists {table}")
+    assert rows == [(1, "login", 7)] + [(i, "page_view", 7) for i in range(2, 251)]

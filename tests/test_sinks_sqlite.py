@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
 import pickle
 import sqlite3
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,10 @@ from thespian.actors import ActorSystem
 
 from pachka_actors import ConfigError, DrainingSink, Pachka, State, TimerKind
 from pachka_actors.sinks import PermanentSinkError, SQLiteSink
+
+# The docs' example; its module is imported before any actor process forks.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+sqlite_sink_example = importlib.import_module("sqlite_sink")
 
 SCHEMA = 'create table events (id integer primary key, kind text not null, "order" integer)'
 COLUMNS = ("id", "kind", "order")
@@ -215,3 +221,8 @@ def test_data_error_backs_off_and_is_retried_once_fixed(tcp_system: ActorSystem,
     wait_for(lambda: len(rows(path)) == 5)
     assert rows(path) == [(i, "login", i * 10) for i in range(5)]
     server.stop()
+
+
+def test_the_docs_example(tcp_system: ActorSystem, tmp_path: Path) -> None:
+    rows = sqlite_sink_example.run(tcp_system, str(tmp_path / "events.sqlite3"))
+    assert rows == [(1, "login", 7)] + [(i, "page_view", 7) for i in range(2, 251)]
