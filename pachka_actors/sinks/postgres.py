@@ -28,14 +28,13 @@ class PostgresSink(TableSink):
     """Writes each batch with one COPY in one transaction, about 4x faster than INSERTs.
 
     `dsn` is a libpq connection string or URI ("dbname=app host=/run/postgresql").
-    The connection opens at the first batch and is kept on the instance for the
-    next ones in the same process, but never pickled: the server's pickled copies
-    for its exporters each open their own. Failures are classified: a connection
-    or server error is raised as it is, so the batch is retried at Pachka's linear
-    pace (`TableSink.retry_timeout`); a data or schema error is raised as
-    `PermanentSinkError` (with the SQLSTATE as `code`) and retried with an
-    exponential backoff until the data or the table is fixed. Messages and table:
-    see `TableSink`.
+    The connection opens at an instance's first batch and is kept for its next
+    ones, but never pickled: each copy sent to an exporter opens its own.
+    Failures are classified: a connection or server error is raised as it is,
+    so the batch is retried at Pachka's linear pace (`TableSink.retry_timeout`);
+    a data or schema error is raised as `PermanentSinkError` (with the SQLSTATE
+    as `code`) and retried with an exponential backoff until the data or the
+    table is fixed. Messages and table: see `TableSink`.
     """
 
     _connection: psycopg.Connection[Any] | None = None
