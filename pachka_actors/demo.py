@@ -1,43 +1,83 @@
-"""The demo: real messages batched into an embedded SQLite file on a multi-process system."""
+"""The demo: real messages batched into an SQLite file by `SQLiteSink` on a multi-process system.
+
+With the `demo` extra (tqdm) it shows a progress bar of the rows delivered;
+without it, a plain line every tenth of the way.
+"""
 
 from __future__ import annotations
 
 import os
 import sqlite3
+import sys
 import tempfile
 import time
-from typing import Any
+from typing import Any, Protocol
 
 from .pachka import Pachka
-from .sink import Sink
+from .sinks import SQLiteSink
 from .systems import session_pids, shutdown_system, start_system
 
-SCHEMA = """
-create table if not exists events (id integer primary key, kind text, user_id integer,
-                                   batch_id integer);
-create table if not exists batches (id integer primary key autoincrement, size integer,
-                                    exporter_pid integer);
-"""
+# `seq` numbers the rows as they are written, so the check sees the delivery order.
+SCHEMA = """create table if not exists events (seq integer primary key autoincrement,
+                                              id integer, kind text, user_id integer)"""
+
+#: Longest wait for the rows to arrive before stopping the server anyway (stop drains).
+DELIVERY_WAIT = 60.0
 
 
-class SQLiteSink(Sink):
-    """One transaction per batch: the rows and a `batches` row that says who wrote them."""
+class Progress(Protocol):
+    def show(self, done: int) -> None: ...
 
-    def __init__(self, path: str) -> None:
-        self.path = path
+    def close(self) -> None: ...
 
-    def send_batch(self, messages: list[Any], server_value: Any) -> None:
-        with sqlite3.connect(self.path) as db:  # commits on success, rolls back on error
-            cursor = db.execute("insert into batches (size, exporter_pid) values (?, ?)",
-                                (len(messages), os.getpid()))
-            db.executemany("insert into events (id, kind, user_id, batch_id) values (?, ?, ?, ?)",
-                           [(m["id"], m["kind"], m["user_id"], cursor.lastrowid)
-                            for m in messages])
-        db.close()
+
+class PlainProgress:
+    """Progress as plain lines, for when tqdm is not installed."""
+
+    def __init__(self, total: int) -> None:
+        self.total = max(total, 1)
+        self.tenths = 0
+
+    def show(self, done: int) -> None:
+        tenths = done * 10 // self.total
+        if tenths > self.tenths:
+            self.tenths = tenths
+            print(f"delivered {done} of {self.total}", file=sys.stderr)
+
+    def close(self) -> None:
+        pass
+
+
+class TqdmProgress:
+    def __init__(self, total: int) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total, desc="delivered", unit="msg")
+
+    def show(self, done: int) -> None:
+        self.bar.update(done - self.bar.n)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def progress(total: int) -> Progress:
+    """A tqdm bar if the `demo` extra is installed, else plain lines."""
+    try:
+        return TqdmProgress(total)
+    except ImportError:
+        return PlainProgress(total)
 
 
 def event(i: int) -> dict[str, Any]:
     return {"id": i, "kind": ("login", "page_view", "purchase")[i % 3], "user_id": i % 97}
+
+
+def delivered(db_path: str) -> int:
+    with sqlite3.connect(db_path) as db:
+        count: int = db.execute("select count(*) from events").fetchone()[0]
+    db.close()
+    return count
 
 
 def run(db_path: str | None = None, count: int = 5000, base: str = "multiprocTCPBase") -> int:
@@ -45,12 +85,14 @@ def run(db_path: str | None = None, count: int = 5000, base: str = "multiprocTCP
     if db_path is None:
         db_path = os.path.join(tempfile.mkdtemp(prefix="pachka-demo-"), "events.sqlite3")
     with sqlite3.connect(db_path) as db:
-        db.executescript(SCHEMA)
+        db.execute(SCHEMA)
     db.close()
+    sink = SQLiteSink(db_path, "events", ("id", "kind", "user_id"))
+    bar = progress(count)
     started = time.perf_counter()
     asys, sid = start_system(base)
     try:
-        server = Pachka.start(system=asys, sink=SQLiteSink(db_path), name="demo-events",
+        server = Pachka.start(system=asys, sink=sink, name="demo-events",
                               max_batch_size=500, max_batch_delay=0.2)
         single = count // 5
         for i in range(single):
@@ -59,19 +101,23 @@ def run(db_path: str | None = None, count: int = 5000, base: str = "multiprocTCP
             chunk = [event(i) for i in range(first, min(first + 1000, count))]
             accepted = server.send_messages(chunk)
             assert accepted == len(chunk), f"overloaded: {accepted} of {len(chunk)} accepted"
+            bar.show(delivered(db_path))
+        deadline = time.monotonic() + DELIVERY_WAIT
+        while (done := delivered(db_path)) < count and time.monotonic() < deadline:
+            bar.show(done)
+            time.sleep(0.05)
         server.stop()
+        bar.show(delivered(db_path))
     finally:
+        bar.close()
         killed = shutdown_system(asys, sid)
     elapsed = time.perf_counter() - started
     with sqlite3.connect(db_path) as db:
-        ids = [row[0] for row in db.execute("select id from events order by batch_id, id")]
-        sizes = [row[0] for row in db.execute("select size from batches order by id")]
-        exporters = db.execute("select count(distinct exporter_pid) from batches").fetchone()[0]
+        ids = [row[0] for row in db.execute("select id from events order by seq")]
     db.close()
     left = session_pids(sid) if sid is not None else []
     print(f"database:   {db_path}")
-    print(f"delivered:  {len(ids)} of {count} messages in {len(sizes)} batches "
-          f"(sizes {min(sizes)}..{max(sizes)}), by {exporters} exporter processes")
+    print(f"delivered:  {len(ids)} of {count} messages")
     print(f"in order:   {ids == list(range(count))}")
     print(f"time:       {elapsed:.2f} s including actor system start and shutdown")
     print(f"processes:  {len(left)} left behind ({len(killed)} needed a kill after shutdown)")

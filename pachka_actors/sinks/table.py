@@ -1,0 +1,103 @@
+"""What the ready sinks share: a checked table and columns, messages as rows, retry classes."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ..errors import ConfigError, PachkaError
+from ..sink import FailureReason, Sink
+
+# Names are checked, then quoted: nothing the caller passes reaches SQL unchecked.
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+
+
+class PermanentSinkError(PachkaError):
+    """The database refused a batch for what it contains: bad data, a constraint, the schema.
+
+    The same rows will fail again until someone fixes the data or the table, so
+    `TableSink.retry_timeout` backs off exponentially instead of linearly. The
+    batch is still retried (Pachka drops no batch), and messages queue up behind
+    it until the server refuses new ones as `Overloaded`. `error_type` names the
+    database driver's exception; `code` is its error code (PostgreSQL's SQLSTATE,
+    such as "23505", or SQLite's error name, such as "SQLITE_CONSTRAINT_PRIMARYKEY").
+    """
+
+    def __init__(self, message: str, error_type: str = "", code: str | None = None) -> None:
+        super().__init__(message)
+        self.error_type = error_type
+        self.code = code
+
+    def __reduce__(self) -> tuple[type[PermanentSinkError], tuple[str, str, str | None]]:
+        # Crosses from the exporter to the server; the default reduce drops the fields.
+        return (type(self), (str(self), self.error_type, self.code))
+
+
+def check_identifier(option: str, name: object) -> str:
+    """`name` if it is a plain SQL identifier (letters, digits, _; at most 63), else ConfigError."""
+    if not isinstance(name, str) or not _IDENTIFIER.fullmatch(name):
+        raise ConfigError(option, f"{name!r} is not a plain SQL identifier (letters, digits "
+                                  f"and _, not starting with a digit, at most 63 characters)")
+    return name
+
+
+def check_seconds(option: str, value: object) -> float:
+    """`value` as seconds if it is a number > 0, else ConfigError, at once, not in an exporter."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ConfigError(option, f"seconds > 0, got {value!r}")
+    return float(value)
+
+
+class TableSink(Sink):
+    """Base of the ready sinks: one table's columns, messages as rows, and retry timing.
+
+    `table` is a name or `schema.name`; `columns` the columns to fill, in order.
+    Both are checked at construction (`ConfigError`) and quoted in SQL, so they
+    match exactly (PostgreSQL folds unquoted names to lower case: pass them so).
+    A message is a mapping with a key for every column (other keys are ignored)
+    or a sequence (tuple, list) of one value per column, in column order; None
+    is NULL. A message of another shape fails its batch with `PermanentSinkError`.
+    """
+
+    def __init__(self, table: str, columns: Sequence[str], *,
+                 max_retry_timeout: float = 60.0) -> None:
+        if not isinstance(table, str):
+            raise ConfigError("table", f"a table name is a string, got {table!r}")
+        self.table = table
+        self.table_parts = tuple(check_identifier("table", part) for part in table.split(".", 1))
+        if isinstance(columns, str) or not isinstance(columns, Sequence) or not columns:
+            raise ConfigError("columns", f"a non-empty sequence of column names, got {columns!r}")
+        self.columns = tuple(check_identifier("columns", column) for column in columns)
+        if len(set(self.columns)) != len(self.columns):
+            raise ConfigError("columns", f"a column is named twice in {self.columns!r}")
+        self.max_retry_timeout = check_seconds("max_retry_timeout", max_retry_timeout)
+
+    def rows(self, messages: list[Any]) -> list[tuple[Any, ...]]:
+        """Every message as a tuple in column order; `PermanentSinkError` for a bad shape."""
+        width = len(self.columns)
+        rows = []
+        for index, message in enumerate(messages):
+            if isinstance(message, Mapping):
+                missing = [column for column in self.columns if column not in message]
+                if missing:
+                    raise PermanentSinkError(f"message {index} of the batch has no key "
+                                             f"{missing[0]!r}: {message!r:.200}", "KeyError")
+                rows.append(tuple(message[column] for column in self.columns))
+            elif (isinstance(message, Sequence) and not isinstance(message, str | bytes)
+                  and len(message) == width):
+                rows.append(tuple(message))
+            else:
+                raise PermanentSinkError(f"message {index} of the batch is neither a mapping nor "
+                                         f"a sequence of {width} values: {message!r:.200}",
+                                         "TypeError")
+        return rows
+
+    def retry_timeout(self, retry_num: int, failure_reason: FailureReason,
+                      server_value: Any) -> float:
+        """Pachka's linear wait for what time can cure (a database down, locked or busy);
+        an exponential one for a `PermanentSinkError`, which waits for a human. Both are
+        capped at `max_retry_timeout`."""
+        if isinstance(failure_reason, PermanentSinkError):
+            return min(self.max_retry_timeout, 2.0 ** min(retry_num, 60))
+        return min(self.max_retry_timeout, float(retry_num))

@@ -1,0 +1,228 @@
+"""`SQLiteSink`: its callbacks called directly, then through a real server on multiprocTCPBase."""
+
+from __future__ import annotations
+
+import importlib
+import pickle
+import sqlite3
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sinks import wait_for
+from table_sinks import RetryLog, fire_when, retries
+from thespian.actors import ActorSystem
+
+from pachka_actors import ConfigError, DrainingSink, Pachka, State, TimerKind
+from pachka_actors.sinks import PermanentSinkError, SQLiteSink
+
+# The docs' example; its module is imported before any actor process forks.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+sqlite_sink_example = importlib.import_module("sqlite_sink")
+
+SCHEMA = 'create table events (id integer primary key, kind text not null, "order" integer)'
+COLUMNS = ("id", "kind", "order")
+
+
+class RecordingSQLiteSink(RetryLog, SQLiteSink):
+    """An SQLiteSink that logs its retries (see table_sinks.RetryLog)."""
+
+
+def new_db(directory: Path) -> str:
+    path = str(directory / "events.sqlite3")
+    with sqlite3.connect(path) as db:
+        db.execute(SCHEMA)
+    db.close()
+    return path
+
+
+def rows(path: str) -> list[tuple[Any, ...]]:
+    with sqlite3.connect(path) as db:
+        found = db.execute('select id, kind, "order" from events order by id').fetchall()
+    db.close()
+    return found
+
+
+def event(i: int) -> dict[str, Any]:
+    return {"id": i, "kind": "login", "order": i * 10, "ignored": "extra keys are"}
+
+
+# ---- construction ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("table", "columns", "option"), [
+    ("events; drop table events", COLUMNS, "table"),
+    ('ev"ents', COLUMNS, "table"),
+    ("1events", COLUMNS, "table"),
+    ("", COLUMNS, "table"),
+    ("a.b.c", COLUMNS, "table"),
+    ("x" * 64, COLUMNS, "table"),
+    (None, COLUMNS, "table"),
+    ("events", (), "columns"),
+    ("events", "id", "columns"),
+    ("events", ("id", "id"), "columns"),
+    ("events", ("id", "kind) values (1, 2); --"), "columns"),
+    ("events", ("id", 3), "columns"),
+])
+def test_bad_names_are_refused_at_construction(tmp_path: Path, table: Any, columns: Any,
+                                               option: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        SQLiteSink(tmp_path / "x.sqlite3", table, columns)
+    assert raised.value.option == option
+
+
+@pytest.mark.parametrize(("option", "value"), [
+    ("on_conflict", "skip"), ("timeout", 0), ("timeout", "5"), ("max_retry_timeout", True),
+    ("max_retry_timeout", -1.0),
+])
+def test_bad_options_are_refused_at_construction(tmp_path: Path, option: str,
+                                                 value: Any) -> None:
+    with pytest.raises(ConfigError) as raised:
+        SQLiteSink(tmp_path / "x.sqlite3", "events", COLUMNS, **{option: value})
+    assert raised.value.option == option
+
+
+def test_names_are_quoted_and_schema_qualified(tmp_path: Path) -> None:
+    sink = SQLiteSink(tmp_path / "x.sqlite3", "main.events", COLUMNS, on_conflict="ignore")
+    assert sink.insert == ('insert or ignore into "main"."events" ("id", "kind", "order") '
+                           "values (?, ?, ?)")
+
+
+def test_pickles_and_drains() -> None:
+    sink = SQLiteSink("x.sqlite3", "events", COLUMNS)
+    assert isinstance(sink, DrainingSink)
+    assert pickle.loads(pickle.dumps(sink)).__dict__ == sink.__dict__
+
+
+# ---- send_batch and drain_on_terminate, called directly ----------------------------------------
+
+
+def test_mappings_and_sequences_in_one_batch(tmp_path: Path) -> None:
+    path = new_db(tmp_path)
+    sink = SQLiteSink(path, "events", COLUMNS)
+    sink.send_batch([event(1), (2, "page_view", None), [3, "purchase", 30]], None)
+    assert rows(path) == [(1, "login", 10), (2, "page_view", None), (3, "purchase", 30)]
+
+
+@pytest.mark.parametrize(("message", "error_type"), [
+    ({"id": 9, "kind": "login"}, "KeyError"),    # no "order" key
+    ((9, "login"), "TypeError"),                 # too short
+    ("9,login,90", "TypeError"),                 # a string is not a row
+    (9, "TypeError"),
+])
+def test_badly_shaped_message_fails_the_batch_permanently(tmp_path: Path, message: Any,
+                                                          error_type: str) -> None:
+    path = new_db(tmp_path)
+    with pytest.raises(PermanentSinkError) as raised:
+        SQLiteSink(path, "events", COLUMNS).send_batch([event(1), message], None)
+    assert raised.value.error_type == error_type
+    assert "message 1 of the batch" in str(raised.value)
+    assert rows(path) == []
+
+
+@pytest.mark.parametrize(("message", "code"), [
+    (event(1), "SQLITE_CONSTRAINT_PRIMARYKEY"),   # already in the table
+    ((5, None, 50), "SQLITE_CONSTRAINT_NOTNULL"),
+    ((5, {"a": 1}, 50), None),                    # sqlite3 cannot bind a dict
+])
+def test_data_errors_are_permanent_and_roll_back_the_batch(tmp_path: Path, message: Any,
+                                                           code: str | None) -> None:
+    path = new_db(tmp_path)
+    sink = SQLiteSink(path, "events", COLUMNS)
+    sink.send_batch([event(1)], None)
+    with pytest.raises(PermanentSinkError) as raised:
+        sink.send_batch([event(2), event(3), message], None)
+    assert raised.value.code == code
+    assert rows(path) == [(1, "login", 10)]          # nothing of the failed batch
+    copy = pickle.loads(pickle.dumps(raised.value))   # it crosses from exporter to server
+    assert (type(copy), str(copy), copy.error_type, copy.code) == (
+        PermanentSinkError, str(raised.value), raised.value.error_type, code)
+
+
+def test_missing_table_is_permanent(tmp_path: Path) -> None:
+    with pytest.raises(PermanentSinkError) as raised:
+        SQLiteSink(tmp_path / "empty.sqlite3", "events", COLUMNS).send_batch([event(1)], None)
+    assert (raised.value.error_type, raised.value.code) == ("OperationalError", "SQLITE_ERROR")
+
+
+def test_locked_database_is_transient(tmp_path: Path) -> None:
+    path = new_db(tmp_path)
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("begin immediate")   # another writer holds the lock
+    try:
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            SQLiteSink(path, "events", COLUMNS, timeout=0.05).send_batch([event(1)], None)
+    finally:
+        holder.close()
+    assert rows(path) == []
+
+
+def test_on_conflict_ignore_makes_redelivery_harmless(tmp_path: Path) -> None:
+    path = new_db(tmp_path)
+    sink = SQLiteSink(path, "events", COLUMNS, on_conflict="ignore")
+    sink.send_batch([event(1), event(2)], None)
+    sink.send_batch([event(1), event(2)], None)   # the same batch again (at-least-once)
+    assert rows(path) == [(1, "login", 10), (2, "login", 20)]
+
+
+def test_drain_writes_everything_in_one_transaction(tmp_path: Path) -> None:
+    path = new_db(tmp_path)
+    sink = SQLiteSink(path, "events", COLUMNS)
+    with pytest.raises(PermanentSinkError):
+        sink.drain_on_terminate([event(i) for i in range(1000)] + [(0, None, 0)], 100, None)
+    assert rows(path) == []
+    sink.drain_on_terminate([event(i) for i in range(1000)], 100, None)
+    assert len(rows(path)) == 1000
+
+
+def test_retry_timeout_is_linear_for_transient_and_exponential_for_permanent() -> None:
+    sink = SQLiteSink("x.sqlite3", "events", COLUMNS, max_retry_timeout=20)
+    transient = sqlite3.OperationalError("database is locked")
+    permanent = PermanentSinkError("UNIQUE constraint failed", "IntegrityError")
+    assert [sink.retry_timeout(n, transient, None) for n in (1, 2, 3, 30)] == [1, 2, 3, 20]
+    assert [sink.retry_timeout(n, permanent, None) for n in (1, 2, 3, 10**6)] == [2, 4, 8, 20]
+    assert sink.retry_timeout(1, "killed", None) == 1
+
+
+# ---- through a Pachka server on multiprocTCPBase ------------------------------------------------
+
+
+def test_batches_reach_the_table_in_order(tcp_system: ActorSystem, tmp_path: Path) -> None:
+    path = new_db(tmp_path)
+    server = Pachka.start(system=tcp_system, sink=SQLiteSink(path, "events", COLUMNS),
+                          max_batch_size=5, timers="manual")
+    assert server.send_messages([event(i) for i in range(12)]) == 12
+    wait_for(lambda: len(rows(path)) == 10)           # two full batches
+    fire_when(tcp_system, server, State.IDLE, TimerKind.BATCH)
+    wait_for(lambda: len(rows(path)) == 12)
+    server.send_messages([(i, "page_view", i) for i in range(12, 15)])
+    server.stop()                                     # drain_on_terminate takes these three
+    assert rows(path) == [(i, "login", i * 10) for i in range(12)] + [
+        (i, "page_view", i) for i in range(12, 15)]
+
+
+def test_data_error_backs_off_and_is_retried_once_fixed(tcp_system: ActorSystem,
+                                                        tmp_path: Path) -> None:
+    path = new_db(tmp_path)
+    SQLiteSink(path, "events", COLUMNS).send_batch([(3, "stale", 0)], None)
+    server = Pachka.start(system=tcp_system, sink=RecordingSQLiteSink(path, "events", COLUMNS),
+                          max_batch_size=5, timers="manual", server_value=str(tmp_path))
+    server.send_messages([event(i) for i in range(5)])   # 3 is taken: the batch fails
+    fire_when(tcp_system, server, State.RETRY_BACKOFF, TimerKind.RETRY)
+    wait_for(lambda: len(retries(tmp_path)) == 2)
+    assert retries(tmp_path) == [
+        {"retry_num": n, "type": "PermanentSinkError", "code": "SQLITE_CONSTRAINT_PRIMARYKEY",
+         "delay": 2.0 ** n} for n in (1, 2)]
+    with sqlite3.connect(path) as db:                    # someone fixes the data
+        db.execute("delete from events where id = 3")
+    db.close()
+    fire_when(tcp_system, server, State.RETRY_BACKOFF, TimerKind.RETRY)
+    wait_for(lambda: len(rows(path)) == 5)
+    assert rows(path) == [(i, "login", i * 10) for i in range(5)]
+    server.stop()
+
+
+def test_the_docs_example(tcp_system: ActorSystem, tmp_path: Path) -> None:
+    rows = sqlite_sink_example.run(tcp_system, str(tmp_path / "events.sqlite3"))
+    assert rows == [(1, "login", 7)] + [(i, "page_view", 7) for i in range(2, 251)]
