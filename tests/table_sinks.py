@@ -14,7 +14,9 @@ from typing import Any
 from sinks import wait_for
 from thespian.actors import ActorSystem
 
-from pachka_actors import FailureReason, Pachka, State, TimerKind
+from pachka_actors import Pachka
+from pachka_actors.messages import State, TimerKind
+from pachka_actors.sink import FailureReason
 from pachka_actors.sinks import TableSink
 
 
