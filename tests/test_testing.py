@@ -69,13 +69,14 @@ def test_manual_server_with_recording_sink(pachka_system: ActorSystem, tmp_path:
     server.stop()
 
 
+# --8<-- [start:fixture]
 @pytest.mark.parametrize("pachka_system", ["simpleSystemBase", "multiprocTCPBase"],
                          indirect=True)
 def test_batches_reach_the_sink(pachka_system: ActorSystem, tmp_path: Path) -> None:
-    """The example of docs/testing.md, as written there."""
     sink = RecordingSink(tmp_path)
     server = start_manual(pachka_system, sink, max_batch_size=10, linger=None)
     server.send_messages(["x", "y"])
     fire(server, "batch")
     server.stop()                      # returns once everything accepted is delivered
     assert sink.messages() == ["x", "y"]
+# --8<-- [end:fixture]
