@@ -50,7 +50,8 @@ from thespian.actors import (
 from ._ask import Caller, R, ask
 from ._process import ProcessId
 from ._restart import Restart, RestartIntensity, Strategy
-from ._supervisor_core import (
+from ._supervisor_core import SupervisorCore
+from ._supervisor_events import (
     ArmKillTimer,
     Boot,
     Call,
@@ -71,7 +72,6 @@ from ._supervisor_core import (
     Reply,
     Status,
     StopChild,
-    SupervisorCore,
 )
 from ._thespian import child_process, exit_children
 from .config import ChildSpec, ChildType, SupervisorConfig
@@ -106,7 +106,6 @@ class SupervisorActor(Actor):  # type: ignore[misc]
         super().__init__(*args, **kwargs)
         self._core: SupervisorCore | None = None
         self._parent: ActorAddress | None = None
-        self._exiting = False  # a bare ActorExitRequest arrived: Thespian is ending this actor
         self._kill_timers: dict[ProcessId, threading.Timer] = {}
 
     def receiveMessage(self, message: Any, sender: ActorAddress) -> None:
@@ -124,7 +123,7 @@ class SupervisorActor(Actor):  # type: ignore[misc]
                                       or child.process.wait_ended(1.0, os.getpid())):
                 self._exited(child)
         elif isinstance(message, ActorExitRequest):
-            self._exit_requested()
+            self._bare_exit_request()
         elif isinstance(message, WakeupMessage):
             if isinstance(message.payload, KillTimeout):
                 self._handle(message.payload)
@@ -199,7 +198,8 @@ class SupervisorActor(Actor):  # type: ignore[misc]
             case KillChild(address, process):
                 return self._kill(address, process)
             case ArmKillTimer(token, seconds, process):
-                if not self._exiting:
+                assert self._core is not None
+                if not self._core.exit_requested:  # else wakeups are no longer delivered
                     self.wakeupAfter(timedelta(seconds=seconds), payload=KillTimeout(token))
                 elif process is not None:
                     timer = threading.Timer(seconds, process.kill_tree)
@@ -232,13 +232,13 @@ class SupervisorActor(Actor):  # type: ignore[misc]
     def _unobservable_exit(self, address: ActorAddress) -> list[Event]:
         """Under simpleSystemBase nothing arrives after a bare ActorExitRequest's handler:
         a child asked to stop then counts as stopped, so the next one is asked at once."""
-        if not self._exiting or exit_children(self) is not None:
-            return []
         assert self._core is not None
+        if not self._core.exit_requested or exit_children(self) is not None:
+            return []
         child = self._core.child_at(address)
         return [] if child is None else [ChildExited(child.id, child.incarnation)]
 
-    def _exit_requested(self) -> None:
+    def _bare_exit_request(self) -> None:
         """A bare ActorExitRequest: stop the children in reverse order before Thespian ends us.
 
         Thespian, once this handler returns, would send ActorExitRequest to every
@@ -247,17 +247,17 @@ class SupervisorActor(Actor):  # type: ignore[misc]
         ignored), and Thespian waits until `_exit` takes the address out, after
         the core has stopped the children one by one.
         """
-        if self._exiting:
-            return
-        self._exiting = True
         assert self._core is not None
+        if self._core.exit_requested:  # Thespian's own request, coming back: see below
+            return
         self._handle(ExitRequested())
         thespian_children = exit_children(self)
         if not self._core.exited and thespian_children is not None:
             thespian_children[:] = [self.myAddress]
 
     def _exit(self, gave_up: bool) -> None:
-        if self._exiting:
+        assert self._core is not None
+        if self._core.exit_requested:
             thespian_children = exit_children(self)
             if thespian_children is not None and self.myAddress in thespian_children:
                 thespian_children.remove(self.myAddress)  # Thespian ends this actor now

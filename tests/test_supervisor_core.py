@@ -19,7 +19,8 @@ from supervised_actors import Plain
 
 from pachka_actors import BRUTAL_KILL, ChildSpec, StartChildError, SupervisorError
 from pachka_actors._restart import Restart, RestartIntensity, Strategy
-from pachka_actors._supervisor_core import (
+from pachka_actors._supervisor_core import SupervisorCore
+from pachka_actors._supervisor_events import (
     ArmKillTimer,
     Boot,
     Call,
@@ -38,7 +39,6 @@ from pachka_actors._supervisor_core import (
     Reply,
     Status,
     StopChild,
-    SupervisorCore,
 )
 from pachka_actors.errors import AlreadyPresent, ChildNotFound, ChildRunning
 from pachka_actors.messages import (
@@ -92,7 +92,8 @@ class SupervisorModel(RuleBasedStateMachine):
         self.replies: dict[Any, list[Any]] = {}
         self.exits: list[Exit] = []
         self.started: list[Any] = []  # core children (by identity) started at least once
-        self.stopping_when_exiting: set[str] | None = None
+        self.stopping_at_shutdown: set[str] | None = None
+        self.terminated: set[Hashable] = set()  # by terminate_child, and not started since
         self.feed(Boot(children, "boot"))
 
     # ---- driving the core the way the shell does
@@ -100,12 +101,13 @@ class SupervisorModel(RuleBasedStateMachine):
     def feed(self, event: Event) -> None:
         pending = [event]
         while pending:
-            exiting = self.core.exiting
+            shutting_down = self.core.shutting_down
+            # Taken before the event: the shutdown may take its first step in the same call.
+            stopping = {c.address for c in self.core.children
+                        if c.status in (Status.STOPPING, Status.KILLED)}
             effects = self.core.handle(pending.pop(0), self.now)
-            if self.core.exiting and not exiting:
-                self.stopping_when_exiting = {
-                    c.address for c in self.core.children
-                    if c.status in (Status.STOPPING, Status.KILLED)}
+            if self.core.shutting_down and not shutting_down:
+                self.stopping_at_shutdown = stopping
             for effect in effects:
                 pending += self.perform(effect)
 
@@ -114,7 +116,7 @@ class SupervisorModel(RuleBasedStateMachine):
         assert not self.exits or isinstance(effect, Reply), f"{effect} after Exit"
         match effect:
             case CreateChild(spec, incarnation):
-                assert not self.core.exiting
+                assert not self.core.shutting_down
                 assert self.awaiting_init is None, "two children starting at once"
                 child = self.core.find(spec.id)
                 # Temporary children are never restarted.
@@ -139,6 +141,8 @@ class SupervisorModel(RuleBasedStateMachine):
                 self.timers.append(token)
             case Reply(to, value):
                 self.replies.setdefault(to, []).append(value)
+                if isinstance(value, ChildTerminated):
+                    self.terminated.add(value.id)
             case Exit():
                 self.exits.append(effect)
             case Log():
@@ -147,8 +151,8 @@ class SupervisorModel(RuleBasedStateMachine):
 
     def check_stop_order(self, address: str) -> None:
         """In a shutdown, a child is asked to stop once every later child has exited."""
-        if self.stopping_when_exiting is None or address in self.asked \
-                or address in self.stopping_when_exiting:
+        if self.stopping_at_shutdown is None or address in self.asked \
+                or address in self.stopping_at_shutdown:
             return
         addresses = [c.address for c in self.core.children]
         child = self.core.child_at(address)
@@ -171,6 +175,8 @@ class SupervisorModel(RuleBasedStateMachine):
         assert self.awaiting_init is not None
         id, incarnation = self.alive[self.awaiting_init]
         self.awaiting_init = None
+        if ok:
+            self.terminated.discard(id)
         self.feed(ChildInitialized(id, incarnation) if ok
                   else ChildInitFailed(id, incarnation, "refused"))
 
@@ -244,6 +250,14 @@ class SupervisorModel(RuleBasedStateMachine):
         if self.exits:
             assert not self.alive
             assert set(self.replies) == set(self.requests)
+
+    @invariant()
+    def permanent_children_run_whenever_the_core_is_idle(self) -> None:
+        """Unless terminated on request: a failed restart is retried, never dropped."""
+        if self.core.idle and not self.core.shutting_down:
+            for child in self.core.children:
+                if child.spec.restart is Restart.PERMANENT:
+                    assert child.alive or child.id in self.terminated, child
 
     @invariant()
     def intensity_window_holds_at_most_one_restart_too_many(self) -> None:
