@@ -52,8 +52,16 @@ from ._supervisor_events import (
     StopChild,
 )
 from .config import BRUTAL_KILL, ChildType
-from .errors import AlreadyPresent, ChildNotFound, ChildRunning, StartChildError, SupervisorError
+from .errors import (
+    AlreadyPresent,
+    ChildNotFound,
+    ChildRestarting,
+    ChildRunning,
+    StartChildError,
+    SupervisorError,
+)
 from .messages import (
+    RESTARTING,
     ChildDeleted,
     ChildStarted,
     ChildTerminated,
@@ -97,7 +105,8 @@ class _Decide:
 
 @dataclass(frozen=True)
 class _Retry:
-    """Restarting the child failed to start it: try again, counting against the intensity."""
+    """Restarting the child failed to start it: try again, counting against the intensity,
+    unless `terminate_child` ended the loop meanwhile (the child is no longer RESTARTING)."""
 
     id: Hashable
 
@@ -285,6 +294,7 @@ class SupervisorCore:
             case JobKind.RESTART_CHILD:
                 return [Reply(job.requester, StartChildError(child.id, reason))]
             case JobKind.RESTART:
+                child.status = Status.RESTARTING
                 self._queue.append(_Retry(child.id))
                 return [Log(logging.ERROR, f"restarting child {child.id!r} failed: {reason}; "
                                            f"trying again")]
@@ -336,7 +346,7 @@ class SupervisorCore:
                     return self._decide(child, now)
             case _Retry(id):
                 child = self.find(id)
-                if child and not child.alive:
+                if child and child.status is Status.RESTARTING:
                     return self._restart(child, now)
         return []
 
@@ -377,8 +387,9 @@ class SupervisorCore:
                 self._job = _Job(JobKind.START_CHILD, deque([(Do.START, spec.id)]), requester,
                                  spec.id)
             case WhichChildren():
-                return [Reply(requester,
-                              [(c.id, c.address, c.spec.type) for c in self.children])]
+                return [Reply(requester, [
+                    (c.id, RESTARTING if c.status is Status.RESTARTING else c.address, c.spec.type)
+                    for c in self.children])]
             case CountChildren():
                 return [Reply(requester, self.counts())]
             case StopSupervisor():
@@ -394,12 +405,16 @@ class SupervisorCore:
         if child is None:
             return [Reply(requester, ChildNotFound(request.id))]
         if isinstance(request, TerminateChild):
+            if child.status is Status.RESTARTING:  # the queued retry then finds nothing to do
+                child.status = Status.STOPPED
             steps: deque[Step] = deque([(Do.STOP, child.id)])
             if child.spec.restart is Restart.TEMPORARY:
                 steps.append((Do.DELETE, child.id))
             self._job = _Job(JobKind.TERMINATE_CHILD, steps, requester, child.id)
         elif child.alive:
             return [Reply(requester, ChildRunning(child.id))]
+        elif child.status is Status.RESTARTING:
+            return [Reply(requester, ChildRestarting(child.id))]
         elif isinstance(request, RestartChild):
             self._job = _Job(JobKind.RESTART_CHILD, deque([(Do.START, child.id)]), requester,
                              child.id)
@@ -413,6 +428,9 @@ class SupervisorCore:
     def _shut_down(self) -> list[Effect]:
         """Stop every child, the one being stopped first, then the others in reverse order."""
         self.shutting_down = True
+        for child in self.children:
+            if child.status is Status.RESTARTING:  # its retry goes with the queue
+                child.status = Status.STOPPED
         effects = [e for item in self._queue if isinstance(item, Call)
                    for e in self._refuse(item)]
         self._queue.clear()

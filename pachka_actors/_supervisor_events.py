@@ -146,6 +146,7 @@ class Status(enum.Enum):
     RUNNING = "running"
     STOPPING = "stopping"  # asked to stop; a kill timer runs unless shutdown is infinity
     KILLED = "killed"  # killed; its exit is awaited
+    RESTARTING = "restarting"  # not running: a restart failed to start it, a retry is queued
 
 
 @dataclass(eq=False)
@@ -164,4 +165,5 @@ class Child:
 
     @property
     def alive(self) -> bool:
-        return self.status is not Status.STOPPED
+        """A process of this child may exist."""
+        return self.status not in (Status.STOPPED, Status.RESTARTING)

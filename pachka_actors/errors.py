@@ -104,6 +104,18 @@ class ChildRunning(SupervisorError):
         return f"child {self.id!r} is running"
 
 
+class ChildRestarting(SupervisorError):
+    """`restart_child`/`delete_child` of a child whose restart failed and will be tried again
+    (Erlang's `{error, restarting}`); `terminate_child` ends that loop."""
+
+    def __init__(self, id: Hashable) -> None:
+        super().__init__(id)
+        self.id = id
+
+    def __str__(self) -> str:
+        return f"child {self.id!r} is restarting"
+
+
 class AlreadyPresent(SupervisorError):
     """`start_child` with an id in use (`{:already_started, pid}` or `:already_present`)."""
 

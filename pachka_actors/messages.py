@@ -30,7 +30,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Hashable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from .config import ChildSpec, PachkaConfig, SupervisorConfig
 from .errors import Overloaded
@@ -182,21 +182,24 @@ class TerminateChild:
 
 @dataclass(frozen=True)
 class RestartChild:
-    """Start a child that is not running. Reply: `ChildStarted`, or `ChildRunning`."""
+    """Start a child that is not running. Reply: `ChildStarted`, or `ChildRunning`,
+    `ChildRestarting`."""
 
     id: Hashable
 
 
 @dataclass(frozen=True)
 class DeleteChild:
-    """Forget the spec of a child that is not running. Reply: `ChildDeleted`."""
+    """Forget the spec of a child that is not running. Reply: `ChildDeleted`, or
+    `ChildRunning`, `ChildRestarting`."""
 
     id: Hashable
 
 
 @dataclass(frozen=True)
 class WhichChildren:
-    """Reply: a list of `(id, address or None, type)`, in start order."""
+    """Reply: a list of `(id, address, type)`, in start order; the address is None for a
+    child that is not running, `RESTARTING` for one whose restart is being retried."""
 
 
 @dataclass(frozen=True)
@@ -247,6 +250,10 @@ class SupervisorStarted:
 class SupervisorStopped:
     pass
 
+
+#: In `WhichChildren`'s reply, instead of an address: the child's restart failed to start it
+#: and is tried again (Elixir's `:restarting`).
+RESTARTING: Final = "restarting"
 
 #: The calls a supervisor serves one at a time, in arrival order.
 SupervisorRequest = (StartChild | TerminateChild | RestartChild | DeleteChild | WhichChildren

@@ -35,7 +35,7 @@ import threading
 import time
 from collections.abc import Hashable, Sequence
 from datetime import timedelta
-from typing import Any
+from typing import Any, Literal
 
 from thespian.actors import (
     Actor,
@@ -318,19 +318,24 @@ class Supervisor:
         return self._ask(StartChild(spec), ChildStarted).address
 
     def terminate_child(self, id: Hashable) -> None:
-        """Stop the child as in a shutdown; its spec stays (a temporary child's goes)."""
+        """Stop the child as in a shutdown; its spec stays (a temporary child's goes).
+        A child whose failed restart is being retried is no longer retried."""
         self._ask(TerminateChild(id), ChildTerminated)
 
     def restart_child(self, id: Hashable) -> ActorAddress:
-        """Start again a child that is not running; its address."""
+        """Start again a child that is not running; its address. `ChildRestarting` if the
+        supervisor retries it already."""
         return self._ask(RestartChild(id), ChildStarted).address
 
     def delete_child(self, id: Hashable) -> None:
-        """Forget the spec of a child that is not running."""
+        """Forget the spec of a child that is not running (nor `ChildRestarting`)."""
         self._ask(DeleteChild(id), ChildDeleted)
 
-    def which_children(self) -> list[tuple[Hashable, ActorAddress | None, ChildType]]:
-        """`(id, address or None when not running, type)` of every child, in start order."""
+    def which_children(
+            self) -> list[tuple[Hashable, ActorAddress | Literal["restarting"] | None, ChildType]]:
+        """`(id, address, type)` of every child, in start order. The address is None when
+        the child is not running, `RESTARTING` ("restarting", Elixir's `:restarting`) while a
+        failed restart of it is retried."""
         return self._ask(WhichChildren(), list)
 
     def count_children(self) -> dict[str, int]:

@@ -31,8 +31,8 @@ from pachka_actors import (
     Supervisor,
     SupervisorError,
 )
-from pachka_actors.errors import AlreadyPresent, ChildNotFound, ChildRunning
-from pachka_actors.messages import ChildStarted, StartChild, WhichChildren
+from pachka_actors.errors import AlreadyPresent, ChildNotFound, ChildRestarting, ChildRunning
+from pachka_actors.messages import RESTARTING, ChildStarted, StartChild, WhichChildren
 
 
 def worker(directory: Path, name: str, *, fail: bool = False, stuck: bool = False,
@@ -55,7 +55,8 @@ def ids(supervisor: Supervisor) -> list[Hashable]:
 
 
 def running(supervisor: Supervisor) -> list[Hashable]:
-    return [id for id, address, _ in supervisor.which_children() if address is not None]
+    return [id for id, address, _ in supervisor.which_children()
+            if address not in (None, RESTARTING)]
 
 
 def exited(supervisor: Supervisor) -> bool:
@@ -388,3 +389,28 @@ def test_child_spec_defaults_follow_elixir() -> None:
         "permanent", 5.0, "worker", None)
     assert ChildSpec("s", Plain, type="supervisor").shutdown is None
     assert ChildSpec("i", Plain, shutdown=float("inf")).shutdown is None
+
+
+def test_terminate_child_ends_a_restart_loop(tcp_system: ActorSystem, tmp_path: Path) -> None:
+    """A child whose start always fails is retried; calls served meanwhile see it restarting
+    (Erlang's `:restarting`), and `terminate_child` ends the loop for good."""
+    sup = start(tcp_system, [worker(tmp_path, "a"), worker(tmp_path, "b")],
+                max_restarts=1000, max_seconds=1.0)
+    (tmp_path / "b-fails").touch()
+    os.kill(pid(tmp_path, "b"), signal.SIGKILL)
+    wait_for(lambda: logged(tmp_path, "start").count("b") >= 3)
+    # Every call waits for the try under way, which fails: the child is then restarting.
+    assert sup.which_children()[1] == ("b", RESTARTING, ChildType.WORKER)
+    with pytest.raises(ChildRestarting, match="'b' is restarting"):
+        sup.delete_child("b")
+    with pytest.raises(ChildRestarting):
+        sup.restart_child("b")
+    sup.terminate_child("b")
+    tries = logged(tmp_path, "start").count("b")
+    # A retry queued before the terminate would have started "b" before this reply.
+    assert sup.which_children()[1] == ("b", None, ChildType.WORKER)
+    assert sup.count_children()["active"] == 1
+    sup.stop()
+    assert logged(tmp_path, "start").count("b") == tries
+    assert logged(tmp_path, "stop")[-1:] == ["a"]
+    wait_for(lambda: all(process_gone(e["pid"]) for e in calls(tmp_path, "start")))

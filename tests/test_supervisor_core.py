@@ -40,8 +40,9 @@ from pachka_actors._supervisor_events import (
     Status,
     StopChild,
 )
-from pachka_actors.errors import AlreadyPresent, ChildNotFound, ChildRunning
+from pachka_actors.errors import AlreadyPresent, ChildNotFound, ChildRestarting, ChildRunning
 from pachka_actors.messages import (
+    RESTARTING,
     ChildDeleted,
     ChildStarted,
     ChildTerminated,
@@ -65,8 +66,8 @@ specs = st.builds(
 REPLIES: dict[type, tuple[type, ...]] = {
     StartChild: (ChildStarted, AlreadyPresent, StartChildError),
     TerminateChild: (ChildTerminated, ChildNotFound),
-    RestartChild: (ChildStarted, ChildNotFound, ChildRunning, StartChildError),
-    DeleteChild: (ChildDeleted, ChildNotFound, ChildRunning),
+    RestartChild: (ChildStarted, ChildNotFound, ChildRunning, ChildRestarting, StartChildError),
+    DeleteChild: (ChildDeleted, ChildNotFound, ChildRunning, ChildRestarting),
     WhichChildren: (list,),
     CountChildren: (dict,),
     StopSupervisor: (SupervisorStopped,),
@@ -121,6 +122,10 @@ class SupervisorModel(RuleBasedStateMachine):
                 child = self.core.find(spec.id)
                 # Temporary children are never restarted.
                 assert spec.restart is not Restart.TEMPORARY or child not in self.started
+                # One terminated on request comes back only when asked (or with a sibling).
+                if spec.id in self.terminated and self.core.strategy is Strategy.ONE_FOR_ONE:
+                    assert any(request == RestartChild(spec.id) and requester not in self.replies
+                               for requester, request in self.requests.items()), spec.id
                 self.started.append(child)
                 if "boot" not in self.replies:  # booting: strictly in list order
                     ids = [c.id for c in self.core.children]
@@ -143,6 +148,10 @@ class SupervisorModel(RuleBasedStateMachine):
                 self.replies.setdefault(to, []).append(value)
                 if isinstance(value, ChildTerminated):
                     self.terminated.add(value.id)
+                if isinstance(self.requests.get(to), WhichChildren) and isinstance(value, list):
+                    for id, address, _ in value:  # RESTARTING: between two tries
+                        assert address in (None, RESTARTING) or address in self.alive
+                        assert address != RESTARTING or id not in self.terminated
             case Exit():
                 self.exits.append(effect)
             case Log():
@@ -218,6 +227,15 @@ class SupervisorModel(RuleBasedStateMachine):
         st.builds(DeleteChild, st.sampled_from([f"c{i}" for i in range(6)])),
         st.just(WhichChildren()), st.just(CountChildren()), st.just(StopSupervisor())))
     def call(self, request: Any) -> None:
+        self.send(request)
+
+    @precondition(lambda self: self.core.children)
+    @rule(data=st.data(), request=st.sampled_from([TerminateChild, RestartChild, DeleteChild]))
+    def call_on_a_child(self, data: st.DataObject, request: type) -> None:
+        """As `call`, naming a child the supervisor has: ids drawn at random rarely do."""
+        self.send(request(data.draw(st.sampled_from([c.id for c in self.core.children]))))
+
+    def send(self, request: Any) -> None:
         requester = len(self.requests)
         self.requests[requester] = request
         self.feed(Call(request, requester))

@@ -7,10 +7,18 @@ and not one accepted message lost.
 from __future__ import annotations
 
 import importlib
+import os
+import signal
 import sys
 from pathlib import Path
 
+import pytest
+from sinks import RecordingSink, calls, wait_for
+from support import process_gone
 from thespian.actors import ActorSystem
+
+from pachka_actors import Pachka, Supervisor
+from pachka_actors.messages import RESTARTING
 
 # The example's actors must be importable by name in the actor processes, which are
 # forked from this one once it has imported the example.
@@ -43,3 +51,29 @@ def test_the_guide_shows_the_tested_example() -> None:
     guide = (root / "docs" / "supervision.md").read_text()
     shown = guide.split("```python\n", 1)[1].split("```", 1)[0]
     assert shown in (root / "examples" / "supervised_pachka.py").read_text()
+
+
+def _parent(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+@pytest.mark.xfail(strict=True, reason="until the server's exporters die with it "
+                                       "(PR_SET_PDEATHSIG, issue 11 point 16); then drop this")
+def test_a_killed_server_under_a_permanent_supervisor_leaves_no_exporter(
+        tcp_system: ActorSystem, tmp_path: Path) -> None:
+    """The supervisor restarts a SIGKILLed server; the exporter the old one had in flight
+    (blocked in the sink) must not live on as an orphan."""
+    (tmp_path / "block").touch()
+    sup = Supervisor.start([Pachka.child_spec(id="pachka", sink=RecordingSink(tmp_path),
+                                              max_batch_size=1)],
+                           system=tcp_system, ask_timeout=20)
+    old = sup.which_children()[0][1]
+    Pachka.connect(tcp_system, old, linger=None).send_messages(["m"])
+    exporter = wait_for(lambda: calls(tmp_path, "enter"))[0]["pid"]
+    os.kill(_parent(exporter), signal.SIGKILL)
+    wait_for(lambda: sup.which_children()[0][1] not in (None, RESTARTING, old))
+    try:
+        wait_for(lambda: process_gone(exporter), timeout=5)
+    finally:
+        (tmp_path / "block").unlink()
+        sup.stop()
