@@ -3,14 +3,17 @@
 No Thespian, no clock, no I/O (in the manner of h11's `_state.py`): the actor shell
 in `server.py` turns messages into the events below and performs the effects the
 machine returns. Timers and exports are named by tokens the machine issues itself,
-because Thespian wakeups cannot be cancelled and exporter addresses get reused:
-an event carrying a token that is no longer current is stale and ignored.
+because exporter addresses get reused; the machine cancels (`CancelTimer`) every
+timer it supersedes, so a timer or result that still comes stale is an anomaly and
+is logged at WARNING, as Pachka does.
 
-States follow Pachka's server: `IDLE` (accumulating; a batch timer runs while
-messages wait), `EXPORTING` (one exporter in flight, guarded by the export timer),
-`RETRY_BACKOFF` (the failed batch waits for the retry timer). `terminating` is a
-flag on top of them, as in Pachka's termination mode; `DRAINING` waits for the
-sink's `drain_on_terminate` and `STOPPED` is final.
+One small record per state, as Pachka's `state.ex`: `Idle` (accumulating; a batch
+timer runs while messages wait), `Exporting` (one exporter in flight, guarded by the
+export timer), `RetryBackoff` (the failed batch waits for the retry timer),
+`Draining` (in `drain_on_terminate`) and the final `Done`. `terminating` is a flag
+on top of them, as Pachka's termination mode; `finishing` narrows it to a bare
+`ActorExitRequest`, when the shell can receive nothing more and performs every
+effect before its handler returns (see `ExitRequested`).
 """
 
 from __future__ import annotations
@@ -18,135 +21,140 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any
 
+from ._core_events import (
+    ArmRetryTimer,
+    ArmTimer,
+    CancelTimer,
+    CreditRequested,
+    Drain,
+    DrainFinished,
+    Effect,
+    Event,
+    ExitRequested,
+    ExportFinished,
+    KillExport,
+    Log,
+    MessagesReceived,
+    StartExport,
+    StopRequested,
+)
 from .errors import Overloaded
 from .messages import Accepted, Granted, ServerStatus, State, Stopped, TimerFired, TimerKind
 from .sink import KILLED, FailureReason
 
-# ---- events -----------------------------------------------------------------------------
+__all__ = [
+    "ArmRetryTimer",
+    "ArmTimer",
+    "CancelTimer",
+    "CreditRequested",
+    "Done",
+    "Drain",
+    "DrainFinished",
+    "Draining",
+    "Effect",
+    "Event",
+    "ExitRequested",
+    "ExportFinished",
+    "Exporting",
+    "Idle",
+    "KillExport",
+    "Log",
+    "MessagesReceived",
+    "PachkaCore",
+    "Phase",
+    "RetryBackoff",
+    "StartExport",
+    "StopRequested",
+]
+
+# ---- states -----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class MessagesReceived:
-    """Messages to queue. Under `credit` (a grant's id) they were promised a place already:
-    all are taken, and the grant is closed, its unused credits returned."""
-
-    messages: Sequence[Any]
-    credit: int | None = None
+@dataclass
+class Idle:
+    timer: TimerFired | None = None  # the batch timer, while messages wait
 
 
-@dataclass(frozen=True)
-class CreditRequested:
-    """A producer asks for room for `count` messages it will buffer and ship later."""
-
-    count: int
-
-
-@dataclass(frozen=True)
-class ExportFinished:
-    """The exporter of `export_id` is done: `failure` is None on success."""
-
-    export_id: int
-    failure: FailureReason | None = None
-
-
-@dataclass(frozen=True)
-class StopRequested:
-    pass
-
-
-@dataclass(frozen=True)
-class DrainFinished:
-    """`drain_on_terminate` returned (`failure` None) or raised."""
-
-    failure: BaseException | None = None
-
-
-Event = (MessagesReceived | CreditRequested | TimerFired | ExportFinished | StopRequested
-         | DrainFinished)
-
-
-# ---- effects ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ArmTimer:
-    kind: TimerKind
-    token: int
-    delay: float
-
-
-@dataclass(frozen=True)
-class ArmRetryTimer:
-    """The shell asks the sink's `retry_timeout` for the delay: user code stays out of here."""
-
-    token: int
-    retry_num: int
-    failure: FailureReason
-
-
-@dataclass(frozen=True)
-class StartExport:
+@dataclass
+class Exporting:
     export_id: int
     batch: list[Any]
     retry_num: int
+    timer: TimerFired | None  # the export timer (None: no export_timeout)
 
 
-@dataclass(frozen=True)
-class KillExport:
-    export_id: int
+@dataclass
+class RetryBackoff:
+    batch: list[Any]
+    retry_num: int
+    timer: TimerFired
 
 
-@dataclass(frozen=True)
-class Drain:
-    messages: list[Any]
+@dataclass
+class Draining:
+    batch: list[Any]
 
 
-@dataclass(frozen=True)
-class Log:
-    level: int
-    text: str
+@dataclass
+class Done:
+    pass
 
 
-Effect = (Accepted | Granted | ArmTimer | ArmRetryTimer | StartExport | KillExport | Drain
-          | Stopped | Log)
+Phase = Idle | Exporting | RetryBackoff | Draining | Done
+
+_STATES = {Idle: State.IDLE, Exporting: State.EXPORTING, RetryBackoff: State.RETRY_BACKOFF,
+           Draining: State.DRAINING, Done: State.STOPPED}
 
 
+@dataclass
 class PachkaCore:
     """One Pachka server's state. `handle` mutates it and returns the effects to perform."""
 
-    def __init__(
-        self,
-        *,
-        max_batch_size: int,
-        critical_queue_size: int,
-        max_batch_delay: float | None,
-        export_timeout: float | None,
-        credit_timeout: float | None = None,
-        drains: bool,
-    ) -> None:
-        self.max_batch_size = max_batch_size
-        self.critical_queue_size = critical_queue_size
-        self.max_batch_delay = max_batch_delay
-        self.export_timeout = export_timeout
-        self.credit_timeout = credit_timeout
-        #: The sink has drain_on_terminate; cleared if it fails, to fall back to exporting.
-        self.drains = drains
-        self.state = State.IDLE
-        self.terminating = False
-        self.queue: deque[Any] = deque()
-        #: The batch in flight, waiting for its retry, or handed to drain_on_terminate.
-        self.batch: list[Any] = []
-        self.retry_num = 0
-        self.export_id: int | None = None
-        self.timer: TimerFired | None = None
-        #: Open grants (id: credits) and their sum: room promised to producers' buffers.
-        self.credits: dict[int, int] = {}
-        self.reserved = 0
-        self._serial = 0
+    max_batch_size: int
+    critical_queue_size: int
+    max_batch_delay: float | None
+    export_timeout: float | None
+    drains: bool
+    credit_timeout: float | None = None
+    shutdown_timeout: float | None = None
+    phase: Phase = field(default_factory=Idle)
+    terminating: bool = False
+    finishing: bool = False
+    queue: deque[Any] = field(default_factory=deque)
+    #: Open grants (id: credits) and their sum: room promised to producers' buffers.
+    credits: dict[int, int] = field(default_factory=dict)
+    reserved: int = 0
+    #: `shutdown_timeout` passed while finishing: what is left is drained or lost now.
+    late: bool = False
+    _serial: int = 0
+    _finish_timer: TimerFired | None = None
+
+    # ---- views --------------------------------------------------------------------------
+
+    @property
+    def state(self) -> State:
+        return _STATES[type(self.phase)]
+
+    @property
+    def batch(self) -> list[Any]:
+        """The batch in flight, waiting for its retry, or handed to drain_on_terminate."""
+        return getattr(self.phase, "batch", [])
+
+    @property
+    def retry_num(self) -> int:
+        return getattr(self.phase, "retry_num", 0)
+
+    @property
+    def export_id(self) -> int | None:
+        return getattr(self.phase, "export_id", None)
+
+    @property
+    def timer(self) -> TimerFired | None:
+        return getattr(self.phase, "timer", None)
 
     def status(self) -> ServerStatus:
         return ServerStatus(self.state, self.terminating, len(self.queue), len(self.batch),
@@ -166,11 +174,13 @@ class PachkaCore:
                 return self._export_finished(export_id, failure)
             case StopRequested():
                 return self._stop_requested()
+            case ExitRequested():
+                return self._exit_requested()
             case DrainFinished(failure):
                 return self._drain_finished(failure)
         raise TypeError(f"not a core event: {event!r}")
 
-    # ---- transitions --------------------------------------------------------------------
+    # ---- producers ----------------------------------------------------------------------
 
     def _room(self, wanted: int) -> tuple[int, Overloaded | None]:
         """How many of `wanted` fit beside the queue and the open grants, and why not more."""
@@ -185,13 +195,13 @@ class PachkaCore:
         count, refused = self._room(len(messages))
         self.queue.extend(messages if count == len(messages) else islice(messages, count))
         effects: list[Effect] = [Accepted(count, refused)]
-        if self.state is State.IDLE and count:
+        if isinstance(self.phase, Idle) and count:
             effects += self._settle()
         return effects
 
     def _receive_credited(self, messages: Sequence[Any], credit: int) -> list[Effect]:
         """Promised messages are never refused, even past an expired grant or a stop."""
-        if self.state is State.STOPPED:
+        if isinstance(self.phase, Done):
             return [Accepted(0), Log(logging.ERROR, f"{len(messages)} messages under credit "
                                                     f"{credit} came after the server stopped")]
         effects: list[Effect] = [Accepted(len(messages))]
@@ -202,11 +212,13 @@ class PachkaCore:
                                                 f"beyond critical_queue_size"))
         else:
             self.reserved -= granted
+            if self.credit_timeout is not None:
+                effects.append(CancelTimer(credit))
             if len(messages) > granted:
                 effects.append(Log(logging.ERROR, f"credit {credit} was for {granted} messages, "
                                                   f"{len(messages)} came; taking them all"))
         self.queue.extend(messages)
-        if self.state is State.IDLE:
+        if isinstance(self.phase, Idle):
             effects += self._settle()
         return effects
 
@@ -226,82 +238,144 @@ class PachkaCore:
         """A producer that neither shipped nor returned its credits (crashed?) frees them."""
         granted = self.credits.pop(credit, None)
         if granted is None:
-            return [Log(logging.DEBUG, f"credit {credit} was used before its timer fired")]
+            return [Log(logging.WARNING, f"credit timeout {credit} for no open credit")]
         self.reserved -= granted
         effects: list[Effect] = [Log(logging.WARNING, f"credit {credit} for {granted} messages "
                                                       f"expired unused")]
-        if self.state is State.IDLE and self.terminating:
+        if isinstance(self.phase, Idle) and self.terminating:
             effects += self._settle()
         return effects
+
+    # ---- timers and exports -------------------------------------------------------------
 
     def _timer_fired(self, fired: TimerFired) -> list[Effect]:
         if fired.kind is TimerKind.CREDIT:
             return self._credit_expired(fired.token)
+        if fired.kind is TimerKind.SHUTDOWN and fired == self._finish_timer:
+            return self._out_of_time()
+        phase = self.phase
         if fired != self.timer:
-            return [self._stale(fired)]
-        self.timer = None
-        if fired.kind is TimerKind.BATCH:
+            current = getattr(phase, "export_id", None)
+            return [Log(logging.WARNING, f"{fired.kind.value} timeout {fired.token} received in "
+                                         f"wrong state {self.state.value} (current timer: "
+                                         f"{self.timer}, current export: {current})")]
+        if isinstance(phase, Idle):
+            phase.timer = None
             return self._start_export(self._take_batch(), retry_num=0)
-        if fired.kind is TimerKind.EXPORT:
-            assert self.export_id is not None
-            return [KillExport(self.export_id), *self._export_failed(KILLED)]
-        return self._start_export(self.batch, self.retry_num)  # the retry timer
-
-    def _stale(self, fired: TimerFired) -> Log:
-        """Thespian cannot cancel a wakeup, so a superseded timer firing is routine."""
-        if fired.token <= self._serial and (self.timer is None or fired.token != self.timer.token):
-            return Log(logging.DEBUG, f"superseded {fired.kind.value} timer {fired.token} "
-                                      f"ignored in state {self.state.value}")
-        return Log(logging.WARNING, f"{fired.kind.value} timeout {fired.token} received in wrong "
-                                    f"state {self.state.value} (current timer: {self.timer})")
+        if isinstance(phase, Exporting):
+            phase.timer = None
+            return [KillExport(phase.export_id), *self._export_failed(phase, KILLED)]
+        assert isinstance(phase, RetryBackoff)
+        return self._start_export(phase.batch, phase.retry_num)
 
     def _export_finished(self, export_id: int, failure: FailureReason | None) -> list[Effect]:
-        if self.state is not State.EXPORTING or export_id != self.export_id:
+        phase = self.phase
+        if not isinstance(phase, Exporting) or export_id != phase.export_id:
             return [Log(logging.WARNING, f"export {export_id} finished, but the current export "
                                          f"is {self.export_id} in state {self.state.value}")]
-        self.timer = None
+        effects = self._cancel(phase.timer)
         if failure is not None:
-            return self._export_failed(failure)
-        self.batch, self.retry_num, self.export_id = [], 0, None
-        self.state = State.IDLE
-        return self._settle()
+            return effects + self._export_failed(phase, failure)
+        self.phase = Idle()
+        return effects + self._settle()
 
-    def _export_failed(self, failure: FailureReason) -> list[Effect]:
-        self.export_id = None
-        log = Log(logging.WARNING, f"export of {len(self.batch)} messages failed "
-                                   f"(retry {self.retry_num}): {failure!r}")
+    def _export_failed(self, phase: Exporting, failure: FailureReason) -> list[Effect]:
+        log = Log(logging.WARNING, f"export of {len(phase.batch)} messages failed "
+                                   f"(retry {phase.retry_num}): {failure!r}")
         if self.terminating and self.drains:
+            self.phase = Idle()
+            self.queue.extendleft(reversed(phase.batch))
             return [log, *self._drain()]
-        self.retry_num += 1
-        self.state = State.RETRY_BACKOFF
-        token = self._issue()
-        self.timer = TimerFired(TimerKind.RETRY, token)
-        return [log, ArmRetryTimer(token, self.retry_num, failure)]
+        retry_num = phase.retry_num + 1
+        timer = TimerFired(TimerKind.RETRY, self._issue())
+        self.phase = RetryBackoff(phase.batch, retry_num, timer)
+        return [log, ArmRetryTimer(timer.token, retry_num, failure)]
+
+    def _start_export(self, batch: list[Any], retry_num: int) -> list[Effect]:
+        export_id = self._issue()
+        spare = not self.terminating or bool(self.queue)
+        effects: list[Effect] = [StartExport(export_id, batch, retry_num, self.finishing, spare)]
+        timer = None
+        if self.export_timeout is not None:
+            timer = TimerFired(TimerKind.EXPORT, self._issue())
+            effects.append(ArmTimer(TimerKind.EXPORT, timer.token, self.export_timeout))
+        self.phase = Exporting(export_id, batch, retry_num, timer)
+        return effects
+
+    # ---- termination --------------------------------------------------------------------
 
     def _stop_requested(self) -> list[Effect]:
-        if self.state is State.STOPPED:
+        if isinstance(self.phase, Done):
             return [Stopped()]
         if self.terminating:
             return []
         self.terminating = True
-        if self.state is State.IDLE:
+        if isinstance(self.phase, Idle):
             return self._settle()
-        if self.state is State.RETRY_BACKOFF and self.drains:
+        if isinstance(self.phase, RetryBackoff) and self.drains:
             return self._drain()
         return []  # an in-flight export may finish; a retry keeps its backoff
 
+    def _exit_requested(self) -> list[Effect]:
+        if isinstance(self.phase, Done) or self.finishing:
+            return []
+        self.terminating = self.finishing = True
+        effects: list[Effect] = []
+        if self.credits:
+            effects.append(Log(logging.WARNING, f"exiting: {self.reserved} messages promised "
+                                                f"to {len(self.credits)} producers can no "
+                                                f"longer be received"))
+            if self.credit_timeout is not None:
+                effects += [CancelTimer(credit) for credit in self.credits]
+            self.credits.clear()
+            self.reserved = 0
+        if self.shutdown_timeout is not None:
+            self._finish_timer = TimerFired(TimerKind.SHUTDOWN, self._issue())
+            effects.append(ArmTimer(TimerKind.SHUTDOWN, self._finish_timer.token,
+                                    self.shutdown_timeout))
+        phase = self.phase
+        if isinstance(phase, Exporting | RetryBackoff):  # no backoff helps now
+            retry_num = phase.retry_num
+            if isinstance(phase, Exporting):
+                retry_num += 1
+                effects += [KillExport(phase.export_id),
+                            Log(logging.WARNING, f"exiting: killed the export of "
+                                                 f"{len(phase.batch)} messages to redo it now")]
+            if self.drains:
+                return effects + self._drain()
+            return [*effects, *self._cancel(phase.timer),
+                    *self._start_export(phase.batch, retry_num)]
+        return effects + self._settle()
+
+    def _out_of_time(self) -> list[Effect]:
+        """`shutdown_timeout` passed while finishing: drain what is left, or report it lost."""
+        phase, effects = self.phase, []
+        self._finish_timer, self.late = None, True
+        if isinstance(phase, Exporting):
+            effects += [*self._cancel(phase.timer), KillExport(phase.export_id)]
+        elif isinstance(phase, RetryBackoff):
+            effects += self._cancel(phase.timer)
+        elif isinstance(phase, Draining | Done):
+            return []
+        self.queue.extendleft(reversed(self.batch))
+        self.phase = Idle()
+        if self.drains:
+            return effects + self._drain()
+        return [*effects, *self._lose("not delivered within shutdown_timeout"), *self._stopped()]
+
     def _drain_finished(self, failure: BaseException | None) -> list[Effect]:
-        if self.state is not State.DRAINING:
+        phase = self.phase
+        if not isinstance(phase, Draining):
             return [Log(logging.WARNING, f"drain finished in state {self.state.value}")]
+        self.phase = Idle()
         if failure is None:
-            self.batch = []
-            self.state = State.IDLE
             return self._settle()
+        if self.late:
+            self.queue.extendleft(reversed(phase.batch))
+            return [*self._lose(f"drain_on_terminate failed ({failure!r})"), *self._stopped()]
         # Lose nothing: put the messages back and export them batch by batch instead.
         self.drains = False
-        self.queue.extendleft(reversed(self.batch))  # ahead of what came during the drain
-        self.batch = []
-        self.state = State.IDLE
+        self.queue.extendleft(reversed(phase.batch))  # ahead of what came during the drain
         return [Log(logging.ERROR, f"drain_on_terminate failed ({failure!r}); exporting "
                                    f"{len(self.queue)} messages through send_batch instead"),
                 *self._settle()]
@@ -309,19 +383,24 @@ class PachkaCore:
     # ---- helpers ------------------------------------------------------------------------
 
     def _settle(self) -> list[Effect]:
-        """In IDLE with the timer state current: export, arm the batch timer, drain or stop."""
+        """In Idle with its timer current: export, arm the batch timer, drain or stop."""
+        phase = self.phase
+        assert isinstance(phase, Idle)
         if self.terminating:
+            effects = self._cancel(phase.timer)
+            phase.timer = None
             if self.queue:
-                return self._drain() if self.drains else self._start_export(self._take_batch(), 0)
+                more = self._drain() if self.drains else self._start_export(self._take_batch(), 0)
+                return effects + more
             if self.credits:
-                return []  # messages promised to producers are still on their way
-            return self._stopped()
+                return effects  # messages promised to producers are still on their way
+            return effects + self._stopped()
         if len(self.queue) >= self.max_batch_size:
-            return self._start_export(self._take_batch(), retry_num=0)
-        if self.queue and self.timer is None and self.max_batch_delay is not None:
-            token = self._issue()
-            self.timer = TimerFired(TimerKind.BATCH, token)
-            return [ArmTimer(TimerKind.BATCH, token, self.max_batch_delay)]
+            effects = self._cancel(phase.timer)
+            return effects + self._start_export(self._take_batch(), retry_num=0)
+        if self.queue and phase.timer is None and self.max_batch_delay is not None:
+            phase.timer = TimerFired(TimerKind.BATCH, self._issue())
+            return [ArmTimer(TimerKind.BATCH, phase.timer.token, self.max_batch_delay)]
         return []
 
     def _take_batch(self) -> list[Any]:
@@ -329,30 +408,26 @@ class PachkaCore:
         popleft = self.queue.popleft
         return [popleft() for _ in range(size)]
 
-    def _start_export(self, batch: list[Any], retry_num: int) -> list[Effect]:
-        self.state = State.EXPORTING
-        self.batch, self.retry_num = batch, retry_num
-        self.export_id = self._issue()
-        effects: list[Effect] = [StartExport(self.export_id, batch, retry_num)]
-        self.timer = None
-        if self.export_timeout is not None:
-            token = self._issue()
-            self.timer = TimerFired(TimerKind.EXPORT, token)
-            effects.append(ArmTimer(TimerKind.EXPORT, token, self.export_timeout))
-        return effects
-
     def _drain(self) -> list[Effect]:
         messages = self.batch + list(self.queue)
+        effects = self._cancel(self.timer)
         self.queue.clear()
-        self.timer = None
-        self.batch = messages
-        self.state = State.DRAINING
-        return [Drain(messages)]
+        self.phase = Draining(messages)
+        return [*effects, Drain(messages)]
+
+    def _lose(self, why: str) -> list[Effect]:
+        lost, self.queue = len(self.queue), deque()
+        return [Log(logging.ERROR, f"{lost} accepted messages lost: {why}")] if lost else []
 
     def _stopped(self) -> list[Effect]:
-        self.state = State.STOPPED
-        self.timer = None
-        return [Stopped()]
+        effects = [] if self._finish_timer is None else [CancelTimer(self._finish_timer.token)]
+        self._finish_timer = None
+        self.phase = Done()
+        return [*effects, Stopped()]
+
+    @staticmethod
+    def _cancel(timer: TimerFired | None) -> list[Effect]:
+        return [] if timer is None else [CancelTimer(timer.token)]
 
     def _issue(self) -> int:
         self._serial += 1

@@ -115,6 +115,7 @@ class TimerKind(enum.Enum):
     EXPORT = "export"
     RETRY = "retry"
     CREDIT = "credit"
+    SHUTDOWN = "shutdown"
 
 
 @dataclass(frozen=True)

@@ -1,16 +1,17 @@
-"""The actor shells: `PachkaServer` runs a `PachkaCore`, `Exporter` runs one batch.
+"""The actor shell of a Pachka server: it runs a `PachkaCore` and only translates.
 
-The shells only translate: Thespian messages become core events, core effects
-become sends, wakeups, exporter actors and kills. All decisions are the core's.
+Thespian messages become core events; core effects become replies, timers (kept
+in `Timers`, behind few Thespian wakeups), exports (through `ExporterPool`) and
+calls of the sink's `drain_on_terminate`. All decisions are the core's: even a
+bare `ActorExitRequest`, after which nothing more can be received, is the core's
+`ExitRequested`, whose effects this shell performs before its handler returns.
 """
 
 from __future__ import annotations
 
-import heapq
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -25,18 +26,19 @@ from thespian.actors import (
 )
 
 from ._ask import Caller
-from ._exporters import ExportBatch, Exporter, ExporterStarted, run_export
-from ._process import ProcessId
-from ._thespian import child_process
+from ._exporters import ExporterPool, ExporterStarted
+from ._timers import Timers
 from .config import PachkaConfig
 from .core import (
     ArmRetryTimer,
     ArmTimer,
+    CancelTimer,
     CreditRequested,
     Drain,
     DrainFinished,
     Effect,
     Event,
+    ExitRequested,
     ExportFinished,
     KillExport,
     Log,
@@ -61,7 +63,7 @@ from .messages import (
     TimerFired,
     TimerKind,
 )
-from .sink import EXITED, KILLED, DrainingSink, FailureReason, Sink
+from .sink import EXITED, DrainingSink, FailureReason, Sink
 
 log = logging.getLogger(__name__)
 
@@ -81,21 +83,13 @@ def retry_delay(sink: Sink, retry_num: int, failure: FailureReason, server_value
 
 
 @dataclass
-class _ExporterInfo:
-    address: ActorAddress
-    process: ProcessId | None = None
-    abandoned: bool = False
-
-
-@dataclass
 class _Running:
     config: PachkaConfig
     core: PachkaCore
-    exporters: dict[int, _ExporterInfo] = field(default_factory=dict)
-    spares: deque[ActorAddress] = field(default_factory=deque)
-    timers: list[tuple[float, int, TimerFired]] = field(default_factory=list)  # a heap
-    wakeup_due: float | None = None
+    pool: ExporterPool
+    timers: Timers = field(default_factory=Timers)
     stop_requesters: list[Caller] = field(default_factory=list)
+    exiting: bool = False  # in the ActorExitRequest handler: nothing more is received
 
 
 class PachkaServer(Actor):  # type: ignore[misc]
@@ -111,16 +105,16 @@ class PachkaServer(Actor):  # type: ignore[misc]
         if run is None:
             self._unstarted(message, sender)
         elif isinstance(message, SendMessage):
-            self._perform(run, run.core.handle(MessagesReceived((message.message,))), sender)
+            self._handle(run, MessagesReceived((message.message,)), sender)
         elif isinstance(message, SendMessages):
-            event = MessagesReceived(message.messages, message.credit)
-            self._perform(run, run.core.handle(event), sender)
+            self._handle(run, MessagesReceived(message.messages, message.credit), sender)
         elif isinstance(message, RequestCredit):
-            self._perform(run, run.core.handle(CreditRequested(message.count)), sender)
+            self._handle(run, CreditRequested(message.count), sender)
         elif isinstance(message, ExportFinished):
-            self._export_finished(run, message)
+            run.pool.finished(message.export_id)
+            self._handle(run, message, sender)
         elif isinstance(message, ExporterStarted):
-            self._exporter_started(run, message)
+            run.pool.started(message)
         elif isinstance(message, WakeupMessage):
             self._timers_due(run, sender)
         elif isinstance(message, TimerFired):
@@ -131,9 +125,11 @@ class PachkaServer(Actor):  # type: ignore[misc]
         elif isinstance(message, GetStatus):
             self._answer(sender, run.core.status())
         elif isinstance(message, ChildActorExited):
-            self._child_exited(run, message.childAddress)
+            export_id = run.pool.exited(message.childAddress)
+            if export_id is not None:  # it died before its result came
+                self._handle(run, ExportFinished(export_id, EXITED), sender)
         elif isinstance(message, ActorExitRequest):
-            self._exit(run)
+            self._exit(run, sender)
         elif isinstance(message, StartServer):
             self._answer(sender, AlreadyStarted(run.config.name or str(self.myAddress)))
         elif isinstance(message, PoisonMessage):
@@ -155,63 +151,62 @@ class PachkaServer(Actor):  # type: ignore[misc]
                 credit_timeout=config.credit_timeout,
                 drains=isinstance(config.sink, DrainingSink),
             )
-            self._run = _Running(config, core, spares=deque([self.createActor(Exporter)]))
+            self._run = _Running(config, core, ExporterPool(self))
+            self._run.pool.prepare()
             self._answer(sender, Started(self.myAddress))
         elif not isinstance(message, ActorExitRequest | ChildActorExited | WakeupMessage):
             self._answer(sender, NotStarted(f"{self.myAddress} is not a started Pachka server"))
 
     def _handle(self, run: _Running, event: Event, sender: Caller) -> None:
-        self._perform(run, run.core.handle(event), sender)
-
-    def _perform(self, run: _Running, effects: list[Effect], sender: Caller) -> None:
-        config = run.config
-        for effect in effects:
-            match effect:
-                case Accepted() | Granted():
-                    self._answer(sender, effect)
+        """The one effect loop: perform the core's effects, in order, feeding back the
+        events that performing some of them produces at once."""
+        config, core = run.config, run.core
+        effects: deque[Effect] = deque(core.handle(event))
+        while effects:
+            result: Event | None = None
+            match effects.popleft():
+                case Accepted() | Granted() as reply:
+                    self._answer(sender, reply)
                 case ArmTimer(kind, token, delay):
                     self._arm(run, TimerFired(kind, token), delay)
                 case ArmRetryTimer(token, retry_num, failure):
                     delay = retry_delay(config.sink, retry_num, failure, config.server_value)
                     self._arm(run, TimerFired(TimerKind.RETRY, token), delay)
-                case StartExport(export_id, batch):
-                    address = run.spares.popleft() if run.spares else self.createActor(Exporter)
-                    # Known at once where Thespian forked it here; else from ExporterStarted.
-                    run.exporters[export_id] = _ExporterInfo(address, child_process(self, address))
-                    self.send(address, ExportBatch(export_id, batch, config.sink,
-                                                   config.server_value))
-                    # Creating an exporter costs ~8 ms on multiprocTCPBase: make the next
-                    # one now, while this one exports, rather than when it is needed.
-                    if not run.core.terminating or run.core.queue:
-                        run.spares.append(self.createActor(Exporter))
+                case CancelTimer(token):
+                    run.timers.cancel(token)
+                case StartExport(export_id, batch, _, now, spare):
+                    if now:
+                        run.pool.start_now(export_id, batch, config.sink, config.server_value)
+                    else:
+                        run.pool.start(export_id, batch, config.sink, config.server_value, spare)
                 case KillExport(export_id):
-                    self._kill_exporter(run.exporters[export_id])
+                    if not run.pool.kill(export_id):
+                        log.error("cannot kill the exporter of export %d (same process or "
+                                  "another host): its send_batch runs on, and its result will "
+                                  "be ignored", export_id)
                 case Drain(messages):
-                    self._handle(run, self._drain(config, messages), sender)
+                    result = self._drain(config, messages)
                 case Stopped():
-                    self.send(self.myAddress, ActorExitRequest())
+                    if not run.exiting:
+                        self.send(self.myAddress, ActorExitRequest())
                 case Log(level, text):
                     log.log(level, "Pachka %s: %s", config.name or self.myAddress, text)
+            if result is not None:
+                effects.extend(core.handle(result))
 
     def _arm(self, run: _Running, fired: TimerFired, delay: float) -> None:
-        """Keep timers here and at most one Thespian wakeup pending: wakeups cannot be
-        cancelled, and simpleSystemBase checks every pending one before each message."""
-        if run.config.timers != "wakeup":
-            return
-        due = time.monotonic() + delay
-        heapq.heappush(run.timers, (due, fired.token, fired))
-        if run.wakeup_due is None or due < run.wakeup_due:
-            run.wakeup_due = due
-            self.wakeupAfter(timedelta(seconds=delay))
+        if run.config.timers == "wakeup" or run.exiting:
+            wakeup = run.timers.arm(fired, time.monotonic() + delay, time.monotonic())
+            if wakeup is not None and not run.exiting:
+                self.wakeupAfter(timedelta(seconds=wakeup))
 
     def _timers_due(self, run: _Running, sender: Caller) -> None:
         """A wakeup: fire every timer now due, in order, then wake up for the next one."""
-        run.wakeup_due = None
-        while run.timers and run.timers[0][0] <= time.monotonic():
-            self._handle(run, heapq.heappop(run.timers)[2], sender)
-        if run.timers and run.wakeup_due is None:
-            run.wakeup_due = run.timers[0][0]
-            self.wakeupAfter(timedelta(seconds=max(0.0, run.wakeup_due - time.monotonic())))
+        for fired in run.timers.due(time.monotonic()):
+            self._handle(run, fired, sender)
+        wakeup = run.timers.rearm(time.monotonic())
+        if wakeup is not None:
+            self.wakeupAfter(timedelta(seconds=wakeup))
 
     @staticmethod
     def _drain(config: PachkaConfig, messages: list[Any]) -> DrainFinished:
@@ -222,94 +217,26 @@ class PachkaServer(Actor):  # type: ignore[misc]
             return DrainFinished(exc)
         return DrainFinished()
 
-    def _kill_exporter(self, info: _ExporterInfo) -> None:
-        """SIGKILL where possible; before the exporter reports its pid, kill on the report."""
-        info.abandoned = True
-        if info.process is not None and not self._end(info.address, info.process):
-            log.error("cannot kill the exporter at %s (same process or another host): its "
-                      "send_batch runs on, and its result will be ignored", info.address)
-
-    def _end(self, address: ActorAddress, process: ProcessId | None) -> bool:
-        """SIGKILL an exporter where possible, else ask it to exit; True when killed.
-
-        Nothing is sent to a killed one: a send to a dead actor stalls.
-        """
-        if process is not None and process.killable():
-            process.kill()
-            return True
-        self.send(address, ActorExitRequest())
-        return False
-
-    def _exporter_started(self, run: _Running, started: ExporterStarted) -> None:
-        info = run.exporters.get(started.export_id)
-        if info is None:
-            return
-        info.process = started.process
-        if info.abandoned:
-            self._kill_exporter(info)
-
-    def _export_finished(self, run: _Running, finished: ExportFinished) -> None:
-        info = run.exporters.get(finished.export_id)
-        if info is not None:
-            self.send(info.address, ActorExitRequest())
-        self._handle(run, finished, Caller(self.myAddress))
-
-    def _child_exited(self, run: _Running, address: ActorAddress) -> None:
-        """An exporter ended. Before its result arrived, it died: the batch is retried."""
-        if address in run.spares:
-            run.spares.remove(address)
-            return
-        for export_id, info in list(run.exporters.items()):
-            if info.address == address:
-                del run.exporters[export_id]
-                if export_id == run.core.export_id and not info.abandoned:
-                    self._handle(run, ExportFinished(export_id, EXITED), Caller(self.myAddress))
-                return
-
-    def _exit(self, run: _Running) -> None:
-        """Thespian ends this actor when this returns: finish the shutdown right here."""
-        if run.core.state is not State.STOPPED:
-            drain_synchronously(run, self._kill_exporter)
-        # Every exporter is idle now (a running one was killed above). Thespian's exit
-        # broadcast can miss one created just before it, which then outlives this actor
-        # as an orphan: kill them where possible, else ask them to exit.
-        idle = [(info.address, info.process) for info in run.exporters.values()
-                if not info.abandoned]
-        idle += [(address, child_process(self, address)) for address in run.spares]
-        for address, process in idle:
-            self._end(address, process)
+    def _exit(self, run: _Running, sender: Caller) -> None:
+        """Thespian ends this actor when this returns: finish right here. Nothing more is
+        received, so the events come from the exports run now and from the timers."""
+        run.exiting = True
+        self._handle(run, ExitRequested(), sender)
+        while run.core.state is not State.STOPPED:
+            due = run.timers.next_due()
+            if run.pool.running_now():
+                finished = run.pool.wait_now(None if due is None else due - time.monotonic())
+                if finished is not None:
+                    self._handle(run, finished, sender)
+                    continue
+            elif due is None:
+                log.error("Pachka %s: exiting in state %s with nothing to wait for",
+                          run.config.name or self.myAddress, run.core.state.value)
+                break
+            else:
+                time.sleep(max(0.0, due - time.monotonic()))
+            for fired in run.timers.due(time.monotonic()):
+                self._handle(run, fired, sender)
+        run.pool.close()
         for requester in run.stop_requesters:
             self._answer(requester, Stopped())
-
-
-def drain_synchronously(run: _Running, kill: Callable[[_ExporterInfo], None]) -> None:
-    """Stop without receiving another message (a bare `ActorExitRequest`).
-
-    The in-flight exporter, if any, is killed and its batch exported again (at
-    least once); batches are exported in this process, retries wait out their
-    `retry_timeout` with `time.sleep`, except a backoff already under way or
-    caused by that kill, which ends at once. No export timeout applies here.
-    """
-    core, config = run.core, run.config
-    in_flight = core.export_id
-    effects = core.handle(StopRequested())
-    if in_flight is not None:
-        kill(run.exporters[in_flight])
-        effects += core.handle(ExportFinished(in_flight, KILLED))
-    if core.state is State.RETRY_BACKOFF and core.timer is not None:
-        # Waiting out a backoff that began before the exit request helps no one.
-        effects = [e for e in effects if not isinstance(e, ArmRetryTimer)]
-        effects += core.handle(core.timer)
-    while effects:
-        effect = effects.pop(0)
-        match effect:
-            case StartExport(export_id, batch):
-                failure = run_export(config.sink, batch, config.server_value)
-                effects += core.handle(ExportFinished(export_id, failure))
-            case ArmRetryTimer(token, retry_num, failure):
-                time.sleep(retry_delay(config.sink, retry_num, failure, config.server_value))
-                effects += core.handle(TimerFired(TimerKind.RETRY, token))
-            case Drain(messages):
-                effects += core.handle(PachkaServer._drain(config, messages))
-            case Log(level, text):
-                log.log(level, "Pachka %s (terminating): %s", config.name, text)

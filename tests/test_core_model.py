@@ -18,10 +18,12 @@ from hypothesis.stateful import (
 from pachka_actors.core import (
     ArmRetryTimer,
     ArmTimer,
+    CancelTimer,
     CreditRequested,
     Drain,
     DrainFinished,
     Effect,
+    ExitRequested,
     ExportFinished,
     KillExport,
     Log,
@@ -43,20 +45,27 @@ class CoreModel(RuleBasedStateMachine):
         critical_queue_size=st.integers(1, 15),
         max_batch_delay=st.sampled_from([None, 0.0, 1.0]),
         export_timeout=st.sampled_from([None, 2.0]),
+        credit_timeout=st.sampled_from([None, 5.0]),
+        shutdown_timeout=st.sampled_from([None, 30.0]),
         drains=st.booleans(),
     )
     def start(self, max_batch_size: int, critical_queue_size: int,
-              max_batch_delay: float | None, export_timeout: float | None, drains: bool) -> None:
+              max_batch_delay: float | None, export_timeout: float | None,
+              credit_timeout: float | None, shutdown_timeout: float | None,
+              drains: bool) -> None:
         self.core = PachkaCore(max_batch_size=max_batch_size,
                                critical_queue_size=critical_queue_size,
                                max_batch_delay=max_batch_delay,
-                               export_timeout=export_timeout, drains=drains)
+                               export_timeout=export_timeout, credit_timeout=credit_timeout,
+                               shutdown_timeout=shutdown_timeout, drains=drains)
         self.accepted = 0  # messages are the integers 0, 1, 2, ... in the order sent
         self.delivered_upto = 0
         self.maybe_delivered: set[int] = set()  # batches of killed exports
         self.in_flight: StartExport | None = None
         self.past_exports: list[int] = []
-        self.armed: list[TimerFired] = []
+        self.armed: list[TimerFired] = []  # every timer ever armed
+        self.live: dict[int, TimerFired] = {}  # armed, neither fired nor cancelled
+        self.lost = 0  # reported lost: shutdown_timeout passed without drain_on_terminate
         self.draining: list[Any] | None = None
         self.stopped = False
         self.grants: dict[int, int] = {}  # open credit grants, as the producers see them
@@ -74,13 +83,18 @@ class CoreModel(RuleBasedStateMachine):
                 case StartExport():
                     assert self.in_flight is None, "two exports in flight"
                     assert 0 < len(effect.batch) <= self.core.max_batch_size
+                    assert effect.now == self.core.finishing
                     self.in_flight = effect
                 case KillExport(export_id):
                     assert self.in_flight is not None and self.in_flight.export_id == export_id
+                    self.past_exports.append(export_id)
+                    self.in_flight = None
                 case ArmTimer(kind, token):
-                    self.armed.append(TimerFired(kind, token))
+                    self.arm(TimerFired(kind, token))
                 case ArmRetryTimer(token):
-                    self.armed.append(TimerFired(TimerKind.RETRY, token))
+                    self.arm(TimerFired(TimerKind.RETRY, token))
+                case CancelTimer(token):
+                    assert self.live.pop(token, None) is not None, "cancelled a dead timer"
                 case Drain(messages):
                     assert messages and self.core.drains and self.core.terminating
                     self.draining = messages
@@ -90,6 +104,16 @@ class CoreModel(RuleBasedStateMachine):
                     pass
         assert self.core.state is State.STOPPED or not self.stopped
         return replies
+
+    def arm(self, timer: TimerFired) -> None:
+        assert timer.token not in self.live
+        self.armed.append(timer)
+        self.live[timer.token] = timer
+
+    def fire(self, timer: TimerFired) -> list[Effect]:
+        """Fire a live timer, as the shell's `Timers` would."""
+        assert self.live.pop(timer.token) == timer
+        return self.core.handle(timer)
 
     def deliver(self, messages: list[Any]) -> None:
         """Exactly once and in order, except what a killed export may have sent already."""
@@ -159,15 +183,16 @@ class CoreModel(RuleBasedStateMachine):
         self.expired.add(credit)
         del self.grants[credit]
         reserved = self.core.reserved
-        self.apply(self.core.handle(TimerFired(TimerKind.CREDIT, credit)))
+        timer = TimerFired(TimerKind.CREDIT, credit)
+        self.apply(self.fire(timer) if credit in self.live else self.core.handle(timer))
         assert self.core.reserved < reserved
 
     @precondition(lambda self: self.core.timer is not None and self.core.timer.kind
                   is not TimerKind.EXPORT)
     @rule()
     def fire_timer(self) -> None:
-        assert self.core.timer in self.armed, "a timer runs that was never armed"
-        self.apply(self.core.handle(self.core.timer))
+        assert self.core.timer is not None
+        self.apply(self.fire(self.core.timer))
 
     @precondition(lambda self: self.core.timer is not None and self.core.timer.kind
                   is TimerKind.EXPORT)
@@ -179,11 +204,9 @@ class CoreModel(RuleBasedStateMachine):
         if sink_got_it:
             self.deliver(export.batch)
             self.maybe_delivered.update(export.batch)
-        effects = self.core.handle(self.core.timer)
+        effects = self.fire(self.core.timer)
         assert KillExport(export.export_id) in effects
         self.apply(effects)
-        self.in_flight = None
-        self.past_exports.append(export.export_id)
         assert self.core.state in (State.RETRY_BACKOFF, State.DRAINING, State.STOPPED)
 
     @precondition(lambda self: self.in_flight is not None)
@@ -200,30 +223,52 @@ class CoreModel(RuleBasedStateMachine):
             self.deliver(messages)
         self.apply(self.core.handle(DrainFinished(None if ok else OSError("fallback down"))))
 
-    @precondition(lambda self: self.draining is None)
+    @precondition(lambda self: self.draining is None and not self.core.finishing)
     @rule()
     def stop(self) -> None:
         self.apply(self.core.handle(StopRequested()))
 
+    @precondition(lambda self: self.draining is None and not self.core.finishing)
+    @rule(killed_export_delivered=st.booleans(), out_of_time=st.booleans())
+    def exit_request(self, killed_export_delivered: bool, out_of_time: bool) -> None:
+        """A bare exit: every export runs now, and shutdown_timeout may pass meanwhile."""
+        if self.in_flight is not None and killed_export_delivered:
+            self.deliver(self.in_flight.batch)
+            self.maybe_delivered.update(self.in_flight.batch)
+        self.apply(self.core.handle(ExitRequested()))
+        assert not self.core.credits
+        self.grants.clear()
+        shutdown = [t for t in self.live.values() if t.kind is TimerKind.SHUTDOWN]
+        if out_of_time and shutdown and self.core.state is not State.STOPPED:
+            missing = self.accepted - self.delivered_upto
+            assert len(self.core.queue) + len(self.core.batch) >= missing
+            self.apply(self.fire(shutdown[0]))
+            if self.draining is not None:
+                self.drain_finished(ok=True)
+            else:
+                self.lost = missing  # reported at ERROR with the count
+        self.run_to_stop()
+        assert self.core.state is State.STOPPED and not self.live
+
     @precondition(lambda self: self.armed or self.past_exports)
     @rule(data=st.data())
     def stale_event(self, data: st.DataObject) -> None:
-        """Old timers and old exporters change nothing, whatever state they find."""
-        choices: list[Any] = [t for t in self.armed if t != self.core.timer]
+        """Old timers (cancelled, so only fired by hand) and old exporters change nothing,
+        whatever state they find, and are logged as Pachka does: at WARNING."""
+        choices: list[Any] = [t for t in self.armed if t.token not in self.live
+                              and t.kind is not TimerKind.CREDIT]
         choices += [ExportFinished(i) for i in self.past_exports]
         choices += [TimerFired(kind, 10**6) for kind in TimerKind if kind is not TimerKind.CREDIT]
         event = data.draw(st.sampled_from(choices))
         before = self.core.status()
         [effect] = self.core.handle(event)
-        assert isinstance(effect, Log)
+        assert isinstance(effect, Log) and effect.level == logging.WARNING
         assert self.core.status() == before
-        if isinstance(event, TimerFired) and event.token == 10**6:
-            assert effect.level == logging.WARNING
 
     @rule()
     def run_to_stop(self) -> None:
         """Stop, then let every export succeed: everything accepted arrives, once, in order."""
-        if self.draining is None:
+        if self.draining is None and not self.core.finishing:
             self.stop()
         for _ in range(10_000):
             if self.core.state is State.STOPPED:
@@ -238,7 +283,8 @@ class CoreModel(RuleBasedStateMachine):
             else:
                 self.fire_timer()
         assert self.core.state is State.STOPPED
-        assert self.delivered_upto == self.accepted
+        assert self.delivered_upto + self.lost == self.accepted
+        assert not [t for t in self.live.values() if t.kind is not TimerKind.CREDIT]
         [reply] = self.apply(self.core.handle(MessagesReceived([-1])))
         assert reply.count == 0
         [grant] = self.apply(self.core.handle(CreditRequested(1)))
@@ -254,6 +300,16 @@ class CoreModel(RuleBasedStateMachine):
             assert len(self.core.queue) + self.core.reserved <= self.core.critical_queue_size
         if self.core.state in (State.EXPORTING, State.RETRY_BACKOFF):
             assert 0 < len(self.core.batch) <= self.core.max_batch_size
+
+    @invariant()
+    def timers_superseded_are_cancelled(self) -> None:
+        """Every live timer is the current one, a grant's, or the shutdown bound."""
+        for timer in self.live.values():
+            if timer.kind is TimerKind.CREDIT:
+                assert timer.token in self.core.credits
+            elif timer.kind is not TimerKind.SHUTDOWN:
+                assert timer == self.core.timer, f"{timer} outlived its use"
+        assert self.core.timer is None or self.core.timer.token in self.live
 
     @invariant()
     def consistent(self) -> None:
@@ -277,10 +333,10 @@ class CoreModel(RuleBasedStateMachine):
             assert core.state in (State.EXPORTING, State.DRAINING, State.STOPPED) or waiting
         if core.state is State.STOPPED:
             assert not core.queue and not core.batch and core.timer is None and not core.credits
-            assert self.delivered_upto == self.accepted
+            assert self.delivered_upto + self.lost == self.accepted
         # Everything accepted is delivered or still held: nothing falls out of the machine.
         held = len(core.queue) + len(core.batch)
-        assert self.delivered_upto + held >= self.accepted
+        assert self.delivered_upto + held + self.lost >= self.accepted
 
 
 CoreModel.TestCase.settings = settings(stateful_step_count=30, deadline=None)
