@@ -8,6 +8,8 @@ server exits and can receive nothing.
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import pickle
 from collections import deque
 from dataclasses import dataclass
@@ -15,8 +17,8 @@ from typing import Any
 
 from thespian.actors import Actor, ActorAddress, ActorExitRequest
 
-from ._process import ProcessId
-from ._thespian import child_process
+from ._process import ProcessId, die_with_parent
+from ._thespian import child_process, exit_children
 from .core import ExportFinished
 from .errors import SinkError
 from .sink import FailureReason, Sink
@@ -65,6 +67,11 @@ class Exporter(Actor):  # type: ignore[misc]
     exits by itself: Thespian's `ChildActorExited` could then overtake the
     result, which would turn a delivered batch into a retried one.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if multiprocessing.parent_process() is not None:  # a process of its own
+            die_with_parent()  # a SIGKILLed server must not leave exporters behind
 
     def receiveMessage(self, message: Any, sender: ActorAddress) -> None:
         if isinstance(message, ExportBatch):
@@ -132,11 +139,29 @@ class ExporterPool:
         return member.process.killable()
 
     def exited(self, address: ActorAddress) -> int | None:
-        """Thespian reported a child's exit: the export it died in, if it had no result."""
+        """Thespian reported a child's exit: the export it died in, if it had no result.
+
+        A report can come twice, and addresses are reused: a member whose process
+        still runs is not the one that exited.
+        """
         for member in [*self.members, *self.spares]:
-            if member.address == address:
+            if member.address == address and (
+                    member.process is None or member.process.wait_ended(1.0, os.getpid())):
                 return self._forget(member)
         return None
+
+    def dead(self) -> list[int]:
+        """Exports whose exporter died unreported (Thespian, handling one child's exit,
+        reaps every dead child but reports one), seen in /proc: the caller retries those."""
+        parent = os.getpid()
+        ended = [m for m in [*self.members, *self.spares] if m.process is not None
+                 and m.process.killable() and m.process.ended(parent)]
+        return [export_id for m in ended if (export_id := self._forget(m)) is not None]
+
+    def watching(self) -> bool:
+        """An export runs whose exporter's death only /proc may tell."""
+        return any(m.process is not None and m.process.killable() and not m.done
+                   and not m.abandoned for m in self.members)
 
     def start_now(self, export_id: int, batch: list[Any], sink: Sink, server_value: Any) -> None:
         """Export while the server exits (it can receive nothing): here, at once."""
@@ -153,9 +178,12 @@ class ExporterPool:
     def close(self) -> None:
         """At exit: end every exporter left. Thespian's exit broadcast can miss one created
         just before it, which would then outlive the server: kill where possible."""
+        waited_for = exit_children(self.actor)
         for member in [*self.members, *self.spares]:
             if member.process is not None and member.process.killable():
                 member.process.kill()
+                if waited_for is not None and member.address in waited_for:
+                    waited_for.remove(member.address)  # Thespian need not ask it to exit
             elif not member.abandoned:
                 self.actor.send(member.address, ActorExitRequest())
         self.members.clear()

@@ -90,6 +90,13 @@ class _Running:
     timers: Timers = field(default_factory=Timers)
     stop_requesters: list[Caller] = field(default_factory=list)
     exiting: bool = False  # in the ActorExitRequest handler: nothing more is received
+    watching: bool = False  # a liveness wakeup is pending
+
+
+#: The payload of the wakeups that look for exporters that died unreported.
+_LIVENESS = "pachka-exporter-liveness"
+#: Seconds between those looks while an export runs.
+LIVENESS_INTERVAL = 0.25
 
 
 class PachkaServer(Actor):  # type: ignore[misc]
@@ -104,7 +111,17 @@ class PachkaServer(Actor):  # type: ignore[misc]
         run = self._run
         if run is None:
             self._unstarted(message, sender)
-        elif isinstance(message, SendMessage):
+            return
+        if not isinstance(message, ActorExitRequest):
+            for export_id in run.pool.dead():  # Thespian did not report these deaths
+                self._handle(run, ExportFinished(export_id, EXITED), Caller(self.myAddress))
+        self._dispatch(run, message, sender)
+        if run.pool.watching() and not run.watching and not run.exiting:
+            run.watching = True
+            self.wakeupAfter(timedelta(seconds=LIVENESS_INTERVAL), payload=_LIVENESS)
+
+    def _dispatch(self, run: _Running, message: Any, sender: Caller) -> None:
+        if isinstance(message, SendMessage):
             self._handle(run, MessagesReceived((message.message,)), sender)
         elif isinstance(message, SendMessages):
             self._handle(run, MessagesReceived(message.messages, message.credit), sender)
@@ -116,7 +133,10 @@ class PachkaServer(Actor):  # type: ignore[misc]
         elif isinstance(message, ExporterStarted):
             run.pool.started(message)
         elif isinstance(message, WakeupMessage):
-            self._timers_due(run, sender)
+            if message.payload == _LIVENESS:
+                run.watching = False  # the look itself happened before this dispatch
+            else:
+                self._timers_due(run, sender)
         elif isinstance(message, TimerFired):
             self._handle(run, message, sender)
         elif isinstance(message, Stop):
