@@ -169,6 +169,7 @@ class PachkaServer(Actor):  # type: ignore[misc]
                 max_batch_delay=config.max_batch_delay,
                 export_timeout=config.export_timeout,
                 credit_timeout=config.credit_timeout,
+                shutdown_timeout=config.shutdown_timeout,
                 drains=isinstance(config.sink, DrainingSink),
             )
             self._run = _Running(config, core, ExporterPool(self))
@@ -245,7 +246,8 @@ class PachkaServer(Actor):  # type: ignore[misc]
         while run.core.state is not State.STOPPED:
             due = run.timers.next_due()
             if run.pool.running_now():
-                finished = run.pool.wait_now(None if due is None else due - time.monotonic())
+                finished = run.pool.wait_now(
+                    None if due is None else max(0.0, due - time.monotonic()))
                 if finished is not None:
                     self._handle(run, finished, sender)
                     continue
