@@ -90,6 +90,11 @@ SERVER_OPTIONS: tuple[Option, ...] = (
            "How long room reserved for a producer's buffer (see `linger`) stays reserved "
            "unused; a stopping server waits up to this long for promised messages.",
            timeout),
+    Option("shutdown_timeout", "seconds (float or timedelta) or None",
+           "Bound on finishing after a bare `ActorExitRequest` (what `ActorSystem.shutdown()` "
+           "sends without `stop()`): exports keep `export_timeout`; what is not delivered "
+           "within it goes to `drain_on_terminate`, else is logged lost at ERROR with its "
+           "count. The default stays under Thespian's 10 s shutdown wait.", timeout),
     Option("timers", "'wakeup' or 'manual'",
            "'manual' schedules no wakeups: tests fire each timer by sending `TimerFired`.",
            _timers),
@@ -108,6 +113,7 @@ class PachkaConfig:
     max_batch_delay: float | None = 5.0
     export_timeout: float | None = 10.0
     credit_timeout: float | None = 10.0
+    shutdown_timeout: float | None = 8.0
     timers: Timers = "wakeup"
 
     def __post_init__(self) -> None:

@@ -90,6 +90,13 @@ class _Running:
     timers: Timers = field(default_factory=Timers)
     stop_requesters: list[Caller] = field(default_factory=list)
     exiting: bool = False  # in the ActorExitRequest handler: nothing more is received
+    watching: bool = False  # a liveness wakeup is pending
+
+
+#: The payload of the wakeups that look for exporters that died unreported.
+_LIVENESS = "pachka-exporter-liveness"
+#: Seconds between those looks while an export runs.
+LIVENESS_INTERVAL = 0.25
 
 
 class PachkaServer(Actor):  # type: ignore[misc]
@@ -104,7 +111,17 @@ class PachkaServer(Actor):  # type: ignore[misc]
         run = self._run
         if run is None:
             self._unstarted(message, sender)
-        elif isinstance(message, SendMessage):
+            return
+        if not isinstance(message, ActorExitRequest):
+            for export_id in run.pool.dead():  # Thespian did not report these deaths
+                self._handle(run, ExportFinished(export_id, EXITED), Caller(self.myAddress))
+        self._dispatch(run, message, sender)
+        if run.pool.watching() and not run.watching and not run.exiting:
+            run.watching = True
+            self.wakeupAfter(timedelta(seconds=LIVENESS_INTERVAL), payload=_LIVENESS)
+
+    def _dispatch(self, run: _Running, message: Any, sender: Caller) -> None:
+        if isinstance(message, SendMessage):
             self._handle(run, MessagesReceived((message.message,)), sender)
         elif isinstance(message, SendMessages):
             self._handle(run, MessagesReceived(message.messages, message.credit), sender)
@@ -116,7 +133,10 @@ class PachkaServer(Actor):  # type: ignore[misc]
         elif isinstance(message, ExporterStarted):
             run.pool.started(message)
         elif isinstance(message, WakeupMessage):
-            self._timers_due(run, sender)
+            if message.payload == _LIVENESS:
+                run.watching = False  # the look itself happened before this dispatch
+            else:
+                self._timers_due(run, sender)
         elif isinstance(message, TimerFired):
             self._handle(run, message, sender)
         elif isinstance(message, Stop):
@@ -149,6 +169,7 @@ class PachkaServer(Actor):  # type: ignore[misc]
                 max_batch_delay=config.max_batch_delay,
                 export_timeout=config.export_timeout,
                 credit_timeout=config.credit_timeout,
+                shutdown_timeout=config.shutdown_timeout,
                 drains=isinstance(config.sink, DrainingSink),
             )
             self._run = _Running(config, core, ExporterPool(self))
@@ -225,7 +246,8 @@ class PachkaServer(Actor):  # type: ignore[misc]
         while run.core.state is not State.STOPPED:
             due = run.timers.next_due()
             if run.pool.running_now():
-                finished = run.pool.wait_now(None if due is None else due - time.monotonic())
+                finished = run.pool.wait_now(
+                    None if due is None else max(0.0, due - time.monotonic()))
                 if finished is not None:
                     self._handle(run, finished, sender)
                     continue

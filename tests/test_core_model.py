@@ -342,3 +342,15 @@ class CoreModel(RuleBasedStateMachine):
 CoreModel.TestCase.settings = settings(stateful_step_count=30, deadline=None)
 TestCoreModel = CoreModel.TestCase
 
+
+
+def test_out_of_time_at_exit_reports_the_count_lost_at_error() -> None:
+    core = PachkaCore(max_batch_size=5, critical_queue_size=100, max_batch_delay=None,
+                      export_timeout=None, shutdown_timeout=30.0, drains=False)
+    core.handle(MessagesReceived(list(range(12))))
+    effects = core.handle(ExitRequested())
+    [shutdown] = [e for e in effects if isinstance(e, ArmTimer) and e.kind is TimerKind.SHUTDOWN]
+    effects = core.handle(TimerFired(TimerKind.SHUTDOWN, shutdown.token))
+    assert Log(logging.ERROR, "12 accepted messages lost: not delivered within "
+                              "shutdown_timeout") in effects
+    assert effects[-1] == Stopped() and core.state is State.STOPPED
