@@ -12,7 +12,6 @@ import signal
 import sys
 from pathlib import Path
 
-import pytest
 from sinks import RecordingSink, calls, wait_for
 from support import process_gone
 from thespian.actors import ActorSystem
@@ -57,8 +56,6 @@ def _parent(pid: int) -> int:
     return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
 
 
-@pytest.mark.xfail(strict=True, reason="until the server's exporters die with it "
-                                       "(PR_SET_PDEATHSIG, issue 11 point 16); then drop this")
 def test_a_killed_server_under_a_permanent_supervisor_leaves_no_exporter(
         tcp_system: ActorSystem, tmp_path: Path) -> None:
     """The supervisor restarts a SIGKILLed server; the exporter the old one had in flight
