@@ -34,10 +34,16 @@ class CreditRequested:
 
 @dataclass(frozen=True)
 class ExportFinished:
-    """The exporter of `export_id` is done: `failure` is None on success."""
+    """The exporter of `export_id` is done: `failure` is None on success.
+
+    For the logs and metrics only (the core ignores them): `returned`, the sink
+    returned its failure rather than raising it; `detail`, the traceback text.
+    """
 
     export_id: int
     failure: FailureReason | None = None
+    returned: bool = False
+    detail: str | None = None
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ import os
 import pickle
 import select
 import signal
+import traceback
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
@@ -24,7 +25,7 @@ from ._process import ProcessId, die_with_parent
 from ._thespian import child_process, exit_children
 from .core import ExportFinished
 from .errors import SinkError
-from .sink import EXITED, FailureReason, Sink
+from .sink import EXITED, Sink
 
 
 @dataclass(frozen=True, repr=False)
@@ -46,21 +47,22 @@ class ExporterStarted:
     process: ProcessId
 
 
-def run_export(sink: Sink, batch: list[Any], server_value: Any) -> FailureReason | None:
-    """Call `send_batch`; the failure reason, picklable, or None on success."""
+def export(export_id: int, sink: Sink, batch: list[Any], server_value: Any) -> ExportFinished:
+    """Call `send_batch`: the result, with a picklable failure and its traceback as text."""
     try:
         result = sink.send_batch(batch, server_value)
     except Exception as exc:
         failure: BaseException = exc
+        detail: str | None = "".join(traceback.format_exception(exc)).rstrip()
     else:
         if not isinstance(result, BaseException):
-            return None
-        failure = result
+            return ExportFinished(export_id)
+        failure, detail = result, None
     try:
         pickle.dumps(failure)
     except Exception:
-        return SinkError(f"{type(failure).__name__}: {failure}")
-    return failure
+        failure = SinkError(f"{type(failure).__name__}: {failure}")
+    return ExportFinished(export_id, failure, returned=detail is None, detail=detail)
 
 
 class Exporter(Actor):  # type: ignore[misc]
@@ -79,8 +81,8 @@ class Exporter(Actor):  # type: ignore[misc]
     def receiveMessage(self, message: Any, sender: ActorAddress) -> None:
         if isinstance(message, ExportBatch):
             self.send(sender, ExporterStarted(message.export_id, ProcessId.current()))
-            failure = run_export(message.sink, message.batch, message.server_value)
-            self.send(sender, ExportFinished(message.export_id, failure))
+            self.send(sender, export(message.export_id, message.sink, message.batch,
+                                     message.server_value))
 
 
 @dataclass
@@ -184,7 +186,7 @@ class ExporterPool:
         that `export_timeout` can still kill it (in this process under simpleSystemBase,
         which must not fork the caller)."""
         if multiprocessing.parent_process() is None:
-            self.now = ExportFinished(export_id, run_export(sink, batch, server_value))
+            self.now = export(export_id, sink, batch, server_value)
             return
         read, write = os.pipe()
         pid = os.fork()
@@ -192,7 +194,7 @@ class ExporterPool:
             try:
                 os.close(read)
                 die_with_parent()
-                data = memoryview(pickle.dumps(run_export(sink, batch, server_value)))
+                data = memoryview(pickle.dumps(export(export_id, sink, batch, server_value)))
                 while data:
                     data = data[os.write(write, data):]
             finally:
@@ -217,8 +219,10 @@ class ExporterPool:
         while chunk := os.read(forked.result, 1 << 16):
             chunks.append(chunk)
         self._reap(None)
-        failure = pickle.loads(b"".join(chunks)) if chunks else EXITED  # died mid-export
-        return ExportFinished(forked.export_id, failure)
+        if not chunks:  # it died mid-export
+            return ExportFinished(forked.export_id, EXITED)
+        result: ExportFinished = pickle.loads(b"".join(chunks))
+        return result
 
     def _reap(self, kill: signal.Signals | None) -> None:
         forked, self.forked = self.forked, None

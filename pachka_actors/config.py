@@ -10,7 +10,7 @@ from __future__ import annotations
 import builtins
 import enum
 import math
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Final, Literal, TypeAlias
@@ -43,6 +43,13 @@ def _name(name: str, value: Any) -> str | None:
     if value is not None and (not isinstance(value, str) or not value):
         raise ConfigError(name, f"expected a non-empty string or None, got {value!r}")
     return value
+
+
+def _meter_provider(name: str, value: Any) -> Callable[[], Any] | None:
+    if value is not None and not callable(value):
+        raise ConfigError(name, f"expected None or a callable returning a MeterProvider, "
+                                f"got {value!r}")
+    return picklable(name, value)  # type: ignore[no-any-return]
 
 
 def _timers(name: str, value: Any) -> Timers:
@@ -98,6 +105,10 @@ SERVER_OPTIONS: tuple[Option, ...] = (
     Option("timers", "'wakeup' or 'manual'",
            "'manual' schedules no wakeups: tests fire each timer by sending `TimerFired`.",
            _timers),
+    Option("meter_provider", "picklable callable returning a MeterProvider, or None",
+           "Where the OpenTelemetry metrics go (extra `otel`), called in the server's process; "
+           "None: the global provider that process inherited (see docs/metrics.md).",
+           _meter_provider),
 )
 
 
@@ -115,6 +126,7 @@ class PachkaConfig:
     credit_timeout: float | None = 10.0
     shutdown_timeout: float | None = 8.0
     timers: Timers = "wakeup"
+    meter_provider: Callable[[], Any] | None = None
 
     def __post_init__(self) -> None:
         validate_fields(self, SERVER_OPTIONS)

@@ -280,16 +280,17 @@ class PachkaCore:
         return effects + self._settle()
 
     def _export_failed(self, phase: Exporting, failure: FailureReason) -> list[Effect]:
-        log = Log(logging.WARNING, f"export of {len(phase.batch)} messages failed "
-                                   f"(retry {phase.retry_num}): {failure!r}")
+        """The shell logs a failure that is retried (it knows the delay and the traceback)."""
         if self.terminating and self.drains:
             self.phase = Idle()
             self.queue.extendleft(reversed(phase.batch))
-            return [log, *self._drain()]
+            return [Log(logging.WARNING, f"export of {len(phase.batch)} messages failed "
+                                         f"({failure!r}) while stopping: draining them"),
+                    *self._drain()]
         retry_num = phase.retry_num + 1
         timer = TimerFired(TimerKind.RETRY, self._issue())
         self.phase = RetryBackoff(phase.batch, retry_num, timer)
-        return [log, ArmRetryTimer(timer.token, retry_num, failure)]
+        return [ArmRetryTimer(timer.token, retry_num, failure)]
 
     def _start_export(self, batch: list[Any], retry_num: int) -> list[Effect]:
         export_id = self._issue()

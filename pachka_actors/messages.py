@@ -14,6 +14,7 @@ Pachka server:
 - `Stop()`: `Stopped()`, once every accepted message is delivered or drained and
   the server is exiting.
 - `GetStatus()`: `ServerStatus`.
+- `GetStats()`: `Stats` (`pachka_actors.metrics`), the counters since start.
 - `StartServer(config)`: `Started(address)`, or an exception instance
   (`ConfigError`, `AlreadyStarted`).
 - `TimerFired(kind, token)` fires a timer by hand on a server started with
@@ -98,6 +99,11 @@ class Stopped:
 @dataclass(frozen=True)
 class GetStatus:
     pass
+
+
+@dataclass(frozen=True)
+class GetStats:
+    """Reply: `pachka_actors.metrics.Stats`, the server's counters since it started."""
 
 
 class State(enum.Enum):

@@ -12,9 +12,22 @@ the API nothing but the plain counters is kept.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from ._core_events import (
+    CreditRequested,
+    Drain,
+    Effect,
+    Event,
+    ExportFinished,
+    KillExport,
+    MessagesReceived,
+    StartExport,
+)
+from .messages import Accepted, Granted
+from .sink import EXITED, KILLED
 
 try:
     from opentelemetry import metrics as otel
@@ -25,8 +38,9 @@ except ImportError:  # the `otel` extra is not installed
 QUEUE_FULL = "queue_full"
 TERMINATING = "terminating"
 
-#: Why an export failed, as the `reason` attribute of `pachka.export.failures`.
-RAISED, RETURNED, KILLED, EXITED = "raised", "returned", "killed", "exited"
+#: Why an export failed, as the `reason` attribute of `pachka.export.failures`; also
+#: `KILLED` ("killed") and `EXITED` ("exited"), the failure reasons of `pachka_actors.sink`.
+RAISED, RETURNED = "raised", "returned"
 
 
 @dataclass(frozen=True)
@@ -49,14 +63,56 @@ class Stats:
 
 
 class Metrics:
-    """One server's counters. The server calls the `on_...` methods; nothing here decides."""
+    """One server's counters, read off the core's events and effects; nothing here decides."""
 
     def __init__(self, server: str, meter_provider: Callable[[], Any] | None = None,
                  gauges: Callable[[], tuple[int, int]] | None = None) -> None:
+        self._exports: dict[int, tuple[int, float]] = {}  # export id: batch size, start
         self._counts: dict[str, int] = {f.name: 0 for f in dataclasses.fields(Stats)}
         self._gauges = gauges or (lambda: (0, 0))
         self._attributes = {"pachka.server": server}
         self._otel = _Instruments(server, meter_provider, self._gauges) if otel else None
+
+    def record(self, event: Event, effects: Sequence[Effect], now: float) -> None:
+        """Count what one core step did. A refused credit request counts as one refused
+        message: the producer's message that needed the room."""
+        if type(event) is MessagesReceived:  # the hot path: the reply is the first effect
+            reply = effects[0]
+            assert isinstance(reply, Accepted)
+            if reply.count:
+                self.on_accepted(reply.count)
+            if reply.refused is not None:
+                self.on_refused(len(event.messages) - reply.count,
+                                TERMINATING if reply.refused.terminating else QUEUE_FULL)
+            if len(effects) == 1:
+                return
+        match event:
+            case CreditRequested():
+                for effect in effects:
+                    if isinstance(effect, Granted) and effect.refused is not None \
+                            and not effect.count:
+                        self.on_refused(1, TERMINATING if effect.refused.terminating
+                                        else QUEUE_FULL)
+            case ExportFinished(export_id, failure, returned):
+                if (started := self._exports.pop(export_id, None)) is not None:
+                    size, since = started
+                    if failure is None:
+                        self.on_exported(size, now - since)
+                    else:
+                        self.on_export_failed(
+                            EXITED if failure == EXITED
+                            else RETURNED if returned else RAISED, now - since)
+        for effect in effects:
+            match effect:
+                case StartExport(export_id, batch, retry_num):
+                    self._exports[export_id] = (len(batch), now)
+                    if retry_num:
+                        self.on_retry()
+                case KillExport(export_id):
+                    if (started := self._exports.pop(export_id, None)) is not None:
+                        self.on_export_failed(KILLED, now - started[1])
+                case Drain(messages):
+                    self.on_drained(len(messages))
 
     def stats(self) -> Stats:
         queue_length, batch_length = self._gauges()
@@ -64,10 +120,9 @@ class Metrics:
                         "batch_length": batch_length})
 
     def on_accepted(self, count: int) -> None:
-        if count:
-            self._counts["accepted"] += count
-            if self._otel:
-                self._otel.accepted.add(count, self._attributes)
+        self._counts["accepted"] += count
+        if self._otel:
+            self._otel.accepted.add(count, self._attributes)
 
     def on_refused(self, count: int, reason: str) -> None:
         if count:

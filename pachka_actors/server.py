@@ -50,6 +50,7 @@ from .core import (
 from .errors import AlreadyStarted, NotStarted
 from .messages import (
     Accepted,
+    GetStats,
     GetStatus,
     Granted,
     RequestCredit,
@@ -63,6 +64,7 @@ from .messages import (
     TimerFired,
     TimerKind,
 )
+from .metrics import Metrics
 from .sink import EXITED, DrainingSink, FailureReason, Sink
 
 log = logging.getLogger(__name__)
@@ -87,8 +89,10 @@ class _Running:
     config: PachkaConfig
     core: PachkaCore
     pool: ExporterPool
+    metrics: Metrics
     timers: Timers = field(default_factory=Timers)
     stop_requesters: list[Caller] = field(default_factory=list)
+    failure_detail: str | None = None  # the traceback of the last failed export, if any
     exiting: bool = False  # in the ActorExitRequest handler: nothing more is received
     watching: bool = False  # a liveness wakeup is pending
 
@@ -144,6 +148,8 @@ class PachkaServer(Actor):  # type: ignore[misc]
             self._handle(run, StopRequested(), sender)
         elif isinstance(message, GetStatus):
             self._answer(sender, run.core.status())
+        elif isinstance(message, GetStats):
+            self._answer(sender, run.metrics.stats())
         elif isinstance(message, ChildActorExited):
             export_id = run.pool.exited(message.childAddress)
             if export_id is not None:  # it died before its result came
@@ -172,7 +178,11 @@ class PachkaServer(Actor):  # type: ignore[misc]
                 shutdown_timeout=config.shutdown_timeout,
                 drains=isinstance(config.sink, DrainingSink),
             )
-            self._run = _Running(config, core, ExporterPool(self))
+            name = config.name or str(self.myAddress)
+            status = core.status
+            metrics = Metrics(name, config.meter_provider,
+                              lambda: (status().queue_length, status().batch_length))
+            self._run = _Running(config, core, ExporterPool(self), metrics)
             self._run.pool.prepare()
             self._answer(sender, Started(self.myAddress))
         elif not isinstance(message, ActorExitRequest | ChildActorExited | WakeupMessage):
@@ -181,8 +191,8 @@ class PachkaServer(Actor):  # type: ignore[misc]
     def _handle(self, run: _Running, event: Event, sender: Caller) -> None:
         """The one effect loop: perform the core's effects, in order, feeding back the
         events that performing some of them produces at once."""
-        config, core = run.config, run.core
-        effects: deque[Effect] = deque(core.handle(event))
+        config = run.config
+        effects: deque[Effect] = deque(self._step(run, event))
         while effects:
             result: Event | None = None
             match effects.popleft():
@@ -192,6 +202,7 @@ class PachkaServer(Actor):  # type: ignore[misc]
                     self._arm(run, TimerFired(kind, token), delay)
                 case ArmRetryTimer(token, retry_num, failure):
                     delay = retry_delay(config.sink, retry_num, failure, config.server_value)
+                    self._log_failure(run, retry_num, failure, delay)
                     self._arm(run, TimerFired(TimerKind.RETRY, token), delay)
                 case CancelTimer(token):
                     run.timers.cancel(token)
@@ -213,7 +224,29 @@ class PachkaServer(Actor):  # type: ignore[misc]
                 case Log(level, text):
                     log.log(level, "Pachka %s: %s", config.name or self.myAddress, text)
             if result is not None:
-                effects.extend(core.handle(result))
+                effects.extend(self._step(run, result))
+
+    @staticmethod
+    def _step(run: _Running, event: Event) -> list[Effect]:
+        """One core step, counted by the metrics."""
+        effects = run.core.handle(event)
+        run.metrics.record(event, effects, time.monotonic())
+        if isinstance(event, ExportFinished) and event.failure is not None:
+            run.failure_detail = event.detail
+        elif any(isinstance(effect, KillExport) for effect in effects):
+            run.failure_detail = None
+        return effects
+
+    def _log_failure(self, run: _Running, retry_num: int, failure: FailureReason,
+                     delay: float) -> None:
+        """Once per failed attempt, whatever the base: the server, the batch, the retry
+        (counted from 1) and, for a sink that raised, its traceback."""
+        detail, run.failure_detail = run.failure_detail, None
+        log.warning("Pachka %s: export of %d messages failed (%s); retry %d in %.3g s%s",
+                    run.config.name or self.myAddress, run.core.status().batch_length,
+                    failure if isinstance(failure, str) else f"{type(failure).__name__}: "
+                                                             f"{failure}",
+                    retry_num, delay, f"\n{detail}" if detail else "")
 
     def _arm(self, run: _Running, fired: TimerFired, delay: float) -> None:
         if run.config.timers == "wakeup" or run.exiting:

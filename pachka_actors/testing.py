@@ -22,7 +22,7 @@ from typing import Any
 
 from thespian.actors import ActorSystem
 
-from ._exporters import run_export
+from ._exporters import export
 from .config import PachkaConfig
 from .messages import TimerKind
 from .pachka import Pachka
@@ -75,7 +75,7 @@ def run_sink(sink: Sink | type[Sink], messages: Iterable[Any], *, max_batch_size
     for start in range(0, len(queue), max_batch_size):
         batch = queue[start:start + max_batch_size]
         for retry_num in range(max_retries + 1):
-            failure = run_export(exported, list(batch), server_value)
+            failure = export(0, exported, list(batch), server_value).failure
             if failure is None:
                 report.attempts.append(Attempt(batch, retry_num, None))
                 report.delivered.append(batch)
