@@ -29,6 +29,7 @@ sent by a child that wants to exit normally.
 from __future__ import annotations
 
 import enum
+import pickle
 from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Any, Final
@@ -148,9 +149,27 @@ class ServerStatus:
 
 @dataclass(frozen=True)
 class StartServer:
-    """The init message of a server actor (also its supervisor child spec's)."""
+    """The init message of a server actor (also its supervisor child spec's).
 
-    config: PachkaConfig
+    It crosses processes with its config pickled inside it, so that a config the
+    actor's process cannot load (a sink class defined in `__main__` after the
+    actor system started, a module missing there) arrives as `unloadable`, the
+    reason, and is answered with a `ConfigError` naming it, rather than failing
+    inside Thespian with no reply.
+    """
+
+    config: PachkaConfig | None
+    unloadable: str | None = None
+
+    def __reduce__(self) -> tuple[Any, tuple[bytes]]:
+        return (_load_start_server, (pickle.dumps(self.config),))
+
+
+def _load_start_server(blob: bytes) -> StartServer:
+    try:
+        return StartServer(pickle.loads(blob))
+    except Exception as exc:
+        return StartServer(None, f"{type(exc).__name__}: {exc}")
 
 
 @dataclass(frozen=True)

@@ -47,7 +47,7 @@ from .core import (
     StartExport,
     StopRequested,
 )
-from .errors import AlreadyStarted, NotStarted
+from .errors import AlreadyStarted, ConfigError, NotStarted
 from .messages import (
     Accepted,
     GetStats,
@@ -168,25 +168,38 @@ class PachkaServer(Actor):  # type: ignore[misc]
 
     def _unstarted(self, message: Any, sender: Caller) -> None:
         if isinstance(message, StartServer):
-            config = message.config
-            core = PachkaCore(
-                max_batch_size=config.max_batch_size,
-                critical_queue_size=config.critical_queue_size,
-                max_batch_delay=config.max_batch_delay,
-                export_timeout=config.export_timeout,
-                credit_timeout=config.credit_timeout,
-                shutdown_timeout=config.shutdown_timeout,
-                drains=isinstance(config.sink, DrainingSink),
-            )
-            name = config.name or str(self.myAddress)
-            status = core.status
-            metrics = Metrics(name, config.meter_provider,
-                              lambda: (status().queue_length, status().batch_length))
-            self._run = _Running(config, core, ExporterPool(self), metrics)
-            self._run.pool.prepare()
-            self._answer(sender, Started(self.myAddress))
+            if message.config is None:
+                self._refuse_unloadable(message, sender)
+            else:
+                self._start(message.config, sender)
         elif not isinstance(message, ActorExitRequest | ChildActorExited | WakeupMessage):
             self._answer(sender, NotStarted(f"{self.myAddress} is not a started Pachka server"))
+
+    def _refuse_unloadable(self, message: StartServer, sender: Caller) -> None:
+        """Answer at once, naming the cause, and exit: nothing is left running."""
+        self._answer(sender, ConfigError(
+                "sink", f"the server's process cannot load the config ({message.unloadable}): "
+                        f"define the sink and what it holds at module level in an importable "
+                        f"module (a class defined in __main__ after ActorSystem() started is "
+                        f"not there)"))
+        self.send(self.myAddress, ActorExitRequest())
+
+    def _start(self, config: PachkaConfig, sender: Caller) -> None:
+        core = PachkaCore(
+            max_batch_size=config.max_batch_size,
+            critical_queue_size=config.critical_queue_size,
+            max_batch_delay=config.max_batch_delay,
+            export_timeout=config.export_timeout,
+            credit_timeout=config.credit_timeout,
+            shutdown_timeout=config.shutdown_timeout,
+            drains=isinstance(config.sink, DrainingSink),
+        )
+        status = core.status
+        metrics = Metrics(config.name or str(self.myAddress), config.meter_provider,
+                          lambda: (status().queue_length, status().batch_length))
+        self._run = _Running(config, core, ExporterPool(self), metrics)
+        self._run.pool.prepare()
+        self._answer(sender, Started(self.myAddress))
 
     def _handle(self, run: _Running, event: Event, sender: Caller) -> None:
         """The one effect loop: perform the core's effects, in order, feeding back the
