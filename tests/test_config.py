@@ -123,5 +123,5 @@ def test_bad_handle_option_is_named(option: str, value: Any, tmp_path: Path) -> 
     assert error.value.option == option
     assert option in str(error.value)
     with pytest.raises(ConfigError) as error:
-        Pachka.connect(ExplodingSystem(), "events", **{option: value})  # type: ignore[arg-type]
+        Pachka.connect(ExplodingSystem(), "events", **{option: value})
     assert error.value.option == option
