@@ -199,3 +199,38 @@ def test_handle_on_a_private_endpoint(tcp_system: ActorSystem, tmp_path: Path) -
 
 def test_wait_for_is_available() -> None:
     assert wait_for(lambda: 1) == 1
+
+
+# ---- point 7: a stopped server answers at once ----------------------------------------------
+
+
+def test_stopped_server_answers_at_once(multiproc_system: ActorSystem, tmp_path: Path) -> None:
+    server = start(multiproc_system, tmp_path, ask_timeout=30)
+    server.send_message("a")
+    server.stop()
+    began = time.monotonic()
+    server.stop()  # a no-op
+    with pytest.raises(Overloaded) as error:
+        server.send_message("b")
+    assert error.value.terminating and "stopped" in str(error.value)
+    assert server.send_messages(["c"]) == 0
+    assert time.monotonic() - began < 1
+    assert delivered(tmp_path) == ["a"]
+
+
+def test_server_stopped_elsewhere_answers_at_once(tcp_system: ActorSystem,
+                                                  tmp_path: Path) -> None:
+    """TCP tells an exited actor's address from a slow one within milliseconds."""
+    server = start(tcp_system, tmp_path, ask_timeout=30)
+    other = Pachka.connect(tcp_system, server.address, linger=None)
+    server.stop()
+    began = time.monotonic()
+    with pytest.raises(Overloaded) as error:
+        other.send_message("late")
+    assert error.value.terminating and "gone" in str(error.value)
+    other.stop()  # a no-op: it has exited
+    assert time.monotonic() - began < 5
+    lingering = Pachka.connect(tcp_system, server.address)
+    with pytest.raises(Overloaded):
+        lingering.send_message("late")  # its credit request finds no one
+    assert time.monotonic() - began < 5
