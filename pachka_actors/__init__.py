@@ -26,6 +26,7 @@ from .errors import (
     PachkaError,
     StartChildError,
     SupervisorError,
+    UnpicklableMessage,
 )
 from .pachka import Pachka
 from .server import PachkaServer
@@ -54,5 +55,6 @@ __all__ = [
     "Supervisor",
     "SupervisorActor",
     "SupervisorError",
+    "UnpicklableMessage",
     "messages",
 ]

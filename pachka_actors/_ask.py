@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 from thespian.actors import ActorAddress, ActorSystem, PoisonMessage
 
+from ._thespian import runs_in_caller_thread
 from .errors import ActorTimeout, PachkaError
 
 log = logging.getLogger(__name__)
@@ -58,17 +59,34 @@ class Caller:
         return reply if self.ref is None else Answer(self.ref, reply)
 
 
+#: What `timeout=None` means to Thespian here (20 days: `select` takes no more). Thespian's
+#: simpleSystemBase runs the wakeups due within an ask's timeout while it waits, but
+#: with None it runs none and returns at once.
+FOREVER = 20 * 24 * 3600.0
+
+
+class Unreachable(ActorTimeout):
+    """Thespian gave up on the request well before its timeout: the actor is gone.
+
+    multiprocTCPBase answers a send to an exited actor with an empty reply within
+    milliseconds. (simpleSystemBase returns early too, when nothing is left to
+    run: no reply can ever come, but the actor may well exist.)
+    """
+
+
 def ask(system: ActorSystem, address: ActorAddress, request: Any, reply_type: type[R],
         timeout: float | None) -> R:
     """Send `request` and wait for its own reply (`timeout` None: forever).
 
-    An exception as the reply is raised; no reply in time raises `ActorTimeout`;
-    a `PoisonMessage` (the actor's handler raised) raises `PachkaError`. Replies
-    to earlier requests that arrive meanwhile are dropped.
+    An exception as the reply is raised; no reply in time raises `ActorTimeout`
+    (`Unreachable` when Thespian gave up early); a `PoisonMessage` (the actor's
+    handler raised) raises `PachkaError`. Replies to earlier requests that
+    arrive meanwhile are dropped.
     """
     ref = next(_refs)
-    deadline = None if timeout is None else time.monotonic() + timeout
-    message: Any = system.ask(address, Ask(ref, request), timeout)
+    wait = FOREVER if timeout is None else timeout
+    deadline = time.monotonic() + wait
+    message: Any = system.ask(address, Ask(ref, request), wait)
     while True:
         if isinstance(message, Answer) and message.ref == ref:
             return _reply(request, message.reply, reply_type)
@@ -76,12 +94,19 @@ def ask(system: ActorSystem, address: ActorAddress, request: Any, reply_type: ty
                 and message.poisonMessage.ref == ref:
             raise PachkaError(f"the actor failed on {type(request).__name__}: "
                               f"{message.details}")
+        left = deadline - time.monotonic()
         if message is None:
+            if left > min(1.0, wait / 2) and runs_in_caller_thread(system):
+                raise ActorTimeout(f"no reply to {type(request).__name__}, and none can come: "
+                                   f"nothing is left to run on simpleSystemBase (no timer "
+                                   f"is pending)")
+            if left > min(1.0, wait / 2):
+                raise Unreachable(f"no reply to {type(request).__name__}: the actor at "
+                                  f"{address} is unreachable (it has exited?)")
             raise ActorTimeout(f"no reply to {type(request).__name__} within {timeout} s")
         log.debug("dropped a reply that was not to %s (ref %d): %r",
                   type(request).__name__, ref, message)
-        left = None if deadline is None else deadline - time.monotonic()
-        if left is not None and left <= 0:
+        if left <= 0:
             raise ActorTimeout(f"no reply to {type(request).__name__} within {timeout} s")
         message = system.listen(left)
 

@@ -9,10 +9,12 @@ guessing wrong.
 
 from __future__ import annotations
 
+import contextlib
 import socket
+from collections.abc import Hashable, Iterator
 from typing import Any
 
-from thespian.actors import Actor, ActorAddress, ActorSystem
+from thespian.actors import Actor, ActorAddress, ActorSystem, ExternalContext
 
 from ._process import ProcessId
 
@@ -49,3 +51,45 @@ def base_name(system: ActorSystem) -> str:
 def runs_in_caller_thread(system: ActorSystem) -> bool:
     """Actors run in the caller's thread (simpleSystemBase): nothing runs between calls."""
     return base_name(system) == "simpleSystemBase"
+
+
+@contextlib.contextmanager
+def private_endpoint(system: ActorSystem) -> Iterator[ActorSystem]:
+    """A new external endpoint of `system`, for one thread, closed on exit.
+
+    `ActorSystem.private()` fails on an endpoint that is itself private (its
+    `BaseContext` has no `external_clone` in 4.0.1): such a context gets a
+    sibling on the same admin instead. Unlike `private()`, the endpoint is
+    closed even when the body raises.
+    """
+    base: Any = getattr(system, "_systemBase", None)
+    if base is None:
+        raise RuntimeError("the actor system was shut down")
+    if hasattr(base, "external_clone"):
+        clone = base.external_clone()
+    else:
+        from thespian.system.systemBase import BaseContext
+        clone = BaseContext(base.adminAddr, base.transport)
+    endpoint = ExternalContext(clone)
+    try:
+        yield endpoint
+    finally:
+        endpoint.exit_clone()
+
+
+def system_key(system: ActorSystem) -> Hashable | None:
+    """The same value for every endpoint of one running system (None once shut down).
+
+    Multi-process endpoints share their admin's address; simpleSystemBase's
+    private endpoints point back at the main one.
+    """
+    base: Any = getattr(system, "_systemBase", None)
+    if base is None:
+        return None
+    admin = getattr(base, "adminAddr", None)
+    if admin is not None:
+        return f"admin {admin}"
+    main = getattr(base, "mainsys", None)
+    if callable(main):
+        base = main()
+    return id(base)

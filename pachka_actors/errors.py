@@ -45,6 +45,14 @@ def _overloaded(message: str, terminating: bool) -> Overloaded:
     return Overloaded(message, terminating=terminating)
 
 
+class UnpicklableMessage(PachkaError, TypeError):
+    """A message cannot be pickled, so it cannot cross to the server's process.
+
+    Raised by the call that gave it (`send_message`), so that the message is
+    named at its source; nothing else is affected.
+    """
+
+
 class ActorTimeout(PachkaError, TimeoutError):
     """An actor did not answer in time (Thespian's ask returned None)."""
 

@@ -105,3 +105,23 @@ def test_child_spec_validates_like_start(tmp_path: Path) -> None:
     assert error.value.option == "name"
     spec = Pachka.child_spec(id="p", sink=RecordingSink(tmp_path), shutdown=30)
     assert (spec.id, spec.shutdown) == ("p", 30.0)
+
+
+@pytest.mark.parametrize(("option", "value"), [
+    ("linger", -1),
+    ("linger", "fast"),
+    ("linger", float("inf")),
+    ("buffer_size", "10"),
+    ("buffer_size", 0),
+    ("ask_timeout", "x"),
+    ("ask_timeout", -1),
+])
+def test_bad_handle_option_is_named(option: str, value: Any, tmp_path: Path) -> None:
+    """Handle options are checked like the server's, before the server actor exists."""
+    with pytest.raises(ConfigError) as error:
+        Pachka.start(system=ExplodingSystem(), sink=RecordingSink(tmp_path), **{option: value})
+    assert error.value.option == option
+    assert option in str(error.value)
+    with pytest.raises(ConfigError) as error:
+        Pachka.connect(ExplodingSystem(), "events", **{option: value})
+    assert error.value.option == option

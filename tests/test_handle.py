@@ -5,16 +5,18 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
 from sinks import StopDriver, delivered, wait_for
-from support import fire, start, touch
+from support import start, touch
 from thespian.actors import ActorSystem
 
 from pachka_actors import Overloaded, Pachka
 from pachka_actors.messages import (
     Accepted,
+    GetStatus,
     Granted,
     RequestCredit,
     SendMessages,
@@ -86,13 +88,21 @@ def test_unused_credit_expires(tcp_system: ActorSystem, tmp_path: Path) -> None:
     assert delivered(tmp_path) == ["y"]
 
 
-def test_simple_base_does_not_linger(simple_system: ActorSystem, tmp_path: Path) -> None:
-    server = start(simple_system, tmp_path)
-    assert server.linger is None
-    server.send_message(1)
-    fire(simple_system, server, TimerKind.BATCH)
+def test_simple_base_lingers_without_a_thread(simple_system: ActorSystem,
+                                              tmp_path: Path) -> None:
+    """Issue 8 direction 3: the buffer ships inline, at the first call after linger."""
+    assert start(simple_system, tmp_path, name="default").linger is None  # opt-in there
+    server = start(simple_system, tmp_path, linger=3600, buffer_size=3)
+    threads = threading.active_count()
+    for i in range(4):  # the fourth needs new credit: the first three ship first
+        server.send_message(i)
+    assert threading.active_count() == threads
+    seen = simple_system.ask(server.address, GetStatus(), 1)  # bypasses the handle's buffer
+    assert seen.queue_length == 3 and seen.reserved == 3  # the 4th is buffered, under credit
+    status = server.status()  # ships the fourth first
+    assert status.queue_length == 4 and status.reserved == 0
     server.stop()
-    assert delivered(tmp_path) == [1]
+    assert delivered(tmp_path) == [0, 1, 2, 3]
 
 
 @pytest.mark.multiproc

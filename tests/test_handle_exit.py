@@ -1,0 +1,74 @@
+"""A producer that ends without `stop()` (issue 11 points 2 and 13), run as a real process."""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from sinks import delivered, wait_for
+
+from pachka_actors.systems import RECORDS, SystemRecord, session_pids
+
+TESTS = Path(__file__).parent
+
+
+def run(tmp_path: Path, base: str, mode: str) -> tuple[subprocess.CompletedProcess[str], float,
+                                                        int, set[int]]:
+    began = time.monotonic()
+    # Output to files: the admin keeps its starter's stdout open (thespian-notes).
+    with open(tmp_path / "out", "w") as out, open(tmp_path / "err", "w") as err:
+        result = subprocess.run([sys.executable, str(TESTS / "handle_exit.py"), str(tmp_path),
+                                 base, mode], stdout=out, stderr=err, text=True, timeout=90,
+                                env={**os.environ, "PYTHONPATH": str(TESTS)})
+    took = time.monotonic() - began
+    sid, *system = map(int, (tmp_path / "out").read_text().split())
+    RECORDS.append(SystemRecord("of a child process", sid))  # checked at the end of the run
+    return result, took, sid, set(system)
+
+
+def kill(pids: set[int]) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.multiproc
+@pytest.mark.parametrize("base", ["multiprocTCPBase", "multiprocQueueBase"])
+def test_shutdown_without_stop_loses_nothing(tmp_path: Path, base: str) -> None:
+    """Point 2: the handle ships its buffer before `shutdown()`; the server drains."""
+    result, took, sid, _ = run(tmp_path, base, "shutdown")
+    err = (tmp_path / "err").read_text()
+    try:
+        assert result.returncode == 0, err
+        assert took < 30, f"exit took {took:.1f} s"
+        assert "Traceback" not in err and "could not" not in err, err
+        got = delivered(tmp_path)
+        assert set(got) == set(range(3000))
+        twice = [m for m, n in collections.Counter(got).items() if n > 1]
+        assert len(twice) <= 100  # at most the batch in flight, killed and sent again
+        if base == "multiprocTCPBase":  # Queue: processes left are the server's (issue 11.15)
+            wait_for(lambda: not session_pids(sid), timeout=10)
+    finally:
+        kill(set(session_pids(sid)))
+
+
+@pytest.mark.multiproc
+def test_forgotten_shutdown_stops_the_server(tmp_path: Path) -> None:
+    """Point 13: exit stops the server the handle started (Pachka's start_link); only
+    Thespian's own admin and logger (and the session probe) stay, as documented."""
+    result, took, sid, system = run(tmp_path, "multiprocTCPBase", "forget")
+    err = (tmp_path / "err").read_text()
+    try:
+        assert result.returncode == 0, err
+        assert took < 30 and "Traceback" not in err, err
+        assert delivered(tmp_path) == list(range(3000))  # stop() at exit: exactly once
+        wait_for(lambda: set(session_pids(sid)) <= system, timeout=10)
+    finally:
+        kill(set(session_pids(sid)))
