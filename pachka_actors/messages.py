@@ -161,7 +161,9 @@ class StartServer:
     config: PachkaConfig | None
     unloadable: str | None = None
 
-    def __reduce__(self) -> tuple[Any, tuple[bytes]]:
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        if self.config is None:  # relayed on after an earlier process could not load it
+            return (StartServer, (None, self.unloadable))
         return (_load_start_server, (pickle.dumps(self.config),))
 
 

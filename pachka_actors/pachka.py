@@ -17,6 +17,7 @@ import atexit
 import contextlib
 import logging
 import threading
+import time
 import weakref
 from collections.abc import Hashable, Iterable
 from datetime import timedelta
@@ -28,9 +29,10 @@ from ._ask import Unreachable
 from ._courier import Courier, check_picklable, system_lock
 from ._thespian import runs_in_caller_thread, system_key
 from .config import DEFAULT_LINGER, ChildSpec, HandleOptions, PachkaConfig
-from .errors import ConfigError, NotStarted, Overloaded
+from .errors import ActorTimeout, AlreadyStarted, ConfigError, NotStarted, Overloaded
 from .messages import (
     Accepted,
+    GetStats,
     GetStatus,
     SendMessage,
     SendMessages,
@@ -40,6 +42,7 @@ from .messages import (
     Stop,
     Stopped,
 )
+from .metrics import Stats
 from .server import PachkaServer
 
 log = logging.getLogger(__name__)
@@ -47,6 +50,8 @@ log = logging.getLogger(__name__)
 #: Longest wait, per handle, of the work done for it at interpreter exit and before
 #: `ActorSystem.shutdown()`: shipping its buffer, stopping a server it started.
 EXIT_TIMEOUT = 10.0
+#: Seconds a named start waits for its server before asking the admin for the name again.
+NAME_PROBE = 1.0
 
 #: `linger`'s default: `DEFAULT_LINGER` on multi-process bases, None on simpleSystemBase,
 #: where tests of a sink expect `send_message` to run the server at once.
@@ -104,15 +109,35 @@ class Pachka:
         config = PachkaConfig.parse(options)
         # Refuse bad ones before any actor.
         HandleOptions(ask_timeout, DEFAULT_LINGER if linger is _AUTO else linger, buffer_size)
-        with system_lock(system_key(system)):
-            address = system.createActor(PachkaServer, globalName=config.name)
-        handle = cls(system, address, ask_timeout=ask_timeout, linger=linger,
-                     buffer_size=buffer_size)
-        try:
-            handle._courier.call(StartServer(config), Started, ask_timeout)
-        except BaseException:
-            handle._courier.end(ask_timeout)
-            raise
+        deadline = None if ask_timeout is None else time.monotonic() + ask_timeout
+        probed: ActorAddress | None = None
+        while True:
+            with system_lock(system_key(system)):
+                address = system.createActor(PachkaServer, globalName=config.name)
+            handle = cls(system, address, ask_timeout=ask_timeout, linger=linger,
+                         buffer_size=buffer_size)
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                # A name just given up by a stopped server can still lead to it for a moment:
+                # probe briefly, then ask the admin again, until `ask_timeout`.
+                probe = left if config.name is None else min(NAME_PROBE, left or NAME_PROBE)
+                handle._courier.call(StartServer(config), Started, probe)
+                break
+            except AlreadyStarted:
+                if address != probed:
+                    handle._courier.end(ask_timeout)
+                    raise
+                break  # our earlier probe got there after all
+            except ActorTimeout:
+                handle._courier.end(ask_timeout)
+                if config.name is None or (deadline is not None
+                                           and time.monotonic() >= deadline):
+                    raise
+                probed = address
+                time.sleep(0.05)
+            except BaseException:
+                handle._courier.end(ask_timeout)
+                raise
         handle._owns_server = True
         return handle
 
@@ -186,6 +211,13 @@ class Pachka:
         if self._gone is not None:
             raise NotStarted(self._gone)
         result: ServerStatus = self._courier.call(GetStatus(), ServerStatus, self.ask_timeout)
+        return result
+
+    def stats(self) -> Stats:
+        """The server's counters since it started (see docs/metrics.md), after a flush."""
+        if self._gone is not None:
+            raise NotStarted(self._gone)
+        result: Stats = self._courier.call(GetStats(), Stats, self.ask_timeout)
         return result
 
     def flush(self, timeout: float | None = None) -> None:
