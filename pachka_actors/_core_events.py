@@ -27,9 +27,15 @@ class MessagesReceived:
 
 @dataclass(frozen=True)
 class CreditRequested:
-    """A producer asks for room for `count` messages it will buffer and ship later."""
+    """A producer asks for room for `count` messages it will buffer and ship later.
+
+    With `wait` (seconds) a request that finds no room waits for some, in turn,
+    and `requester` is answered by a `Reply` once room frees or `wait` passes.
+    """
 
     count: int
+    wait: float = 0.0
+    requester: Any = None
 
 
 @dataclass(frozen=True)
@@ -73,6 +79,14 @@ Event = (MessagesReceived | CreditRequested | TimerFired | ExportFinished | Stop
 
 
 # ---- effects ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Reply:
+    """An answer to an earlier request (a credit request that waited), not the one handled."""
+
+    to: Any
+    value: Any
 
 
 @dataclass(frozen=True)
@@ -126,5 +140,5 @@ class Log:
     text: str
 
 
-Effect = (Accepted | Granted | ArmTimer | ArmRetryTimer | CancelTimer | StartExport | KillExport
-          | Drain | Stopped | Log)
+Effect = (Accepted | Granted | Reply | ArmTimer | ArmRetryTimer | CancelTimer | StartExport
+          | KillExport | Drain | Stopped | Log)

@@ -127,8 +127,9 @@ class Courier:
 
     # ---- what the handle calls ------------------------------------------------------------
 
-    def put(self, message: Any) -> None:
-        """Buffer one message under credit; ask for credit when there is no room left."""
+    def put(self, message: Any, wait: float = 0.0) -> None:
+        """Buffer one message under credit; ask for credit when there is no room left,
+        waiting up to `wait` seconds at the server for room when it is full."""
         if self.checks_pickling and type(message) not in _PLAIN:
             check_picklable(message)
         cond = self.cond
@@ -158,7 +159,7 @@ class Courier:
                 self._run_inline()
                 return
             try:
-                self._renew()
+                self._renew(wait)
             finally:
                 with cond:
                     self.renewing = False
@@ -239,7 +240,7 @@ class Courier:
 
     # ---- asking ----------------------------------------------------------------------------
 
-    def _renew(self) -> None:
+    def _renew(self, wait: float = 0.0) -> None:
         """Hand the full buffer over and reserve room for the next one.
 
         The shipment goes first, so a refusal means the server is full with our
@@ -247,7 +248,8 @@ class Courier:
         """
         with self.cond:
             self._hand_over()
-        granted = self._request(RequestCredit(self.buffer_size), Granted, self.ask_timeout)
+        timeout = None if self.ask_timeout is None else self.ask_timeout + wait
+        granted = self._request(RequestCredit(self.buffer_size, wait), Granted, timeout)
         if granted.credit is None:
             assert granted.refused is not None
             raise granted.refused

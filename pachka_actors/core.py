@@ -39,6 +39,7 @@ from ._core_events import (
     KillExport,
     Log,
     MessagesReceived,
+    Reply,
     StartExport,
     StopRequested,
 )
@@ -66,6 +67,7 @@ __all__ = [
     "MessagesReceived",
     "PachkaCore",
     "Phase",
+    "Reply",
     "RetryBackoff",
     "StartExport",
     "StopRequested",
@@ -128,6 +130,8 @@ class PachkaCore:
     #: Open grants (id: credits) and their sum: room promised to producers' buffers.
     credits: dict[int, int] = field(default_factory=dict)
     reserved: int = 0
+    #: Credit requests waiting for room, in turn: (requester, count, wait timer token).
+    waiting: deque[tuple[Any, int, int]] = field(default_factory=deque)
     #: `shutdown_timeout` passed while finishing: what is left is drained or lost now.
     late: bool = False
     _serial: int = 0
@@ -161,13 +165,19 @@ class PachkaCore:
                             self.reserved, self.retry_num, self.timer, self.export_id)
 
     def handle(self, event: Event) -> list[Effect]:
+        effects = self._step(event)
+        if self.waiting:  # room may have freed: waiting producers are served first
+            effects += self._serve_waiting()
+        return effects
+
+    def _step(self, event: Event) -> list[Effect]:
         match event:
             case MessagesReceived(messages, None):
                 return self._receive(messages)
             case MessagesReceived(messages, int() as credit):
                 return self._receive_credited(messages, credit)
-            case CreditRequested(count):
-                return self._grant(count)
+            case CreditRequested(count, wait, requester):
+                return self._grant(count, wait, requester)
             case TimerFired():
                 return self._timer_fired(event)
             case ExportFinished(export_id, failure):
@@ -222,7 +232,14 @@ class PachkaCore:
             effects += self._settle()
         return effects
 
-    def _grant(self, count: int) -> list[Effect]:
+    def _grant(self, count: int, wait: float = 0.0, requester: Any = None) -> list[Effect]:
+        if wait > 0 and not self.terminating and (self.waiting or not self._room(count)[0]):
+            token = self._issue()
+            self.waiting.append((requester, count, token))
+            return [ArmTimer(TimerKind.WAIT, token, wait)]
+        return self._open_credit(count)
+
+    def _open_credit(self, count: int) -> list[Effect]:
         granted, refused = self._room(count)
         if not granted:
             return [Granted(None, 0, refused)]
@@ -233,6 +250,26 @@ class PachkaCore:
         if self.credit_timeout is not None:
             effects.append(ArmTimer(TimerKind.CREDIT, credit, self.credit_timeout))
         return effects
+
+    def _serve_waiting(self) -> list[Effect]:
+        """Answer waiting credit requests, in turn, while there is room (or refuse them all
+        once the server terminates)."""
+        effects: list[Effect] = []
+        while self.waiting and (self.terminating or self._room(1)[0]):
+            requester, count, token = self.waiting.popleft()
+            effects.append(CancelTimer(token))
+            opened = self._open_credit(count)
+            effects += [Reply(requester, e) if isinstance(e, Granted) else e for e in opened]
+        return effects
+
+    def _wait_expired(self, token: int) -> list[Effect]:
+        for waiter in self.waiting:
+            if waiter[2] == token:
+                self.waiting.remove(waiter)
+                refused = Overloaded(f"queue stayed at critical_queue_size="
+                                     f"{self.critical_queue_size} while the request waited")
+                return [Reply(waiter[0], Granted(None, 0, refused))]
+        return [Log(logging.WARNING, f"wait timeout {token} for no waiting request")]
 
     def _credit_expired(self, credit: int) -> list[Effect]:
         """A producer that neither shipped nor returned its credits (crashed?) frees them."""
@@ -251,6 +288,8 @@ class PachkaCore:
     def _timer_fired(self, fired: TimerFired) -> list[Effect]:
         if fired.kind is TimerKind.CREDIT:
             return self._credit_expired(fired.token)
+        if fired.kind is TimerKind.WAIT:
+            return self._wait_expired(fired.token)
         if fired.kind is TimerKind.SHUTDOWN and fired == self._finish_timer:
             return self._out_of_time()
         phase = self.phase

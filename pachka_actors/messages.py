@@ -73,9 +73,13 @@ class RequestCredit:
     `count` messages in one `SendMessages(messages, credit=credit)`, which the
     server always accepts (even while stopping) and which returns unused credits.
     Grants unused after `credit_timeout` expire.
+
+    `wait` (seconds): when there is no room, wait up to that long for some (in
+    turn with other waiting requests) before answering; 0 answers at once.
     """
 
     count: int
+    wait: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -122,6 +126,7 @@ class TimerKind(enum.Enum):
     EXPORT = "export"
     RETRY = "retry"
     CREDIT = "credit"
+    WAIT = "wait"
     SHUTDOWN = "shutdown"
 
 

@@ -24,8 +24,10 @@ from ._core_events import (
     ExportFinished,
     KillExport,
     MessagesReceived,
+    Reply,
     StartExport,
 )
+from .errors import Overloaded
 from .messages import Accepted, Granted
 from .sink import EXITED, KILLED
 
@@ -113,6 +115,8 @@ class Metrics:
                         self.on_export_failed(KILLED, now - started[1])
                 case Drain(messages):
                     self.on_drained(len(messages))
+                case Reply(_, Granted(count=0, refused=Overloaded() as refused)):
+                    self.on_refused(1, TERMINATING if refused.terminating else QUEUE_FULL)
 
     def stats(self) -> Stats:
         queue_length, batch_length = self._gauges()

@@ -27,6 +27,7 @@ from thespian.actors import ActorAddress, ActorExitRequest, ActorSystem
 
 from ._ask import Unreachable
 from ._courier import Courier, check_picklable, system_lock
+from ._options import seconds
 from ._thespian import runs_in_caller_thread, system_key
 from .config import DEFAULT_LINGER, ChildSpec, HandleOptions, PachkaConfig
 from .errors import ActorTimeout, AlreadyStarted, ConfigError, NotStarted, Overloaded
@@ -34,6 +35,8 @@ from .messages import (
     Accepted,
     GetStats,
     GetStatus,
+    Granted,
+    RequestCredit,
     SendMessage,
     SendMessages,
     ServerStatus,
@@ -176,25 +179,41 @@ class Pachka:
         return ChildSpec(id, (PachkaServer, StartServer(config)), restart=restart,
                          shutdown=shutdown, stop_message=Stop())
 
-    def send_message(self, message: Any) -> None:
+    def send_message(self, message: Any, *, timeout: float = 0.0) -> None:
         """Queue one message; raises `Overloaded` when the queue is full or the server stops.
 
+        `timeout` (seconds, Kafka's `max.block.ms`): when the queue is full, wait up
+        to that long for room, at the server, in turn with other waiting producers,
+        before raising `Overloaded`; no busy loop. 0 refuses at once, as Pachka does.
         A message that cannot be pickled (on a multi-process base) raises
         `UnpicklableMessage` here and is not queued; nothing else is affected.
         """
         if self._gone is not None:
             raise Overloaded(self._gone, terminating=True)
+        wait = seconds("timeout", timeout)
         try:
             if self.linger is not None:
-                self._courier.put(message)
+                self._courier.put(message, wait)
                 return
             if self._courier.checks_pickling:
                 check_picklable(message)
             accepted = self._courier.call(SendMessage(message), Accepted, self.ask_timeout)
+            if accepted.refused is not None and not accepted.refused.terminating and wait:
+                accepted = self._send_when_room(message, wait)
         except Unreachable as exc:
             raise self._lost_server(exc) from exc
         if accepted.refused is not None:
             raise accepted.refused
+
+    def _send_when_room(self, message: Any, wait: float) -> Accepted:
+        """Wait at the server for room for one message, then send it under that credit."""
+        timeout = None if self.ask_timeout is None else self.ask_timeout + wait
+        granted = self._courier.call(RequestCredit(1, wait), Granted, timeout)
+        if granted.credit is None:
+            return Accepted(0, granted.refused)
+        result: Accepted = self._courier.call(SendMessages([message], granted.credit), Accepted,
+                                              self.ask_timeout)
+        return result
 
     def send_messages(self, messages: Iterable[Any]) -> int:
         """Queue what fits of `messages`, in order; returns how many were accepted."""

@@ -44,6 +44,7 @@ from .core import (
     Log,
     MessagesReceived,
     PachkaCore,
+    Reply,
     StartExport,
     StopRequested,
 )
@@ -130,7 +131,7 @@ class PachkaServer(Actor):  # type: ignore[misc]
         elif isinstance(message, SendMessages):
             self._handle(run, MessagesReceived(message.messages, message.credit), sender)
         elif isinstance(message, RequestCredit):
-            self._handle(run, CreditRequested(message.count), sender)
+            self._handle(run, CreditRequested(message.count, message.wait, sender), sender)
         elif isinstance(message, ExportFinished):
             run.pool.finished(message.export_id)
             self._handle(run, message, sender)
@@ -211,6 +212,8 @@ class PachkaServer(Actor):  # type: ignore[misc]
             match effects.popleft():
                 case Accepted() | Granted() as reply:
                     self._answer(sender, reply)
+                case Reply(to, reply):
+                    self._answer(to, reply)
                 case ArmTimer(kind, token, delay):
                     self._arm(run, TimerFired(kind, token), delay)
                 case ArmRetryTimer(token, retry_num, failure):

@@ -29,6 +29,7 @@ from pachka_actors.core import (
     Log,
     MessagesReceived,
     PachkaCore,
+    Reply,
     StartExport,
     StopRequested,
 )
@@ -71,6 +72,8 @@ class CoreModel(RuleBasedStateMachine):
         self.grants: dict[int, int] = {}  # open credit grants, as the producers see them
         self.expired: set[int] = set()
         self.beyond_capacity = False  # an expired grant's messages came anyway
+        self.waiters: dict[int, int] = {}  # credit requests waiting for room: id -> count
+        self.next_waiter = 0
 
     # ---- the shell's side ------------------------------------------------------------
 
@@ -80,6 +83,11 @@ class CoreModel(RuleBasedStateMachine):
             match effect:
                 case Accepted() | Granted():
                     replies.append(effect)
+                case Reply(int() as waiter, Granted() as grant):
+                    count = self.waiters.pop(waiter)
+                    assert grant.count <= count
+                    if grant.credit is not None:
+                        self.grants[grant.credit] = grant.count
                 case StartExport():
                     assert self.in_flight is None, "two exports in flight"
                     assert 0 < len(effect.batch) <= self.core.max_batch_size
@@ -159,6 +167,29 @@ class CoreModel(RuleBasedStateMachine):
         if grant.credit is not None:
             self.grants[grant.credit] = grant.count
 
+    @rule(count=st.integers(1, 8))
+    def request_credit_waiting(self, count: int) -> None:
+        """A blocking producer: with no room, its request waits for some, in turn."""
+        waiter, self.next_waiter = self.next_waiter, self.next_waiter + 1
+        self.waiters[waiter] = count
+        replies = self.apply(self.core.handle(CreditRequested(count, 1.0, waiter)))
+        if replies:  # room at once, or a stopping server: answered like any request
+            [grant] = replies
+            assert isinstance(grant, Granted)
+            assert (grant.credit is None) == self.core.terminating
+            del self.waiters[waiter]
+            if grant.credit is not None:
+                self.grants[grant.credit] = grant.count
+        else:
+            assert waiter in self.waiters and any(w[0] == waiter for w in self.core.waiting)
+
+    @precondition(lambda self: any(t.kind is TimerKind.WAIT for t in self.live.values()))
+    @rule(data=st.data())
+    def wait_expires(self, data: st.DataObject) -> None:
+        timer = data.draw(st.sampled_from(sorted(
+            (t for t in self.live.values() if t.kind is TimerKind.WAIT), key=lambda t: t.token)))
+        self.apply(self.fire(timer))
+
     @precondition(lambda self: self.grants or self.expired)
     @rule(data=st.data())
     def ship_credited(self, data: st.DataObject) -> None:
@@ -182,10 +213,10 @@ class CoreModel(RuleBasedStateMachine):
         credit = data.draw(st.sampled_from(sorted(self.grants)))
         self.expired.add(credit)
         del self.grants[credit]
-        reserved = self.core.reserved
+        reserved, waiting = self.core.reserved, len(self.waiters)
         timer = TimerFired(TimerKind.CREDIT, credit)
         self.apply(self.fire(timer) if credit in self.live else self.core.handle(timer))
-        assert self.core.reserved < reserved
+        assert self.core.reserved < reserved or len(self.waiters) < waiting  # freed, or given on
 
     @precondition(lambda self: self.core.timer is not None and self.core.timer.kind
                   is not TimerKind.EXPORT)
@@ -302,11 +333,22 @@ class CoreModel(RuleBasedStateMachine):
             assert 0 < len(self.core.batch) <= self.core.max_batch_size
 
     @invariant()
+    def waiting_only_while_full(self) -> None:
+        """A waiting producer is never left waiting while there is room, or after a stop."""
+        core = self.core
+        if core.waiting:
+            assert not core.terminating
+            assert len(core.queue) + core.reserved >= core.critical_queue_size
+        assert {w[0] for w in core.waiting} == set(self.waiters)
+
+    @invariant()
     def timers_superseded_are_cancelled(self) -> None:
         """Every live timer is the current one, a grant's, or the shutdown bound."""
         for timer in self.live.values():
             if timer.kind is TimerKind.CREDIT:
                 assert timer.token in self.core.credits
+            elif timer.kind is TimerKind.WAIT:
+                assert any(w[2] == timer.token for w in self.core.waiting)
             elif timer.kind is not TimerKind.SHUTDOWN:
                 assert timer == self.core.timer, f"{timer} outlived its use"
         assert self.core.timer is None or self.core.timer.token in self.live
