@@ -74,11 +74,26 @@ class DrainFinished:
     failure: BaseException | None = None
 
 
+@dataclass(frozen=True)
+class Restored:
+    """Messages a previous server spilled (`spill_path`): accepted before, queued first."""
+
+    messages: Sequence[Any]
+
+
 Event = (MessagesReceived | CreditRequested | TimerFired | ExportFinished | StopRequested
-         | ExitRequested | DrainFinished)
+         | ExitRequested | DrainFinished | Restored)
 
 
 # ---- effects ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Spill:
+    """Write `messages` (accepted, not delivered in time) to the spill file, in one go."""
+
+    messages: list[Any]
+    why: str
 
 
 @dataclass(frozen=True)
@@ -141,4 +156,4 @@ class Log:
 
 
 Effect = (Accepted | Granted | Reply | ArmTimer | ArmRetryTimer | CancelTimer | StartExport
-          | KillExport | Drain | Stopped | Log)
+          | KillExport | Drain | Spill | Stopped | Log)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import builtins
 import enum
 import math
+import os
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -50,6 +51,17 @@ def _meter_provider(name: str, value: Any) -> Callable[[], Any] | None:
         raise ConfigError(name, f"expected None or a callable returning a MeterProvider, "
                                 f"got {value!r}")
     return picklable(name, value)  # type: ignore[no-any-return]
+
+
+def _spill_path(name: str, value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str | os.PathLike) or not os.fspath(value):
+        raise ConfigError(name, f"expected a file path or None, got {value!r}")
+    path = os.path.abspath(os.fspath(value))
+    if not os.path.isdir(os.path.dirname(path)):
+        raise ConfigError(name, f"the directory of {path} does not exist")
+    return path
 
 
 def _timers(name: str, value: Any) -> Timers:
@@ -105,6 +117,11 @@ SERVER_OPTIONS: tuple[Option, ...] = (
     Option("timers", "'wakeup' or 'manual'",
            "'manual' schedules no wakeups: tests fire each timer by sending `TimerFired`.",
            _timers),
+    Option("spill_path", "file path or None",
+           "Beyond Pachka: an SQLite file where what `shutdown_timeout` leaves undelivered "
+           "(and `drain_on_terminate` does not take) is written in one transaction; a server "
+           "started later with the same path sends it first, in order. None: reported lost.",
+           _spill_path),
     Option("meter_provider", "picklable callable returning a MeterProvider, or None",
            "Where the OpenTelemetry metrics go (extra `otel`), called in the server's process; "
            "None: the global provider that process inherited (see docs/metrics.md).",
@@ -126,6 +143,7 @@ class PachkaConfig:
     credit_timeout: float | None = 10.0
     shutdown_timeout: float | None = 8.0
     timers: Timers = "wakeup"
+    spill_path: str | None = None
     meter_provider: Callable[[], Any] | None = None
 
     def __post_init__(self) -> None:

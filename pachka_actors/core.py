@@ -40,6 +40,8 @@ from ._core_events import (
     Log,
     MessagesReceived,
     Reply,
+    Restored,
+    Spill,
     StartExport,
     StopRequested,
 )
@@ -68,7 +70,9 @@ __all__ = [
     "PachkaCore",
     "Phase",
     "Reply",
+    "Restored",
     "RetryBackoff",
+    "Spill",
     "StartExport",
     "StopRequested",
 ]
@@ -123,6 +127,8 @@ class PachkaCore:
     drains: bool
     credit_timeout: float | None = None
     shutdown_timeout: float | None = None
+    #: What cannot be delivered in time goes to a spill file (`Spill`) instead of being lost.
+    spills: bool = False
     phase: Phase = field(default_factory=Idle)
     terminating: bool = False
     finishing: bool = False
@@ -188,6 +194,8 @@ class PachkaCore:
                 return self._exit_requested()
             case DrainFinished(failure):
                 return self._drain_finished(failure)
+            case Restored(messages):
+                return self._restored(messages)
         raise TypeError(f"not a core event: {event!r}")
 
     # ---- producers ----------------------------------------------------------------------
@@ -231,6 +239,11 @@ class PachkaCore:
         if isinstance(self.phase, Idle):
             effects += self._settle()
         return effects
+
+    def _restored(self, messages: Sequence[Any]) -> list[Effect]:
+        """A previous server's spill: accepted long ago, so taken whole, ahead of new ones."""
+        self.queue.extendleft(reversed(messages))
+        return self._settle() if isinstance(self.phase, Idle) else []
 
     def _grant(self, count: int, wait: float = 0.0, requester: Any = None) -> list[Effect]:
         if wait > 0 and not self.terminating and (self.waiting or not self._room(count)[0]):
@@ -456,8 +469,13 @@ class PachkaCore:
         return [*effects, Drain(messages)]
 
     def _lose(self, why: str) -> list[Effect]:
-        lost, self.queue = len(self.queue), deque()
-        return [Log(logging.ERROR, f"{lost} accepted messages lost: {why}")] if lost else []
+        """What is left will not be delivered now: spilled where configured, else reported."""
+        left, self.queue = list(self.queue), deque()
+        if not left:
+            return []
+        if self.spills:
+            return [Spill(left, why)]
+        return [Log(logging.ERROR, f"{len(left)} accepted messages lost: {why}")]
 
     def _stopped(self) -> list[Effect]:
         effects = [] if self._finish_timer is None else [CancelTimer(self._finish_timer.token)]

@@ -25,6 +25,7 @@ from thespian.actors import (
     WakeupMessage,
 )
 
+from . import _spill
 from ._ask import Caller
 from ._exporters import ExporterPool, ExporterStarted
 from ._timers import Timers
@@ -45,6 +46,8 @@ from .core import (
     MessagesReceived,
     PachkaCore,
     Reply,
+    Restored,
+    Spill,
     StartExport,
     StopRequested,
 )
@@ -194,13 +197,25 @@ class PachkaServer(Actor):  # type: ignore[misc]
             credit_timeout=config.credit_timeout,
             shutdown_timeout=config.shutdown_timeout,
             drains=isinstance(config.sink, DrainingSink),
+            spills=config.spill_path is not None,
         )
         status = core.status
         metrics = Metrics(config.name or str(self.myAddress), config.meter_provider,
                           lambda: (status().queue_length, status().batch_length))
-        self._run = _Running(config, core, ExporterPool(self), metrics)
-        self._run.pool.prepare()
+        try:
+            spilled = _spill.take(config.spill_path) if config.spill_path else []
+        except Exception as exc:
+            self._answer(sender, ConfigError("spill_path", f"cannot read {config.spill_path}: "
+                                                           f"{exc!r}"))
+            self.send(self.myAddress, ActorExitRequest())
+            return
+        run = self._run = _Running(config, core, ExporterPool(self), metrics)
+        run.pool.prepare()
         self._answer(sender, Started(self.myAddress))
+        if spilled:
+            log.warning("Pachka %s: sending %d messages spilled to %s by an earlier server "
+                        "first", config.name or self.myAddress, len(spilled), config.spill_path)
+            self._handle(run, Restored(spilled), sender)
 
     def _handle(self, run: _Running, event: Event, sender: Caller) -> None:
         """The one effect loop: perform the core's effects, in order, feeding back the
@@ -234,6 +249,8 @@ class PachkaServer(Actor):  # type: ignore[misc]
                                   "be ignored", export_id)
                 case Drain(messages):
                     result = self._drain(config, messages)
+                case Spill(messages, why):
+                    self._spill(run, messages, why)
                 case Stopped():
                     if not run.exiting:
                         self.send(self.myAddress, ActorExitRequest())
@@ -277,6 +294,19 @@ class PachkaServer(Actor):  # type: ignore[misc]
         wakeup = run.timers.rearm(time.monotonic())
         if wakeup is not None:
             self.wakeupAfter(timedelta(seconds=wakeup))
+
+    def _spill(self, run: _Running, messages: list[Any], why: str) -> None:
+        """Never silent: spilled (WARNING, where and how many) or lost (ERROR, how many)."""
+        name, path = run.config.name or self.myAddress, run.config.spill_path
+        assert path is not None
+        try:
+            _spill.write(path, messages)
+        except Exception as exc:
+            log.error("Pachka %s: %d accepted messages lost: %s, and writing them to %s "
+                      "failed: %r", name, len(messages), why, path, exc)
+        else:
+            log.warning("Pachka %s: %d accepted messages spilled to %s (%s); a server started "
+                        "with that spill_path sends them first", name, len(messages), path, why)
 
     @staticmethod
     def _drain(config: PachkaConfig, messages: list[Any]) -> DrainFinished:

@@ -30,6 +30,7 @@ from pachka_actors.core import (
     MessagesReceived,
     PachkaCore,
     Reply,
+    Spill,
     StartExport,
     StopRequested,
 )
@@ -49,16 +50,17 @@ class CoreModel(RuleBasedStateMachine):
         credit_timeout=st.sampled_from([None, 5.0]),
         shutdown_timeout=st.sampled_from([None, 30.0]),
         drains=st.booleans(),
+        spills=st.booleans(),
     )
     def start(self, max_batch_size: int, critical_queue_size: int,
               max_batch_delay: float | None, export_timeout: float | None,
               credit_timeout: float | None, shutdown_timeout: float | None,
-              drains: bool) -> None:
+              drains: bool, spills: bool) -> None:
         self.core = PachkaCore(max_batch_size=max_batch_size,
                                critical_queue_size=critical_queue_size,
                                max_batch_delay=max_batch_delay,
                                export_timeout=export_timeout, credit_timeout=credit_timeout,
-                               shutdown_timeout=shutdown_timeout, drains=drains)
+                               shutdown_timeout=shutdown_timeout, drains=drains, spills=spills)
         self.accepted = 0  # messages are the integers 0, 1, 2, ... in the order sent
         self.delivered_upto = 0
         self.maybe_delivered: set[int] = set()  # batches of killed exports
@@ -106,6 +108,9 @@ class CoreModel(RuleBasedStateMachine):
                 case Drain(messages):
                     assert messages and self.core.drains and self.core.terminating
                     self.draining = messages
+                case Spill(messages):
+                    assert messages and self.core.spills and self.core.late
+                    self.deliver(messages)  # kept for the next server, in order
                 case Stopped():
                     self.stopped = True
                 case Log():
@@ -276,7 +281,7 @@ class CoreModel(RuleBasedStateMachine):
             self.apply(self.fire(shutdown[0]))
             if self.draining is not None:
                 self.drain_finished(ok=True)
-            else:
+            elif not self.core.spills:
                 self.lost = missing  # reported at ERROR with the count
         self.run_to_stop()
         assert self.core.state is State.STOPPED and not self.live
