@@ -14,6 +14,10 @@ another, so there the jobs run inline, under the system's lock: the buffer
 ships when full, at the first `send_message` after `linger`, and before every
 call that must see the server. Nothing waits longer than it would have: on
 that base the server runs only during calls anyway.
+
+A little over this project's ~400-line guide: the buffer, the credit it lives
+under and the thread that ships it share one lock and one set of invariants,
+and read best in one place.
 """
 
 from __future__ import annotations

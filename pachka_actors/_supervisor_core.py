@@ -15,7 +15,9 @@ no longer current is stale and ignored.
 
 Its vocabulary lives elsewhere: events, effects and the child records in
 `_supervisor_events`, `ChildSpec` in `config`, requests and replies in
-`messages`, errors in `errors`.
+`messages`, errors in `errors`. What remains (about 460 lines, a sixth of them
+imports) is one engine whose jobs and calls read together, as in Erlang's
+`supervisor.erl`; splitting it further would scatter them.
 """
 
 from __future__ import annotations

@@ -14,6 +14,10 @@ export timer), `RetryBackoff` (the failed batch waits for the retry timer),
 on top of them, as Pachka's termination mode; `finishing` narrows it to a bare
 `ActorExitRequest`, when the shell can receive nothing more and performs every
 effect before its handler returns (see `ExitRequested`).
+
+Longer than this project's ~400-line guide on purpose: it is one machine, and its
+transitions (producers' credits, timers, exports, stopping, finishing) read
+together, as they do in Pachka's `server.ex`; its vocabulary is in `_core_events`.
 """
 
 from __future__ import annotations

@@ -54,14 +54,6 @@ class PostgresSink(TableSink):
         """Everything but the connection: a socket cannot travel to another process."""
         return {k: v for k, v in self.__dict__.items() if k != "_connection"}
 
-    def send_batch(self, messages: list[Any], server_value: Any) -> None:
-        """COPY the batch in one transaction; nothing of it is written if it fails."""
-        self.write(messages)
-
-    def drain_on_terminate(self, messages: list[Any], batch_size: int, server_value: Any) -> None:
-        """At shutdown, everything still held in one COPY and one transaction."""
-        self.write(messages)
-
     def write(self, messages: list[Any]) -> None:
         """COPY `messages` in one transaction; data errors raise `PermanentSinkError`."""
         rows = self.rows(messages)

@@ -46,14 +46,6 @@ class SQLiteSink(TableSink):
                        f"({', '.join(map(_quote, self.columns))}) "
                        f"values ({', '.join('?' * len(self.columns))})")
 
-    def send_batch(self, messages: list[Any], server_value: Any) -> None:
-        """Insert the batch in one transaction; nothing of it is written if it fails."""
-        self.write(messages)
-
-    def drain_on_terminate(self, messages: list[Any], batch_size: int, server_value: Any) -> None:
-        """At shutdown, everything still held in one transaction: one commit, not one a batch."""
-        self.write(messages)
-
     def write(self, messages: list[Any]) -> None:
         """Insert `messages` in one transaction; data errors raise `PermanentSinkError`."""
         rows = self.rows(messages)

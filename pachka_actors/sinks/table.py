@@ -73,6 +73,18 @@ class TableSink(Sink):
             raise ConfigError("columns", f"a column is named twice in {self.columns!r}")
         self.max_retry_timeout = check_seconds("max_retry_timeout", max_retry_timeout)
 
+    def send_batch(self, messages: list[Any], server_value: Any) -> None:
+        """Write the batch in one transaction; nothing of it is written if it fails."""
+        self.write(messages)
+
+    def drain_on_terminate(self, messages: list[Any], batch_size: int, server_value: Any) -> None:
+        """At shutdown, everything still held in one transaction: one commit, not one a batch."""
+        self.write(messages)
+
+    def write(self, messages: list[Any]) -> None:
+        """Write `messages` in one transaction; data errors raise `PermanentSinkError`."""
+        raise NotImplementedError
+
     def rows(self, messages: list[Any]) -> list[tuple[Any, ...]]:
         """Every message as a tuple in column order; `PermanentSinkError` for a bad shape."""
         width = len(self.columns)
