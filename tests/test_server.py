@@ -279,10 +279,12 @@ def test_bare_exit_request_loses_nothing(tmp_path: Path, state: State) -> None:
         for name in ("block", "fail"):
             with contextlib.suppress(FileNotFoundError):
                 os.remove(tmp_path / name)
-    # The killed in-flight batch (EXPORTING) may arrive twice: at least once.
+    # The killed in-flight batch (EXPORTING) may arrive twice: at least once, and the
+    # messages arrive in order the first time each is seen.
     sent = delivered(tmp_path)
-    assert sent[-len(set(sent)):] == sorted(set(sent)) == list(range(len(set(sent))))
-    assert len(set(sent)) == (3 if state is State.IDLE else 10)
+    first_times = list(dict.fromkeys(sent))
+    assert first_times == list(range(3 if state is State.IDLE else 10))
+    assert len(sent) - len(first_times) <= (4 if state is State.EXPORTING else 0)
 
 
 def test_multiproc_queue_base(queue_system: ActorSystem, tmp_path: Path) -> None:
