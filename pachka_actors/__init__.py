@@ -27,8 +27,10 @@ from .errors import (
     StartChildError,
     SupervisorError,
     UnpicklableMessage,
+    Unreachable,
 )
 from .pachka import Pachka
+from .pool import PachkaPool, PartitionStatus
 from .server import PachkaServer
 from .sink import DrainingSink, Sink
 from .supervisor import Supervisor, SupervisorActor
@@ -47,7 +49,9 @@ __all__ = [
     "Overloaded",
     "Pachka",
     "PachkaError",
+    "PachkaPool",
     "PachkaServer",
+    "PartitionStatus",
     "Restart",
     "Sink",
     "StartChildError",
@@ -56,5 +60,6 @@ __all__ = [
     "SupervisorActor",
     "SupervisorError",
     "UnpicklableMessage",
+    "Unreachable",
     "messages",
 ]

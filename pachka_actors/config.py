@@ -28,6 +28,7 @@ from ._options import (
     timeout,
     validate_fields,
 )
+from ._placement import parse_requirements
 from ._restart import Restart, Strategy
 from .errors import ConfigError
 from .sink import Sink
@@ -259,6 +260,10 @@ class ChildSpec:
     Thespian's `ActorExitRequest`, so the actor's handler for it is its
     terminate. Otherwise this message is sent; the child must then exit by
     itself once stopped (a Pachka server drains, answers `Stopped` and exits).
+
+    `requirements`: None, or capabilities the admin hosting the child must have
+    (equal values, see docs/scale-out.md): the supervisor creates it with
+    Thespian's `targetActorRequirements`, possibly on another convention member.
     """
 
     id: Hashable
@@ -267,12 +272,14 @@ class ChildSpec:
     shutdown: Shutdown
     type: ChildType
     stop_message: Any
+    requirements: dict[str, Any] | None
 
     def __init__(self, id: Hashable, start: ActorClass | tuple[ActorClass, Any],
                  restart: Restart | str = Restart.PERMANENT,
                  shutdown: float | timedelta | str | None = _DEFAULT_SHUTDOWN,
                  type: ChildType | str = ChildType.WORKER,
-                 stop_message: Any = None) -> None:
+                 stop_message: Any = None,
+                 requirements: Mapping[str, Any] | None = None) -> None:
         child_type = one_of(ChildType)("type", type)
         if shutdown is _DEFAULT_SHUTDOWN:
             shutdown = 5.0 if child_type is ChildType.WORKER else None
@@ -283,6 +290,7 @@ class ChildSpec:
         set_field(self, "shutdown", _shutdown("shutdown", shutdown))
         set_field(self, "type", child_type)
         set_field(self, "stop_message", picklable("stop_message", stop_message))
+        set_field(self, "requirements", parse_requirements("requirements", requirements))
 
     @property
     def actor_class(self) -> ActorClass:

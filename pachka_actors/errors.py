@@ -134,3 +134,18 @@ class AlreadyPresent(SupervisorError):
 
     def __str__(self) -> str:
         return f"child {self.id!r} is already {'started' if self.running else 'present'}"
+
+
+class Unreachable(PachkaError):
+    """A partition's server cannot be reached: its host left the convention or did not answer.
+
+    What its server had queued is lost with the host unless it drained (docs/scale-out.md).
+    """
+
+    def __init__(self, partition: int, reason: str) -> None:
+        super().__init__(partition, reason)
+        self.partition = partition
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"partition {self.partition} is unreachable: {self.reason}"

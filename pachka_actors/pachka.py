@@ -19,7 +19,7 @@ import logging
 import threading
 import time
 import weakref
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable, Iterable, Mapping
 from datetime import timedelta
 from typing import Any
 
@@ -28,6 +28,7 @@ from thespian.actors import ActorAddress, ActorExitRequest, ActorSystem
 from ._ask import Unreachable
 from ._courier import Courier, check_picklable, system_lock
 from ._options import seconds
+from ._placement import create_placed, parse_requirements
 from ._thespian import runs_in_caller_thread, system_key
 from .config import DEFAULT_LINGER, ChildSpec, HandleOptions, PachkaConfig
 from .errors import ActorTimeout, AlreadyStarted, ConfigError, NotStarted, Overloaded
@@ -102,21 +103,25 @@ class Pachka:
     @classmethod
     def start(cls, *, system: ActorSystem, ask_timeout: float | None = 60.0,
               linger: float | None = _AUTO, buffer_size: int = 1000,
-              **options: Any) -> Pachka:
+              requirements: Mapping[str, Any] | None = None, **options: Any) -> Pachka:
         """Validate `options` (see docs/options.md), start the server and wait until it runs.
 
-        Raises `ConfigError` before any actor starts, `AlreadyStarted` if `name` is taken.
+        `requirements`: capabilities of the convention member to run the server on
+        (docs/scale-out.md). Raises `ConfigError` before any actor starts (also when
+        no member has such capabilities), `AlreadyStarted` if `name` is taken.
         The server is linked to this process as with Pachka's `start_link`: if
         neither `stop()` nor `close()` was called, interpreter exit stops it.
         """
         config = PachkaConfig.parse(options)
         # Refuse bad ones before any actor.
         HandleOptions(ask_timeout, DEFAULT_LINGER if linger is _AUTO else linger, buffer_size)
+        placement = parse_requirements("requirements", requirements)
         deadline = None if ask_timeout is None else time.monotonic() + ask_timeout
         probed: ActorAddress | None = None
         while True:
             with system_lock(system_key(system)):
-                address = system.createActor(PachkaServer, globalName=config.name)
+                address = create_placed(system, PachkaServer, placement,
+                                        globalName=config.name)
             handle = cls(system, address, ask_timeout=ask_timeout, linger=linger,
                          buffer_size=buffer_size)
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
@@ -165,19 +170,21 @@ class Pachka:
 
     @staticmethod
     def child_spec(*, id: Hashable, restart: str = "permanent",
-                   shutdown: float | timedelta | str | None = 5.0, **options: Any) -> ChildSpec:
+                   shutdown: float | timedelta | str | None = 5.0,
+                   requirements: Mapping[str, Any] | None = None, **options: Any) -> ChildSpec:
         """A supervisor child spec for a Pachka server; its graceful stop is Pachka's drain.
 
         The supervisor sends the server `StartServer` and, to stop it, `Stop`;
         give `shutdown` room for the drain (see docs/shutdown.md). Find the
         server with `which_children()` and reach it with `Pachka.connect`.
+        `requirements` places the server on a convention member (docs/scale-out.md).
         """
         if options.get("name") is not None:
             raise ConfigError("name", "a supervised server is found through which_children(); "
                                       "a globalName would outlive its restarts")
         config = PachkaConfig.parse(options)
         return ChildSpec(id, (PachkaServer, StartServer(config)), restart=restart,
-                         shutdown=shutdown, stop_message=Stop())
+                         shutdown=shutdown, stop_message=Stop(), requirements=requirements)
 
     def send_message(self, message: Any, *, timeout: float = 0.0) -> None:
         """Queue one message; raises `Overloaded` when the queue is full or the server stops.

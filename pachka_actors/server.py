@@ -28,6 +28,7 @@ from thespian.actors import (
 from . import _spill
 from ._ask import Caller
 from ._exporters import ExporterPool, ExporterStarted
+from ._placement import capabilities_satisfy
 from ._timers import Timers
 from .config import PachkaConfig
 from .core import (
@@ -113,6 +114,13 @@ class PachkaServer(Actor):  # type: ignore[misc]
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._run: _Running | None = None
+
+    @staticmethod
+    def actorSystemCapabilityCheck(capabilities: dict[str, Any],
+                                   requirements: dict[str, Any]) -> bool:
+        """Placement (`requirements=`): only on an admin with every required capability.
+        Its exporters have no check, so Thespian forks them beside it, where they can be killed."""
+        return capabilities_satisfy(capabilities, requirements)
 
     def receiveMessage(self, message: Any, address: ActorAddress) -> None:
         message, sender = Caller.of(message, address)

@@ -33,7 +33,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any, Literal
 
@@ -48,6 +48,7 @@ from thespian.actors import (
 )
 
 from ._ask import Caller, R, ask
+from ._placement import capabilities_satisfy
 from ._process import ProcessId
 from ._restart import Restart, RestartIntensity, Strategy
 from ._supervisor_core import SupervisorCore
@@ -107,6 +108,12 @@ class SupervisorActor(Actor):  # type: ignore[misc]
         self._core: SupervisorCore | None = None
         self._parent: ActorAddress | None = None
         self._kill_timers: dict[ProcessId, threading.Timer] = {}
+
+    @staticmethod
+    def actorSystemCapabilityCheck(capabilities: dict[str, Any],
+                                   requirements: dict[str, Any]) -> bool:
+        """Placement of a whole subtree (`requirements=`): its children start beside it."""
+        return capabilities_satisfy(capabilities, requirements)
 
     def receiveMessage(self, message: Any, sender: ActorAddress) -> None:
         message, caller = Caller.of(message, sender)
@@ -185,7 +192,8 @@ class SupervisorActor(Actor):  # type: ignore[misc]
     def _perform(self, effect: Effect) -> list[Event]:
         match effect:
             case CreateChild(spec, incarnation):
-                address = self.createActor(spec.actor_class)
+                address = self.createActor(spec.actor_class,
+                                           targetActorRequirements=spec.requirements)
                 created = ChildCreated(spec.id, incarnation, address,
                                        child_process(self, address))
                 if isinstance(spec.start, tuple):
@@ -303,15 +311,17 @@ class Supervisor:
     def child_spec(*, id: Hashable, children: Sequence[ChildSpec],
                    strategy: Strategy | str = Strategy.ONE_FOR_ONE, max_restarts: int = 3,
                    max_seconds: float = 5.0, restart: Restart | str = Restart.PERMANENT,
-                   shutdown: float | timedelta | str | None = None) -> ChildSpec:
+                   shutdown: float | timedelta | str | None = None,
+                   requirements: Mapping[str, Any] | None = None) -> ChildSpec:
         """The spec of a supervisor nested under another: it starts and stops its own children
-        in order, inside its parent's order."""
+        in order, inside its parent's order. With `requirements` the subtree runs on a
+        convention member with those capabilities (docs/scale-out.md)."""
         config = SupervisorConfig.parse({"children": children, "strategy": strategy,
                                           "max_restarts": max_restarts,
                                           "max_seconds": max_seconds})
         return ChildSpec(id, (SupervisorActor, StartSupervisor(config, supervised=True)),
                          restart=restart, shutdown=shutdown, type=ChildType.SUPERVISOR,
-                         stop_message=StopSupervisor())
+                         stop_message=StopSupervisor(), requirements=requirements)
 
     def start_child(self, spec: ChildSpec) -> ActorAddress:
         """Add `spec` as the last child and start it; its address."""

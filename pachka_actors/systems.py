@@ -14,7 +14,7 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,11 +49,16 @@ def session_pids(sid: int) -> list[int]:
     return pids
 
 
-def start_system(base: str) -> tuple[ActorSystem, int | None]:
-    """A new system and its admin's session id (None for simpleSystemBase: no processes)."""
-    capabilities: dict[str, Any] = {}
+def start_system(base: str, capabilities: Mapping[str, Any] | None = None,
+                 ) -> tuple[ActorSystem, int | None]:
+    """A new system and its admin's session id (None for simpleSystemBase: no processes).
+
+    `capabilities` are the admin's (e.g. a convention member's); a TCP system gets
+    a fresh `'Admin Port'` unless they name one.
+    """
+    capabilities = dict(capabilities or {})
     if base == "multiprocTCPBase":
-        capabilities["Admin Port"] = free_port()
+        capabilities.setdefault("Admin Port", free_port())
     asys = ActorSystem(base, capabilities, logDefs=None, transientUnique=True)
     if base == "simpleSystemBase":
         return asys, None
@@ -106,9 +111,10 @@ RECORDS: list[SystemRecord] = []
 
 
 @contextlib.contextmanager
-def isolated_system(base: str = "multiprocTCPBase") -> Iterator[ActorSystem]:
+def isolated_system(base: str = "multiprocTCPBase",
+                    capabilities: Mapping[str, Any] | None = None) -> Iterator[ActorSystem]:
     """An actor system of `base`, shut down on exit with no process left behind."""
-    asys, sid = start_system(base)
+    asys, sid = start_system(base, capabilities)
     record = SystemRecord(base, sid)
     RECORDS.append(record)
     try:
@@ -123,3 +129,133 @@ def leftover_pids() -> list[int]:
     """Live processes of any system `isolated_system` started (none, when all is well)."""
     return [pid for record in RECORDS if record.sid is not None
             for pid in session_pids(record.sid)]
+
+
+# ---- several admins on one machine: a Thespian convention on loopback ---------------------
+
+
+@dataclass
+class Admin:
+    """One admin of an `isolated_convention`: its system handle, port and record."""
+
+    system: ActorSystem
+    port: int
+    capabilities: dict[str, Any]
+    record: SystemRecord
+    gone: bool = False
+
+    @property
+    def sid(self) -> int:
+        assert self.record.sid is not None
+        return self.record.sid
+
+
+@dataclass
+class Convention:
+    """A leader and its members, all multiprocTCPBase admins on 127.0.0.1 (docs/scale-out.md)."""
+
+    leader: Admin
+    members: list[Admin] = field(default_factory=list)
+
+    def add_member(self, capabilities: Mapping[str, Any], timeout: float = 10.0) -> Admin:
+        """Start a member admin and wait until the leader has registered it."""
+        from ._placement import members
+
+        caps = {**capabilities, "Admin Port": free_port(),
+                "Convention Address.IPv4": ("127.0.0.1", self.leader.port)}
+        asys, sid = start_system("multiprocTCPBase", caps)
+        record = SystemRecord("multiprocTCPBase", sid)
+        RECORDS.append(record)
+        admin = Admin(asys, caps["Admin Port"], caps, record)
+        self.members.append(admin)
+        deadline = time.monotonic() + timeout
+        while True:
+            known = members(self.leader.system, timeout)
+            if known is not None and any(admin_port(a) == admin.port for a in known.present):
+                return admin
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"member on port {admin.port} did not join the convention")
+            time.sleep(0.02)
+
+    def stop_member(self, admin: Admin) -> None:
+        """Shut a member down gracefully: it deregisters and its actors get ActorExitRequest."""
+        started = time.perf_counter()
+        admin.gone = True
+        admin.record.killed = shutdown_system(admin.system, admin.record.sid)
+        admin.record.shutdown_seconds = time.perf_counter() - started
+
+    def kill_member(self, admin: Admin) -> list[int]:
+        """SIGKILL every process of a member (admin, logger, actors): a host that died."""
+        admin.gone = True
+        pids = session_pids(admin.sid)
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        if _wait_empty(admin.sid, 5.0):
+            raise RuntimeError(f"member processes survived SIGKILL: {session_pids(admin.sid)}")
+        return pids
+
+
+def admin_port(address: Any) -> int | None:
+    """The TCP port in an admin address (or its str), None when there is none."""
+    text = str(address)  # e.g. "ActorAddr-(T|:52875)" on multiprocTCPBase
+    digits = text.rsplit(":", 1)[-1].rstrip(")")
+    return int(digits) if digits.isdigit() else None
+
+
+#: What every admin of an `isolated_convention` is started with (the test process too).
+CONVENTION_ENVIRONMENT = {"THESPIAN_BASE_IPADDR": "127.0.0.1",
+                          "CONVENTION_REREGISTRATION_PERIOD": "0:05"}
+
+
+@contextlib.contextmanager
+def isolated_convention(leader: Mapping[str, Any] | None = None,
+                        members: tuple[Mapping[str, Any], ...] = (),
+                        environment: Mapping[str, str] | None = None) -> Iterator[Convention]:
+    """A leader admin and member admins with the given capabilities, on fresh loopback ports.
+
+    `environment` (default `CONVENTION_ENVIRONMENT`) is set in this process while
+    the convention runs, so the admins forked from it share it. On exit, members
+    still up are shut down, then the leader; leftover processes are SIGKILLed.
+    """
+    from ._placement import sync_reregistration_period
+
+    env = dict(CONVENTION_ENVIRONMENT if environment is None else environment)
+    saved = {name: os.environ.get(name) for name in env}
+    os.environ.update(env)
+    sync_reregistration_period()
+    convention: Convention | None = None
+    try:
+        caps = {**(leader or {}), "Admin Port": free_port()}
+        asys, sid = start_system("multiprocTCPBase", caps)
+        record = SystemRecord("multiprocTCPBase", sid)
+        RECORDS.append(record)
+        convention = Convention(Admin(asys, caps["Admin Port"], caps, record))
+        for member in members:
+            convention.add_member(member)
+        yield convention
+    finally:
+        if convention is not None:
+            for admin in [m for m in convention.members if not m.gone]:
+                convention.stop_member(admin)
+            convention.stop_member(convention.leader)
+        for name, old in saved.items():
+            if old is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = old
+        sync_reregistration_period_default()
+
+
+def sync_reregistration_period_default() -> None:
+    """Back to what the environment says now (Thespian's default when unset)."""
+    from datetime import timedelta
+
+    import thespian.system.admin.convention as convention
+
+    from ._placement import sync_reregistration_period
+
+    if not os.environ.get("CONVENTION_REREGISTRATION_PERIOD"):
+        convention.CONVENTION_REREGISTRATION_PERIOD = timedelta(minutes=7, seconds=22)
+    else:
+        sync_reregistration_period()
