@@ -206,9 +206,9 @@ class SupervisorCore:
                         and child.status is Status.STARTING:
                     self._job.failure = reason
                     return self._stop(child, None)  # the child may live on: make sure it is gone
-            case ChildExited(id, incarnation):
+            case ChildExited(id, incarnation, during_start):
                 if child := self._current(id, incarnation):
-                    return self._exited(child)
+                    return self._exited(child, during_start)
             case ExitAnnounced(id, incarnation, reason):
                 # While shutting down, the child is stopped in its turn, not now.
                 child = self._current(id, incarnation)
@@ -232,14 +232,15 @@ class SupervisorCore:
             return None
         return child
 
-    def _exited(self, child: Child) -> list[Effect]:
+    def _exited(self, child: Child, during_start: Any = None) -> list[Effect]:
         was = child.status
         child.status, child.address, child.process = Status.STOPPED, None, None
         child.kill_token = None
         job = self._job
         if job is not None and job.waiting is child:
             job.waiting = None
-            failure = EXITED_DURING_START if was is Status.STARTING else job.failure
+            failure = ((during_start or EXITED_DURING_START) if was is Status.STARTING
+                       else job.failure)
             if failure is not None:
                 self._job = None
                 return self._failed(job, child, failure)

@@ -56,6 +56,7 @@ class ChildInitFailed:
 class ChildExited:
     id: Hashable
     incarnation: int
+    during_start: Any = None  # why, if it exits before answering its init message
 
 
 @dataclass(frozen=True)

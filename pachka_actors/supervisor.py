@@ -76,7 +76,7 @@ from ._supervisor_events import (
 )
 from ._thespian import child_process, exit_children
 from .config import ChildSpec, ChildType, SupervisorConfig
-from .errors import SupervisorError
+from .errors import ConfigError, SupervisorError
 from .messages import (
     ChildDeleted,
     ChildStarted,
@@ -165,7 +165,7 @@ class SupervisorActor(Actor):  # type: ignore[misc]
         timer = self._kill_timers.pop(child.process, None)
         if timer is not None:
             timer.cancel()
-        self._handle(ChildExited(child.id, child.incarnation))
+        self._handle(ChildExited(child.id, child.incarnation, _placement_failure(child)))
 
     def _answer(self, caller: Caller, reply: Any) -> None:
         self.send(caller.address, caller.answer(reply))
@@ -273,6 +273,17 @@ class SupervisorActor(Actor):  # type: ignore[misc]
             self.send(self._parent, NormalExit("shutdown"))  # the parent stops this actor
         else:
             self.send(self.myAddress, ActorExitRequest())
+
+
+def _placement_failure(child: Child) -> ConfigError | None:
+    """A placed child that dies before it starts, with no process here: Thespian found no
+    convention member to create it on (within ms), or it died there at once."""
+    requirements = child.spec.requirements
+    if child.status is not Status.STARTING or child.process is not None or not requirements:
+        return None
+    return ConfigError("requirements", f"no actor system in the convention has capabilities "
+                                       f"matching {requirements!r} (or the child died there "
+                                       f"before it started)")
 
 
 class Supervisor:

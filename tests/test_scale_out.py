@@ -134,12 +134,14 @@ def test_a_supervisor_places_its_child_and_fails_a_child_no_member_can_host(
     assert admin_port(host_admin(system, address, 5)) == m1.port
     supervisor.stop(20)
 
-    nowhere = Pachka.child_spec(id="nowhere", sink=HostSink(tmp_path),
+    nowhere = Pachka.child_spec(id="batcher", sink=HostSink(tmp_path),
                                 requirements={"pachka.host": "nowhere"})
     started = time.monotonic()
-    with pytest.raises(StartChildError, match="nowhere"):
+    with pytest.raises(StartChildError) as failed:
         Supervisor.start([nowhere], system=system, ask_timeout=20)
     assert time.monotonic() - started < 5
+    assert isinstance(failed.value.reason, ConfigError)
+    assert "{'pachka.host': 'nowhere'}" in str(failed.value)
 
 
 # ---- the pool -----------------------------------------------------------------------------
