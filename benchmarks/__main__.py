@@ -31,6 +31,7 @@ from . import (
     ingest,
     memory,
     overhead,
+    pool,
     sqlite_insert,
     thread_batcher,
 )
@@ -111,7 +112,8 @@ def run_goals(sizes: Sizes, only: set[int]) -> tuple[list[Row], list[str]]:
     goals: dict[int, Callable[[], list[Row]]] = {
         0: lambda: anchors.run(sizes), 1: lambda: sqlite_insert.run(sizes), 2: goal2,
         3: lambda: overhead.run(sizes), 4: goal4, 5: lambda: export_timeout.run(sizes),
-        6: lambda: memory.run(sizes), 7: lambda: elixir_anchor.run(sizes)}
+        6: lambda: memory.run(sizes), 7: lambda: elixir_anchor.run(sizes),
+        8: lambda: pool.run(sizes)}
     for number, goal in goals.items():
         if number not in only:
             continue
@@ -130,9 +132,10 @@ def run_goals(sizes: Sizes, only: set[int]) -> tuple[list[Row], list[str]]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke test")
-    parser.add_argument("--only", type=int, nargs="+", choices=range(8), metavar="GOAL",
-                        default=list(range(8)),
-                        help="run only these goals (0: anchors, 1-6, 7: Elixir Pachka anchor)")
+    parser.add_argument("--only", type=int, nargs="+", choices=range(9), metavar="GOAL",
+                        default=list(range(9)),
+                        help="run only these goals (0: anchors, 1-6, 7: Elixir Pachka "
+                             "anchor, 8: pool and convention)")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     parser.add_argument("--svg", metavar="PATH", help="also draw the chart (benchmarks.chart)")
     parser.add_argument("--strict", action="store_true", help="exit 2 when a goal is not met")

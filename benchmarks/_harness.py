@@ -43,6 +43,8 @@ class Sizes:
     memory_queue: int
     overload_rounds: int
     anchor_messages: int
+    pool_messages: int = 20_000
+    pool_work_us: float = 200.0
 
 
 FULL = Sizes(reps=5, sqlite_messages=10_000, sqlite_batch=500, ingest_messages=100_000,
@@ -52,7 +54,8 @@ FULL = Sizes(reps=5, sqlite_messages=10_000, sqlite_batch=500, ingest_messages=1
 QUICK = Sizes(reps=1, sqlite_messages=1_000, sqlite_batch=500, ingest_messages=5_000,
               ingest_chunk=1_000, ask_calls=200, overhead_messages=2_000,
               batcher_messages=20_000, export_timeout=0.1, timeout_reps=1,
-              memory_queue=5_000, overload_rounds=5, anchor_messages=5_000)
+              memory_queue=5_000, overload_rounds=5, anchor_messages=5_000,
+              pool_messages=2_000)
 
 
 @dataclass(frozen=True)
