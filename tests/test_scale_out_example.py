@@ -37,5 +37,6 @@ def test_the_pool_example_spreads_keeps_order_survives_a_member_and_loses_nothin
 def test_the_guide_shows_the_tested_example() -> None:
     root = Path(__file__).resolve().parents[1]
     guide = (root / "docs" / "scale-out.md").read_text()
-    shown = guide.split("```python\n", 1)[1].split("```", 1)[0]
+    section = guide.split("## A supervised pool", 1)[1]
+    shown = section.split("```python\n", 1)[1].split("```", 1)[0]
     assert shown in (root / "examples" / "scale_out.py").read_text()
