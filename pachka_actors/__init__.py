@@ -24,10 +24,10 @@ from .errors import (
     NotStarted,
     Overloaded,
     PachkaError,
+    PartitionUnreachable,
     StartChildError,
     SupervisorError,
     UnpicklableMessage,
-    Unreachable,
 )
 from .pachka import Pachka
 from .pool import PachkaPool, PartitionStatus
@@ -52,6 +52,7 @@ __all__ = [
     "PachkaPool",
     "PachkaServer",
     "PartitionStatus",
+    "PartitionUnreachable",
     "Restart",
     "Sink",
     "StartChildError",
@@ -60,6 +61,5 @@ __all__ = [
     "SupervisorActor",
     "SupervisorError",
     "UnpicklableMessage",
-    "Unreachable",
     "messages",
 ]

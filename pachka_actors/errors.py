@@ -136,7 +136,7 @@ class AlreadyPresent(SupervisorError):
         return f"child {self.id!r} is already {'started' if self.running else 'present'}"
 
 
-class Unreachable(PachkaError):
+class PartitionUnreachable(PachkaError):
     """A partition's server cannot be reached: its host left the convention or did not answer.
 
     What its server had queued is lost with the host unless it drained (docs/scale-out.md).

@@ -10,7 +10,7 @@ partition: `Overloaded` means that partition's queue is full.
 Hosts fail (docs/scale-out.md). The pool reads the convention leader's view of
 its members (`ConventionWatcher`) at most every `check_interval` seconds; a
 partition whose host left is reported by `status()` and refused by the send
-calls with `Unreachable` at once, instead of each call waiting `ask_timeout`.
+calls with `PartitionUnreachable` at once, instead of each call waiting `ask_timeout`.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from typing import Any
 from thespian.actors import ActorAddress, ActorSystem
 
 from ._ask import ask
+from ._courier import system_lock
 from ._placement import (
     WATCHER_NAME,
     ConventionWatcher,
@@ -39,9 +40,9 @@ from ._placement import (
     parse_requirements,
 )
 from ._restart import Restart
-from ._thespian import runs_in_caller_thread
+from ._thespian import runs_in_caller_thread, system_key
 from .config import DEFAULT_LINGER, ChildSpec, HandleOptions, PachkaConfig
-from .errors import ActorTimeout, ConfigError, NotStarted, PachkaError, Unreachable
+from .errors import ActorTimeout, ConfigError, NotStarted, PachkaError, PartitionUnreachable
 from .messages import GetStatus, ServerStatus
 from .pachka import Pachka
 from .supervisor import Supervisor
@@ -253,8 +254,13 @@ class PachkaPool:
         if partition is None or not self._remote:
             return None
         timeout = self._short_timeout()
-        admin = host_admin(self.system, partition.address, timeout)
+        with self._endpoint():
+            admin = host_admin(self.system, partition.address, timeout)
         return None if admin is None else str(admin)
+
+    def _endpoint(self) -> threading.RLock:
+        """The program's endpoint is shared with the handles' couriers: one caller at a time."""
+        return system_lock(system_key(self.system))
 
     def _short_timeout(self) -> float:
         ask_timeout = self.handle_options.ask_timeout
@@ -270,7 +276,7 @@ class PachkaPool:
 
     def send_message(self, message: Any) -> None:
         """Queue one message on its partition; `Overloaded` when that partition is full,
-        `Unreachable` when its host is known to be gone or did not answer in time."""
+        `PartitionUnreachable` when its host is known to be gone or did not answer in time."""
         index = self.partition_of(message)
         self._call(index, lambda p: p.send_message(message))
 
@@ -278,7 +284,7 @@ class PachkaPool:
         """Queue what fits of `messages` on their partitions; how many were accepted.
 
         Each partition accepts a prefix of its share, in order; a partition that
-        refuses the rest does not stop the others. `Unreachable` (before anything is
+        refuses the rest does not stop the others. `PartitionUnreachable` (before anything is
         sent) when a partition needed is known to be gone.
         """
         shares: dict[int, list[Any]] = {}
@@ -302,12 +308,12 @@ class PachkaPool:
         except ActorTimeout as exc:
             # Not remembered: the next call tries again (a dead host is remembered once
             # the convention reports it).
-            raise Unreachable(index, _silence(started, partition.ask_timeout)) from exc
+            raise PartitionUnreachable(index, _silence(started, partition.ask_timeout)) from exc
 
     def _reachable(self, index: int) -> Pachka:
         partition = self.partitions[index]
         if index in self._unreachable or partition is None:
-            raise Unreachable(index, self._unreachable.get(index, "not running"))
+            raise PartitionUnreachable(index, self._unreachable.get(index, "not running"))
         return partition
 
     def _check_members(self, force: bool = False) -> Members | None:
@@ -321,11 +327,13 @@ class PachkaPool:
         if not self._remote or (not force and now - self._checked < self.check_interval):
             return None
         self._checked = now
-        if self._watcher is None:
-            self._watcher = self.system.createActor(ConventionWatcher, globalName=WATCHER_NAME)
         try:
-            members = ask(self.system, self._watcher, GetMembers(), Members,
-                          self._short_timeout())
+            with self._endpoint():
+                if self._watcher is None:
+                    self._watcher = self.system.createActor(ConventionWatcher,
+                                                            globalName=WATCHER_NAME)
+                members = ask(self.system, self._watcher, GetMembers(), Members,
+                              self._short_timeout())
         except ActorTimeout:
             log.warning("the convention watcher did not answer; host failures go unnoticed")
             return None
@@ -344,7 +352,9 @@ class PachkaPool:
         timeout = self._short_timeout()
         started = time.monotonic()
         try:
-            status = ask(self.system, partition.address, GetStatus(), ServerStatus, timeout)
+            with self._endpoint():
+                status = ask(self.system, partition.address, GetStatus(), ServerStatus,
+                             timeout)
         except ActorTimeout:
             reason = _silence(started, timeout)
             host = self._hosts[index]

@@ -24,10 +24,10 @@ from pachka_actors import (
     Overloaded,
     Pachka,
     PachkaPool,
+    PartitionUnreachable,
     StartChildError,
     Supervisor,
     SupervisorActor,
-    Unreachable,
 )
 from pachka_actors._placement import capabilities_satisfy, host_admin
 from pachka_actors.pool import partition_for
@@ -262,7 +262,7 @@ def test_a_killed_member_is_reported_unreachable_within_the_reregistration_perio
     assert statuses[1].at_risk == len(on_m2)  # what its queue held: lost with the host
 
     started = time.monotonic()
-    with pytest.raises(Unreachable) as refused:
+    with pytest.raises(PartitionUnreachable) as refused:
         pool.send_message(on_m2[0])
     assert refused.value.partition == 1 and time.monotonic() - started < 1
     first = pool.partitions[0]
