@@ -18,7 +18,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from thespian.actors import Actor, ActorAddress, ActorSystem
+from thespian.actors import Actor, ActorAddress, ActorSystem, InvalidActorAddress
 
 from ._process import _stat
 
@@ -59,7 +59,16 @@ def start_system(base: str, capabilities: Mapping[str, Any] | None = None,
     capabilities = dict(capabilities or {})
     if base == "multiprocTCPBase":
         capabilities.setdefault("Admin Port", free_port())
-    asys = ActorSystem(base, capabilities, logDefs=None, transientUnique=True)
+    for attempt in range(3):
+        try:
+            asys = ActorSystem(base, capabilities, logDefs=None, transientUnique=True)
+            break
+        except InvalidActorAddress:
+            # On a loaded machine the new admin can be slower than Thespian's start-up
+            # wait; asking again attaches to it once it listens.
+            if attempt == 2:
+                raise
+            time.sleep(0.5)
     if base == "simpleSystemBase":
         return asys, None
     probe = asys.createActor(SessionProbe)
