@@ -26,6 +26,7 @@ import logging
 import pickle
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
@@ -51,6 +52,8 @@ LATE_WINDOW = 600.0
 
 _SYSTEM_LOCKS: dict[Hashable, threading.RLock] = {}
 _SYSTEM_LOCKS_GUARD = threading.Lock()
+#: The inline couriers of each simpleSystemBase system: any call into it ships them all.
+_INLINE: dict[Hashable, weakref.WeakSet[Courier]] = {}
 
 
 def system_lock(key: Hashable) -> threading.RLock:
@@ -109,6 +112,10 @@ class Courier:
         self.threaded = threaded
         self.checks_pickling = checks_pickling
         self.inline_lock = None if threaded else system_lock(key)
+        with _SYSTEM_LOCKS_GUARD:
+            self.neighbours = _INLINE.setdefault(key, weakref.WeakSet()) if not threaded \
+                else weakref.WeakSet()
+            self.neighbours.add(self)
         self.cond = threading.Condition()
         self.buffer: list[Any] = []
         self.credit: int | None = None
@@ -306,14 +313,26 @@ class Courier:
         self.thread.start()
 
     def _run_inline(self) -> None:
+        """Run our jobs in the caller's thread, after the buffers of the system's other
+        handles: they were accepted before this call, and only a call ships them (a
+        `stop()` through one handle must not wait for messages lingering in another)."""
         assert self.inline_lock is not None
         with self.inline_lock:
-            while True:
-                with self.cond:
-                    if not self.jobs:
-                        return
-                    job = self.jobs.popleft()
-                self._do(self.system, job)
+            with _SYSTEM_LOCKS_GUARD:
+                others = [c for c in self.neighbours if c is not self]
+            for other in others:
+                with other.cond:
+                    other._hand_over()
+                other._run_jobs()
+            self._run_jobs()
+
+    def _run_jobs(self) -> None:
+        while True:
+            with self.cond:
+                if not self.jobs:
+                    return
+                job = self.jobs.popleft()
+            self._do(self.system, job)
 
     # ---- the courier thread ----------------------------------------------------------------
 

@@ -162,7 +162,8 @@ HANDLE_OPTIONS: tuple[Option, ...] = (
            "`ActorTimeout`; None: forever.", timeout),
     Option("linger", "seconds (float or timedelta) or None",
            "How long `send_message` may keep a message in the producer's buffer before it "
-           "is shipped; None: one round trip per message. Off on simpleSystemBase.", timeout),
+           "is shipped; None: one round trip per message. On simpleSystemBase the buffer "
+           "ships at the next call into the system after `linger`.", timeout),
     Option("buffer_size", "int > 0",
            "Messages reserved and shipped together by a lingering handle.", positive_int),
 )

@@ -57,10 +57,6 @@ EXIT_TIMEOUT = 10.0
 #: Seconds a named start waits for its server before asking the admin for the name again.
 NAME_PROBE = 1.0
 
-#: `linger`'s default: `DEFAULT_LINGER` on multi-process bases, None on simpleSystemBase,
-#: where tests of a sink expect `send_message` to run the server at once.
-_AUTO: Any = object()
-
 _LIVE: weakref.WeakSet[Pachka] = weakref.WeakSet()
 _HOOKS = threading.Lock()
 _hooked = False
@@ -71,19 +67,17 @@ class Pachka:
 
     `linger` (seconds) lets `send_message` buffer messages under credits granted
     by the server, shipping them in lists of up to `buffer_size` within `linger`;
-    None sends each message with its own round trip. The default is
-    `DEFAULT_LINGER` on multi-process bases and None on simpleSystemBase, where
-    a buffer ships only at the handle's next call (no thread may run there). Calls that must see the
-    server as it is (`send_messages`, `status`, `flush`, `stop`) ship the
+    None sends each message with its own round trip. On simpleSystemBase no
+    thread may run, so a buffer ships when full, at the first `send_message`
+    after `linger`, or at any other call into the system. Calls that must see
+    the server as it is (`send_messages`, `status`, `flush`, `stop`) ship the
     buffer first, so order is kept.
     """
 
     def __init__(self, system: ActorSystem, address: ActorAddress, *,
-                 ask_timeout: float | None = 60.0, linger: float | None = _AUTO,
+                 ask_timeout: float | None = 60.0, linger: float | None = DEFAULT_LINGER,
                  buffer_size: int = 1000) -> None:
         inline = runs_in_caller_thread(system)
-        if linger is _AUTO:
-            linger = None if inline else DEFAULT_LINGER
         options = HandleOptions(ask_timeout, linger, buffer_size)
         self.system = system
         self.address = address
@@ -102,7 +96,7 @@ class Pachka:
 
     @classmethod
     def start(cls, *, system: ActorSystem, ask_timeout: float | None = 60.0,
-              linger: float | None = _AUTO, buffer_size: int = 1000,
+              linger: float | None = DEFAULT_LINGER, buffer_size: int = 1000,
               requirements: Mapping[str, Any] | None = None, **options: Any) -> Pachka:
         """Validate `options` (see docs/options.md), start the server and wait until it runs.
 
@@ -114,7 +108,7 @@ class Pachka:
         """
         config = PachkaConfig.parse(options)
         # Refuse bad ones before any actor.
-        HandleOptions(ask_timeout, DEFAULT_LINGER if linger is _AUTO else linger, buffer_size)
+        HandleOptions(ask_timeout, linger, buffer_size)
         placement = parse_requirements("requirements", requirements)
         deadline = None if ask_timeout is None else time.monotonic() + ask_timeout
         probed: ActorAddress | None = None
@@ -152,7 +146,7 @@ class Pachka:
     @classmethod
     def connect(cls, system: ActorSystem, server: str | ActorAddress, **handle: Any) -> Pachka:
         """A handle to a started server, by its `name` or its actor address."""
-        HandleOptions.parse({k: v for k, v in handle.items() if v is not _AUTO})
+        HandleOptions.parse(handle)
         if not isinstance(server, str):
             return cls(system, server, **handle)
         with system_lock(system_key(system)):

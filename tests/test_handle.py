@@ -14,6 +14,7 @@ from support import start, touch
 from thespian.actors import ActorSystem
 
 from pachka_actors import Overloaded, Pachka
+from pachka_actors.config import DEFAULT_LINGER
 from pachka_actors.messages import (
     Accepted,
     GetStatus,
@@ -91,7 +92,7 @@ def test_unused_credit_expires(tcp_system: ActorSystem, tmp_path: Path) -> None:
 def test_simple_base_lingers_without_a_thread(simple_system: ActorSystem,
                                               tmp_path: Path) -> None:
     """Issue 8 direction 3: the buffer ships inline, at the first call after linger."""
-    assert start(simple_system, tmp_path, name="default").linger is None  # opt-in there
+    assert start(simple_system, tmp_path, name="default").linger == DEFAULT_LINGER
     server = start(simple_system, tmp_path, linger=3600, buffer_size=3)
     threads = threading.active_count()
     for i in range(4):  # the fourth needs new credit: the first three ship first
