@@ -22,7 +22,7 @@ from typing import Any
 from thespian.actors import Actor, ActorAddress, ActorExitRequest
 
 from ._process import ProcessId, die_with_parent
-from ._thespian import child_process, exit_children
+from ._thespian import child_process, exit_children, forget_dead_children
 from .core import ExportFinished
 from .errors import SinkError
 from .sink import EXITED, Sink
@@ -247,6 +247,7 @@ class ExporterPool:
                     waited_for.remove(member.address)  # Thespian need not ask it to exit
             elif not member.abandoned:
                 self.actor.send(member.address, ActorExitRequest())
+        forget_dead_children(self.actor)
         self.members.clear()
         self.spares.clear()
 

@@ -42,6 +42,23 @@ def exit_children(actor: Actor) -> list[ActorAddress] | None:
     return children if isinstance(children, list) else None
 
 
+def forget_dead_children(actor: Actor) -> None:
+    """Stop Thespian awaiting, at `actor`'s exit, children whose process has ended.
+
+    Handling one child's exit, Thespian reaps every dead child but reports one;
+    the others stay on its exit list, and the actor's exit would wait for their
+    answer until `ActorSystem.shutdown()` gives up, leaving processes behind.
+    """
+    children = exit_children(actor)
+    if children is None:
+        return
+    live = []
+    for info in getattr(getattr(actor, "_myRef", None), "_child_procs", ()):
+        if info.childProc.is_alive():
+            live += [info.childAddr, getattr(info, "childRealAddr", info.childAddr)]
+    children[:] = [address for address in children if address in live]
+
+
 def base_name(system: ActorSystem) -> str:
     """The system base's name, e.g. "simpleSystemBase" (what `ActorSystem(...)` was given)."""
     base: Any = getattr(system, "_systemBase", None)

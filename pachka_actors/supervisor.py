@@ -74,7 +74,7 @@ from ._supervisor_events import (
     Status,
     StopChild,
 )
-from ._thespian import child_process, exit_children
+from ._thespian import child_process, exit_children, forget_dead_children
 from .config import ChildSpec, ChildType, SupervisorConfig
 from .errors import ConfigError, SupervisorError
 from .messages import (
@@ -262,6 +262,8 @@ class SupervisorActor(Actor):  # type: ignore[misc]
         thespian_children = exit_children(self)
         if not self._core.exited and thespian_children is not None:
             thespian_children[:] = [self.myAddress]
+        else:
+            forget_dead_children(self)
 
     def _exit(self, gave_up: bool) -> None:
         assert self._core is not None
@@ -269,6 +271,7 @@ class SupervisorActor(Actor):  # type: ignore[misc]
             thespian_children = exit_children(self)
             if thespian_children is not None and self.myAddress in thespian_children:
                 thespian_children.remove(self.myAddress)  # Thespian ends this actor now
+            forget_dead_children(self)
         elif gave_up and self._parent is not None:
             self.send(self._parent, NormalExit("shutdown"))  # the parent stops this actor
         else:

@@ -15,7 +15,13 @@ from thespian.actors import Actor, ActorAddress, ActorSystem
 
 from pachka_actors import errors
 from pachka_actors._process import ProcessId
-from pachka_actors._thespian import base_name, child_process, exit_children, runs_in_caller_thread
+from pachka_actors._thespian import (
+    base_name,
+    child_process,
+    exit_children,
+    forget_dead_children,
+    runs_in_caller_thread,
+)
 
 
 class Parent(Actor):  # type: ignore[misc]
@@ -26,6 +32,25 @@ class Parent(Actor):  # type: ignore[misc]
             child = self.createActor(Actor)
             process = child_process(self, child)
             self.send(sender, (process, exit_children(self), child, os.getpid()))
+        elif message == "two, one killed":  # they answer once up: Thespian then awaits them
+            self.asker, self.pongs = sender, []
+            for _ in range(2):
+                self.send(self.createActor(Pinged), "ping")
+        elif isinstance(message, int):
+            self.pongs.append((sender, message))
+            if len(self.pongs) == 2:
+                (live, _), (dead, pid) = self.pongs
+                process = ProcessId(pid, socket.gethostname())
+                assert process.kill() and process.wait_ended(5.0)
+                forget_dead_children(self)  # no message is handled meanwhile: no report came
+                children = exit_children(self) or []
+                self.send(self.asker, (live in children, dead in children))
+
+
+class Pinged(Actor):  # type: ignore[misc]
+    def receiveMessage(self, message: Any, sender: ActorAddress) -> None:
+        if message == "ping":
+            self.send(sender, os.getpid())
 
 
 def test_thespian_internals_are_there_on_a_multiprocess_base(tcp_system: ActorSystem) -> None:
@@ -37,6 +62,14 @@ def test_thespian_internals_are_there_on_a_multiprocess_base(tcp_system: ActorSy
     assert isinstance(process, ProcessId), "Thespian's _myRef._child_procs is gone"
     assert process.pid != parent_pid and not process.ended()
     assert isinstance(children, list) and child in children, "Thespian's _myRef._children"
+
+
+def test_dead_children_are_not_awaited_at_exit(tcp_system: ActorSystem) -> None:
+    """Issue 11 point 20: a child reaped unreported stayed on Thespian's exit list, so the
+    parent's exit (and `shutdown()`) waited for it and left processes behind."""
+    live_awaited, dead_awaited = tcp_system.ask(tcp_system.createActor(Parent),
+                                                "two, one killed", 10)
+    assert live_awaited and not dead_awaited
 
 
 def test_simple_base_is_recognised(simple_system: ActorSystem) -> None:
