@@ -122,9 +122,11 @@ class SupervisorModel(RuleBasedStateMachine):
                 child = self.core.find(spec.id)
                 # Temporary children are never restarted.
                 assert spec.restart is not Restart.TEMPORARY or child not in self.started
-                # One terminated on request comes back only when asked (or with a sibling).
+                # One terminated on request comes back only when asked (or with a sibling):
+                # restarted, or (a temporary one, deleted when terminated) started anew.
                 if spec.id in self.terminated and self.core.strategy is Strategy.ONE_FOR_ONE:
-                    assert any(request == RestartChild(spec.id) and requester not in self.replies
+                    assert any(request in (RestartChild(spec.id), StartChild(spec))
+                               and requester not in self.replies
                                for requester, request in self.requests.items()), spec.id
                 self.started.append(child)
                 if "boot" not in self.replies:  # booting: strictly in list order
