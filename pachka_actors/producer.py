@@ -28,9 +28,11 @@ from .messages import Accepted, Granted, RequestCredit, SendMessages
 
 log = logging.getLogger(__name__)
 
-#: Seconds a grant may stay unused before it is given back (`linger`, if longer): an idle
-#: producer then holds no room at the server, well before the server's `credit_timeout`.
+#: Seconds a grant may stay unused before it is given back: an idle producer then holds no
+#: room at the server (a stopping server waits for open grants), long before `credit_timeout`.
 IDLE_GRANT = 1.0
+
+_Kind = Literal["linger", "idle", "answer"]
 
 
 class ProducerActor(Protocol):
@@ -44,10 +46,11 @@ class ProducerActor(Protocol):
 @dataclass(frozen=True)
 class _Tick:
     """The payload of the producer's wakeups (never the actor's own): ship the grant
-    `token` ("grant"), or stop waiting for the answer to request `token` ("answer")."""
+    `token` ("linger"), give it back if still unused ("idle"), or stop waiting for the
+    answer to request `token` ("answer")."""
 
     owner: int
-    kind: Literal["grant", "answer"]
+    kind: _Kind
     token: int
 
 
@@ -125,7 +128,7 @@ class BufferedProducer:
             self._waiting = True
             return False
         if not grant.messages:
-            self._tick("grant", grant.credit, self.linger)
+            self._tick("linger", grant.credit, self.linger)
         grant.messages.append(message)
         grant.room -= 1
         if not grant.room:
@@ -197,13 +200,14 @@ class BufferedProducer:
         if grant.messages:  # busy: keep room ready for the next message
             self._ask_ahead()
 
-    def _tick(self, kind: Literal["grant", "answer"], token: int, seconds: float) -> None:
+    def _tick(self, kind: _Kind, token: int, seconds: float) -> None:
         self._actor.wakeupAfter(timedelta(seconds=seconds), payload=_Tick(self._id, kind, token))
 
     def _ticked(self, tick: _Tick) -> None:
-        if tick.kind == "grant":
+        if tick.kind != "answer":
             for grant in (self._current, self._spare):
-                if grant is not None and grant.credit == tick.token:
+                if grant is not None and grant.credit == tick.token and (
+                        tick.kind == "linger" or not grant.messages):
                     self._ship(grant)
                     return
         elif tick.token == self._asking:
@@ -240,7 +244,7 @@ class BufferedProducer:
                     self._current = grant
                 else:
                     self._spare = grant
-                self._tick("grant", grant.credit, max(self.linger, IDLE_GRANT))
+                self._tick("idle", grant.credit, IDLE_GRANT)
         elif isinstance(reply, Granted) and reply.refused is not None:
             self._refused = reply.refused
         else:
