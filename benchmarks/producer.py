@@ -32,6 +32,7 @@ from pachka_actors.messages import Accepted, SendMessage
 
 from ._harness import Row, Sizes, actor_system, interleave, median, scratch_dir, wait_for
 from ._sinks import RecordingSink, verify
+from .elixir_anchor import delivered
 
 GOAL = 9
 BATCH = 500
@@ -90,14 +91,6 @@ class Buffered(Actor):  # type: ignore[misc]
         except Overloaded:
             self.resends += 1
             self.wakeupAfter(RESEND)
-
-
-def delivered(log: str) -> int:
-    try:
-        with open(log) as f:
-            return sum(int(line.split()[1]) for line in f.read().split("\n")[:-1])
-    except FileNotFoundError:
-        return 0
 
 
 def seconds(producer: type[Actor], log: str, messages: int, resends: list[int]) -> float:

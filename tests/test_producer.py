@@ -18,6 +18,8 @@ from support import start
 from thespian.actors import ActorAddress, ActorExitRequest, ActorSystem
 
 from pachka_actors import BufferedProducer, ConfigError, Pachka
+from pachka_actors._ask import Answer, Ask
+from pachka_actors.messages import Granted, RequestCredit, SendMessages
 
 
 def open_producer(system: ActorSystem, server: Pachka, **options: Any) -> ActorAddress:
@@ -65,10 +67,17 @@ def test_overload_refused_exactly_at_critical_queue_size(any_system: ActorSystem
     assert delivered(tmp_path) == list(range(25))
 
 
+def produce_three(system: ActorSystem, directory: Path,
+                  linger: float) -> tuple[Pachka, ActorAddress]:
+    """A server that exports nothing by itself, and a producer told to send 1, 2, 3."""
+    server = start(system, directory, max_batch_size=100)
+    producer = open_producer(system, server, buffer_size=100, linger=linger)
+    system.tell(producer, Produce([1, 2, 3]))
+    return server, producer
+
+
 def test_linger_ships_a_partial_buffer(any_system: ActorSystem, tmp_path: Path) -> None:
-    server = start(any_system, tmp_path, max_batch_size=100)
-    producer = open_producer(any_system, server, buffer_size=100, linger=0.05)
-    any_system.tell(producer, Produce([1, 2, 3]))
+    server, producer = produce_three(any_system, tmp_path, linger=0.05)
     assert settled(any_system, producer).accepted == [1, 2, 3]  # neither full nor flushed
     assert server.status().queue_length == 3
     server.stop()
@@ -76,9 +85,7 @@ def test_linger_ships_a_partial_buffer(any_system: ActorSystem, tmp_path: Path) 
 
 
 def test_flush_ships_at_once(any_system: ActorSystem, tmp_path: Path) -> None:
-    server = start(any_system, tmp_path, max_batch_size=100)
-    producer = open_producer(any_system, server, buffer_size=100, linger=60)
-    any_system.tell(producer, Produce([1, 2, 3]))
+    server, producer = produce_three(any_system, tmp_path, linger=60)
     produced = wait_for(lambda: (r := report(any_system, producer)).accepted and r)
     assert (produced.accepted, produced.buffered) == ([1, 2, 3], 3)
     assert server.status().queue_length == 0
@@ -89,9 +96,7 @@ def test_flush_ships_at_once(any_system: ActorSystem, tmp_path: Path) -> None:
 
 
 def test_actor_exit_ships_its_buffer(any_system: ActorSystem, tmp_path: Path) -> None:
-    server = start(any_system, tmp_path, max_batch_size=100)
-    producer = open_producer(any_system, server, buffer_size=100, linger=60)
-    any_system.tell(producer, Produce([1, 2, 3]))
+    server, producer = produce_three(any_system, tmp_path, linger=60)
     wait_for(lambda: report(any_system, producer).buffered == 3)
     any_system.tell(producer, ActorExitRequest())
     # The grant is open until the shipment comes: a stopping server waits for it.
@@ -126,16 +131,41 @@ def test_bad_options_refused_in_the_actor(any_system: ActorSystem, tmp_path: Pat
     ({"ask_timeout": "soon"}, "ask_timeout"),
 ])
 def test_bad_options_name_the_option(options: dict[str, Any], option: str) -> None:
+    actor = _Actor()
     with pytest.raises(ConfigError) as refused:
-        BufferedProducer(_NoActor(), None, **options)
+        BufferedProducer(actor, None, **options)
     assert refused.value.option == option
+    assert not actor.sent, "nothing is sent with bad options"
 
 
-class _NoActor:
-    """Stands for an actor: a refused option is found before anything is sent."""
+def test_steady_producer_asks_ahead_and_never_waits() -> None:
+    """The next room is asked for when half the current one is used; answered in time,
+    `send` never says False, and the shipments keep the order."""
+    actor = _Actor()
+    producer = BufferedProducer(actor, "server", buffer_size=4, linger=1)
+    for credit, first in enumerate(range(0, 12, 4)):
+        asked = actor.requests(RequestCredit)
+        assert len(asked) == credit + 1  # one request at a time
+        assert producer.receive(Answer(asked[-1].ref, Granted(credit, 4)))
+        assert producer.send(first) and producer.send(first + 1)
+        assert len(actor.requests(RequestCredit)) == credit + 2  # half used: asked ahead
+        assert producer.send(first + 2) and producer.send(first + 3)
+    shipped = [m.request for m in actor.requests(SendMessages)]
+    assert shipped == [SendMessages([0, 1, 2, 3], 0), SendMessages([4, 5, 6, 7], 1),
+                       SendMessages([8, 9, 10, 11], 2)]
+
+
+class _Actor:
+    """Stands for the actor holding a producer: records what it sends."""
+
+    def __init__(self) -> None:
+        self.sent: list[Ask] = []
 
     def send(self, targetAddr: ActorAddress, msg: Any) -> None:
-        raise AssertionError("nothing is sent with bad options")
+        self.sent.append(msg)
 
     def wakeupAfter(self, timePeriod: Any, payload: Any = None) -> None:
-        raise AssertionError("no wakeup with bad options")
+        pass
+
+    def requests(self, kind: type) -> list[Ask]:
+        return [m for m in self.sent if isinstance(m.request, kind)]
