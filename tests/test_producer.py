@@ -8,6 +8,7 @@ wakeups (linger) run by themselves.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +16,9 @@ import pytest
 from producer_actors import Flush, Open, Produce, Produced, Producer, Report
 from sinks import delivered, wait_for
 from support import start
-from thespian.actors import ActorAddress, ActorExitRequest, ActorSystem
+from thespian.actors import ActorAddress, ActorExitRequest, ActorSystem, WakeupMessage
 
-from pachka_actors import BufferedProducer, ConfigError, Pachka
+from pachka_actors import ActorTimeout, BufferedProducer, ConfigError, Overloaded, Pachka
 from pachka_actors._ask import Answer, Ask
 from pachka_actors.messages import Granted, RequestCredit, SendMessages
 
@@ -155,17 +156,47 @@ def test_steady_producer_asks_ahead_and_never_waits() -> None:
                        SendMessages([8, 9, 10, 11], 2)]
 
 
+def test_refusal_raised_once_then_asked_again() -> None:
+    actor, ready = _Actor(), []
+    producer = BufferedProducer(actor, "server", on_ready=lambda: ready.append(1))
+    assert not producer.send("a")  # the first room has not come yet
+    producer.receive(Answer(actor.sent[-1].ref, Granted(None, 0, Overloaded("full"))))
+    assert ready == [1]
+    with pytest.raises(Overloaded, match="full"):
+        producer.send("a")
+    assert not producer.send("a") and len(actor.requests(RequestCredit)) == 2
+    producer.receive(Answer(actor.sent[-1].ref, Granted(7, 1)))
+    assert ready == [1, 1] and producer.send("a") and producer.unconfirmed == 1
+    assert actor.sent[-2].request == SendMessages(["a"], 7)  # full: shipped at once
+
+
+def test_unanswered_request_times_out_and_late_room_goes_back() -> None:
+    actor = _Actor()
+    producer = BufferedProducer(actor, "server", ask_timeout=5)
+    request = actor.sent[-1]
+    assert not producer.send("a")
+    deadline = actor.wakeups[-1]
+    assert deadline.delayPeriod == timedelta(seconds=5)
+    assert producer.receive(deadline)
+    with pytest.raises(ActorTimeout):
+        producer.send("a")
+    assert producer.receive(Answer(request.ref, Granted(3, 10)))
+    assert actor.sent[-1].request == SendMessages([], 3)  # given back, unused
+    assert not producer.receive(WakeupMessage(timedelta(0), "the actor's own"))
+
+
 class _Actor:
     """Stands for the actor holding a producer: records what it sends."""
 
     def __init__(self) -> None:
         self.sent: list[Ask] = []
+        self.wakeups: list[WakeupMessage] = []
 
     def send(self, targetAddr: ActorAddress, msg: Any) -> None:
         self.sent.append(msg)
 
-    def wakeupAfter(self, timePeriod: Any, payload: Any = None) -> None:
-        pass
+    def wakeupAfter(self, timePeriod: timedelta, payload: Any = None) -> None:
+        self.wakeups.append(WakeupMessage(timePeriod, payload))
 
     def requests(self, kind: type) -> list[Ask]:
         return [m for m in self.sent if isinstance(m.request, kind)]
