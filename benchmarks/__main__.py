@@ -2,7 +2,7 @@
 
 Prints one table of figures, baselines, ratios and goals (issue 4; goal 7 is issue 8's
 comparison with the original Elixir Pachka, skipped with a line when `elixir` is not
-installed). Exits 1 only
+installed; goal 9 an actor producer before and after `BufferedProducer`). Exits 1 only
 when a benchmark crashes or loses messages; `--strict` also exits 2 when a goal
 is not met. `--quick` uses small sizes and is the CI smoke test.
 """
@@ -32,6 +32,7 @@ from . import (
     memory,
     overhead,
     pool,
+    producer,
     sqlite_insert,
     thread_batcher,
 )
@@ -113,7 +114,7 @@ def run_goals(sizes: Sizes, only: set[int]) -> tuple[list[Row], list[str]]:
         0: lambda: anchors.run(sizes), 1: lambda: sqlite_insert.run(sizes), 2: goal2,
         3: lambda: overhead.run(sizes), 4: goal4, 5: lambda: export_timeout.run(sizes),
         6: lambda: memory.run(sizes), 7: lambda: elixir_anchor.run(sizes),
-        8: lambda: pool.run(sizes)}
+        8: lambda: pool.run(sizes), 9: lambda: producer.run(sizes)}
     for number, goal in goals.items():
         if number not in only:
             continue
@@ -132,10 +133,11 @@ def run_goals(sizes: Sizes, only: set[int]) -> tuple[list[Row], list[str]]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke test")
-    parser.add_argument("--only", type=int, nargs="+", choices=range(9), metavar="GOAL",
-                        default=list(range(9)),
+    parser.add_argument("--only", type=int, nargs="+", choices=range(10), metavar="GOAL",
+                        default=list(range(10)),
                         help="run only these goals (0: anchors, 1-6, 7: Elixir Pachka "
-                             "anchor, 8: pool and convention)")
+                             "anchor, 8: pool and convention, 9: actor "
+                             "producer before and after BufferedProducer)")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     parser.add_argument("--svg", metavar="PATH", help="also draw the chart (benchmarks.chart)")
     parser.add_argument("--strict", action="store_true", help="exit 2 when a goal is not met")

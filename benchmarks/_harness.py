@@ -45,6 +45,8 @@ class Sizes:
     anchor_messages: int
     pool_messages: int = 20_000
     pool_work_us: float = 200.0
+    producer_messages: int = 100_000
+    producer_before: int = 10_000
 
 
 FULL = Sizes(reps=5, sqlite_messages=10_000, sqlite_batch=500, ingest_messages=100_000,
@@ -55,7 +57,7 @@ QUICK = Sizes(reps=1, sqlite_messages=1_000, sqlite_batch=500, ingest_messages=5
               ingest_chunk=1_000, ask_calls=200, overhead_messages=2_000,
               batcher_messages=20_000, export_timeout=0.1, timeout_reps=1,
               memory_queue=5_000, overload_rounds=5, anchor_messages=5_000,
-              pool_messages=2_000)
+              pool_messages=2_000, producer_messages=5_000, producer_before=1_000)
 
 
 @dataclass(frozen=True)

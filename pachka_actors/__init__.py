@@ -7,8 +7,9 @@ accepted message delivered or drained at shutdown. A `Supervisor` (Elixir's)
 starts a Pachka server between its sink system and its producers, and stops
 them in reverse order.
 
-What a program types is here; the messages for actors that drive a server or a
-supervisor themselves are in `pachka_actors.messages`, every error in
+What a program types is here (`BufferedProducer` is for actors that feed a server);
+the messages for actors that drive a server or a supervisor themselves are in
+`pachka_actors.messages`, every error in
 `pachka_actors.errors`, and the validated configurations in `pachka_actors.config`.
 """
 
@@ -31,6 +32,7 @@ from .errors import (
 )
 from .pachka import Pachka
 from .pool import PachkaPool, PartitionStatus
+from .producer import BufferedProducer
 from .server import PachkaServer
 from .sink import DrainingSink, Sink
 from .supervisor import Supervisor, SupervisorActor
@@ -41,6 +43,7 @@ __all__ = [
     "BRUTAL_KILL",
     "ActorTimeout",
     "AlreadyStarted",
+    "BufferedProducer",
     "ChildSpec",
     "ChildType",
     "ConfigError",

@@ -28,6 +28,11 @@ R = TypeVar("R")
 _refs = itertools.count(1)
 
 
+def new_ref() -> int:
+    """A ref no other request of this process has: replies are matched by it."""
+    return next(_refs)
+
+
 @dataclass(frozen=True)
 class Ask:
     ref: int
@@ -83,7 +88,7 @@ def ask(system: ActorSystem, address: ActorAddress, request: Any, reply_type: ty
     handler raised) raises `PachkaError`. Replies to earlier requests that
     arrive meanwhile are dropped.
     """
-    ref = next(_refs)
+    ref = new_ref()
     wait = FOREVER if timeout is None else timeout
     deadline = time.monotonic() + wait
     message: Any = system.ask(address, Ask(ref, request), wait)
