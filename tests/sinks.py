@@ -32,7 +32,7 @@ class RecordingSink(Sink):
         return os.path.join(self.directory, name)
 
     def record(self, **entry: Any) -> None:
-        line = json.dumps({"pid": os.getpid(), **entry}) + "\n"
+        line = json.dumps({"pid": os.getpid(), "ppid": os.getppid(), **entry}) + "\n"
         fd = os.open(self._path("log.jsonl"), os.O_WRONLY | os.O_APPEND | os.O_CREAT)
         try:
             os.write(fd, line.encode())
