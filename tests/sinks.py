@@ -72,6 +72,25 @@ class DrainingRecordingSink(RecordingSink):
                     server_value=server_value)
 
 
+class SessionSink(RecordingSink):
+    """Also records `setup` and `teardown`. While `setup-fail` exists the first `setup`
+    to claim `setup-failed` raises; while `teardown-hang` exists `teardown` hangs."""
+
+    def setup(self, server_value: Any) -> None:
+        self.record(call="setup", server_value=server_value)
+        if os.path.exists(self._path("setup-fail")):
+            try:
+                os.close(os.open(self._path("setup-failed"), os.O_CREAT | os.O_EXCL))
+            except FileExistsError:
+                return
+            raise ConnectionError("setup down")
+
+    def teardown(self, server_value: Any) -> None:
+        self.record(call="teardown", server_value=server_value)
+        if os.path.exists(self._path("teardown-hang")):
+            time.sleep(3600)
+
+
 class Unpicklable(Sink):
     def __init__(self) -> None:
         self.lock = threading.Lock()
