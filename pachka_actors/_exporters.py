@@ -256,11 +256,15 @@ class ExporterPool:
         """Thespian reported a child's exit: the export it died in, if it had no result.
 
         A report can come twice, and addresses are reused: a member whose process
-        still runs is not the one that exited.
+        still runs is not the one that exited. Thespian reports before the process
+        ends; a retired one is not waited for (`dead` forgets it once ended), so that
+        the server does not block on every batch's exporter exiting.
         """
+        parent = os.getpid()
         for member in [*self.members, *self.spares]:
             if member.address == address and (
-                    member.process is None or member.process.wait_ended(1.0, os.getpid())):
+                    member.process is None or member.process.ended(parent) or (
+                        not member.done and member.process.wait_ended(1.0, parent))):
                 return self._forget(member)
         return None
 
@@ -340,9 +344,11 @@ class ExporterPool:
         if self.forked is not None:
             self._reap(signal.SIGKILL)
         waited_for = exit_children(self.actor)
+        parent = os.getpid()
         for member in [*self.members, *self.spares]:
             if member.process is not None and member.process.killable():
-                member.process.kill()
+                if not member.process.ended(parent):  # a retired one may be gone, its pid reused
+                    member.process.kill()
                 if waited_for is not None and member.address in waited_for:
                     waited_for.remove(member.address)  # Thespian need not ask it to exit
             elif not member.abandoned:
