@@ -3,7 +3,7 @@
 Four ways to write the same rows: a commit per row, a hand-written loop of
 `executemany` per batch, and pachka_actors used as a user would (start a server,
 `send_message` each post from this process, `stop()`; start and stop timed), with
-the default options and with the documented throughput settings (`THROUGHPUT`).
+the default options and with the documented throughput settings (`_harness.THROUGHPUT`).
 SQLite runs with Python's defaults (rollback journal, synchronous=FULL), so a
 commit costs a real fsync, as it does for a user who changes nothing.
 """
@@ -21,17 +21,8 @@ from thespian.actors import ActorSystem
 
 from pachka_actors import Pachka
 
-from ._harness import (
-    THROUGHPUT,
-    BenchmarkError,
-    Row,
-    Sizes,
-    actor_system,
-    describe,
-    interleave,
-    median,
-    scratch_dir,
-)
+from . import _harness
+from ._harness import BenchmarkError, Row, Sizes, actor_system, interleave, median, scratch_dir
 from ._sinks import RecordingSink, make_messages, verify
 
 PREFIX = "Post "
@@ -145,7 +136,7 @@ def run(sizes: Sizes) -> list[Row]:
             elif kind == "batch":
                 elapsed = hand_batches(path, titles, batch)
             else:
-                options = THROUGHPUT if kind == "throughput" else {}
+                options = _harness.THROUGHPUT if kind == "throughput" else {}
                 elapsed = pachka(asys, path, log, titles, batch, options)
                 verify(log, n, batch)
             check_db(path, n)
@@ -156,9 +147,10 @@ def run(sizes: Sizes) -> list[Row]:
             lambda: timed("pachka"), lambda: timed("throughput"))
     t_single, t_hand, t_ours, t_fast = median(single), median(hand), median(ours), median(fast)
     rate, fast_rate = n / t_ours, n / t_fast
+    settings = _harness.describe(_harness.THROUGHPUT)
     return [
-        Row(1, f"SQLite {n:,} posts: pachka_actors ({describe(THROUGHPUT)}) vs hand "
-               f"executemany/{batch}", t_fast, "s",
+        Row(1, f"SQLite {n:,} posts: pachka_actors ({settings}) vs hand executemany/{batch}",
+            t_fast, "s",
             "hand batch loop", t_hand, t_fast / t_hand, "<= 2.0x", t_fast / t_hand <= 2.0,
             f"pachka {fast_rate:,.0f} msg/s",
             (("single insert+commit", n / t_single), (f"hand executemany/{batch}", n / t_hand),
