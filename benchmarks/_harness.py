@@ -22,6 +22,19 @@ from pachka_actors.systems import isolated_system
 DEFAULT_BATCH: int = PachkaConfig.max_batch_size
 
 
+#: The throughput settings docs/options.md documents, measured by goals 1 (SQLite) and 7
+#: (G2): one exporter process for every batch (no process per batch), credits for
+#: 5,000 messages per round trip, and a queue that holds a whole run (nothing refused).
+THROUGHPUT: dict[str, Any] = {"batches_per_exporter": None, "buffer_size": 5_000,
+                              "critical_queue_size": 100_000}
+
+
+def describe(options: dict[str, Any]) -> str:
+    """Options as the tables show them: `buffer_size=5,000, batches_per_exporter=None`."""
+    return ", ".join(f"{k}={v:,}" if isinstance(v, int) else f"{k}={v}"
+                     for k, v in options.items())
+
+
 class BenchmarkError(Exception):
     """A run that lost, duplicated or reordered messages: its timing must not count."""
 

@@ -1,14 +1,18 @@
-"""Exporters: each runs `send_batch` for one batch, in its own process where the base
-allows, so that a hung or crashing sink can be killed without touching the server.
+"""Exporters: each runs its sink's `setup`, then `send_batch` for one batch (or several
+in turn, `batches_per_exporter`), in its own process where the base allows, so that a
+hung or crashing sink can be killed without touching the server.
 
 `ExporterPool` owns them for one server: exporter actors, the spare created ahead
-of need, their process ids, kills, abandoned ones, and the exports run while the
-server exits and can receive nothing.
+of need, the idle one kept for the next batch, their process ids, kills, abandoned
+ones, and the exports run while the server exits and can receive nothing.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
+import logging
 import multiprocessing
 import os
 import pickle
@@ -16,6 +20,7 @@ import select
 import signal
 import traceback
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,13 +32,27 @@ from .core import ExportFinished
 from .errors import SinkError
 from .sink import EXITED, Sink
 
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, repr=False)
+class Prepare:
+    """The first message to a new exporter: its sink, whose `setup` it runs at once, as a
+    spare. `report`: the server could not see its process at creation (ExporterStarted)."""
+
+    exporter_id: int
+    sink: Sink
+    server_value: Any
+    report: bool
+
+    def __repr__(self) -> str:
+        return f"Prepare(exporter {self.exporter_id})"
+
 
 @dataclass(frozen=True, repr=False)
 class ExportBatch:
     export_id: int
     batch: list[Any]
-    sink: Sink
-    server_value: Any
 
     def __repr__(self) -> str:
         return f"ExportBatch({self.export_id}, {len(self.batch)} messages)"
@@ -41,16 +60,18 @@ class ExportBatch:
 
 @dataclass(frozen=True)
 class ExporterStarted:
-    """Sent before `send_batch` runs, so that the server can SIGKILL a hung exporter."""
+    """Sent before `setup` runs by an exporter whose process the server could not see, so
+    that the server can SIGKILL it hung."""
 
-    export_id: int
+    exporter_id: int
     process: ProcessId
 
 
-def export(export_id: int, sink: Sink, batch: list[Any], server_value: Any) -> ExportFinished:
-    """Call `send_batch`: the result, with a picklable failure and its traceback as text."""
+def attempt(export_id: int, call: Callable[[], object]) -> ExportFinished:
+    """Run a sink callback: its failure (raised or returned) made picklable, with the
+    traceback as text, or success."""
     try:
-        result = sink.send_batch(batch, server_value)
+        result = call()
     except Exception as exc:
         failure: BaseException = exc
         detail: str | None = "".join(traceback.format_exception(exc)).rstrip()
@@ -65,32 +86,80 @@ def export(export_id: int, sink: Sink, batch: list[Any], server_value: Any) -> E
     return ExportFinished(export_id, failure, returned=detail is None, detail=detail)
 
 
-class Exporter(Actor):  # type: ignore[misc]
-    """Exports one batch, then waits for the server to end it.
+class SinkSession:
+    """One exporter's sink: set up once, then its batches, then torn down.
 
-    It reports its process first so a hung `send_batch` can be killed, and never
-    exits by itself: Thespian's `ChildActorExited` could then overtake the
-    result, which would turn a delivered batch into a retried one.
+    A failed `setup` fails every batch given (the server gives one, then retires it).
+    """
+
+    def __init__(self, sink: Sink, server_value: Any) -> None:
+        self.sink = sink
+        self.server_value = server_value
+        setup = attempt(0, functools.partial(sink.setup, server_value))
+        self.failed: ExportFinished | None = setup if setup.failure is not None else None
+        self.closed = False
+
+    def export(self, export_id: int, batch: list[Any]) -> ExportFinished:
+        if self.failed is not None:
+            return dataclasses.replace(self.failed, export_id=export_id)
+        return attempt(export_id, functools.partial(self.sink.send_batch, batch,
+                                                    self.server_value))
+
+    def close(self) -> None:
+        """`teardown`, once, if `setup` succeeded; its error is logged: the data is delivered."""
+        if self.closed or self.failed is not None:
+            return
+        self.closed = True
+        try:
+            self.sink.teardown(self.server_value)
+        except Exception:
+            log.exception("Sink.teardown raised (the batches were delivered before it)")
+
+
+def export_once(export_id: int, sink: Sink, batch: list[Any], server_value: Any) -> ExportFinished:
+    """One batch in a session of its own: setup, send_batch, teardown."""
+    session = SinkSession(sink, server_value)
+    try:
+        return session.export(export_id, batch)
+    finally:
+        session.close()
+
+
+class Exporter(Actor):  # type: ignore[misc]
+    """Exports the batches the server gives it, one at a time, until asked to exit.
+
+    Where the server cannot see its process it reports it first, so that a hung
+    `setup` or `send_batch` can be killed. It never exits by itself: Thespian's
+    `ChildActorExited` could then overtake a result, which would turn a delivered
+    batch into a retried one.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self._session: SinkSession | None = None
         if multiprocessing.parent_process() is not None:  # a process of its own
             die_with_parent()  # a SIGKILLed server must not leave exporters behind
 
     def receiveMessage(self, message: Any, sender: ActorAddress) -> None:
         if isinstance(message, ExportBatch):
-            self.send(sender, ExporterStarted(message.export_id, ProcessId.current()))
-            self.send(sender, export(message.export_id, message.sink, message.batch,
-                                     message.server_value))
+            assert self._session is not None, "Prepare comes first from the same server"
+            self.send(sender, self._session.export(message.export_id, message.batch))
+        elif isinstance(message, Prepare):
+            if message.report:
+                self.send(sender, ExporterStarted(message.exporter_id, ProcessId.current()))
+            self._session = SinkSession(message.sink, message.server_value)
+        elif isinstance(message, ActorExitRequest) and self._session is not None:
+            self._session.close()
 
 
 @dataclass
 class _Member:
     address: ActorAddress
+    exporter_id: int
     process: ProcessId | None  # known at creation where Thespian forked it here
-    export_id: int | None = None
-    done: bool = False  # its result came; it is being ended
+    export_id: int | None = None  # the batch it exports now
+    served: int = 0  # batches given to it
+    done: bool = False  # retiring: asked to exit
     abandoned: bool = False  # killed, or to be killed as soon as its pid is known
 
 
@@ -104,43 +173,70 @@ class _Forked:
 
 
 class ExporterPool:
-    """The exporters of one server, created and sent to through `actor`."""
+    """The exporters of one server, created and sent to through `actor`.
 
-    def __init__(self, actor: Actor) -> None:
+    Each serves up to `batches_per_exporter` batches (None: no limit), one at a
+    time; one whose batch failed, was killed or that exited is never given another.
+    """
+
+    def __init__(self, actor: Actor, sink: Sink, server_value: Any,
+                 batches_per_exporter: int | None) -> None:
         self.actor = actor
-        self.members: list[_Member] = []
+        self.sink = sink
+        self.server_value = server_value
+        self.limit = batches_per_exporter
+        self.members: list[_Member] = []  # given a batch: exporting, idle or retiring
         self.spares: deque[_Member] = deque()
+        self.idle: _Member | None = None  # its batch delivered, it may take the next one
         self.now: ExportFinished | None = None
         self.forked: _Forked | None = None
+        self._serial = 0
 
     def prepare(self) -> None:
-        """Create an exporter ahead of need: it costs ~8 ms on multiprocTCPBase."""
+        """Create an exporter ahead of need (~8 ms on multiprocTCPBase); its sink's `setup`
+        runs at once, overlapping the export in flight."""
         address = self.actor.createActor(Exporter)
-        self.spares.append(_Member(address, child_process(self.actor, address)))
+        self._serial += 1
+        member = _Member(address, self._serial, child_process(self.actor, address))
+        self.actor.send(address, Prepare(member.exporter_id, self.sink, self.server_value,
+                                         report=member.process is None))
+        self.spares.append(member)
 
-    def start(self, export_id: int, batch: list[Any], sink: Sink, server_value: Any,
-              spare: bool) -> None:
-        if not self.spares:
-            self.prepare()
-        member = self.spares.popleft()
+    def start(self, export_id: int, batch: list[Any], spare: bool) -> None:
+        """Give the batch to the idle exporter, else to a spare; `spare`: keep one ready."""
+        member, self.idle = self.idle, None
+        if member is None:
+            if not self.spares:
+                self.prepare()
+            member = self.spares.popleft()
+            self.members.append(member)
         member.export_id = export_id
-        self.members.append(member)
-        self.actor.send(member.address, ExportBatch(export_id, batch, sink, server_value))
-        if spare:  # make the next one while this one exports
+        member.served += 1
+        self.actor.send(member.address, ExportBatch(export_id, batch))
+        if spare and not self.spares:  # make the next one while this one exports
             self.prepare()
 
     def started(self, message: ExporterStarted) -> None:
-        member = self._member(message.export_id)
+        member = next((m for m in [*self.members, *self.spares]
+                       if m.exporter_id == message.exporter_id), None)
         if member is not None:
             member.process = message.process
             if member.abandoned:
-                self.kill(message.export_id)
+                member.process.kill()
 
-    def finished(self, export_id: int) -> None:
-        member = self._member(export_id)
-        if member is not None and not member.done:
-            member.done = True
-            self.actor.send(member.address, ActorExitRequest())
+    def finished(self, result: ExportFinished) -> None:
+        """Keep the exporter for the next batch if it delivered this one and may serve more;
+        else ask it to exit (its sink's `teardown` runs then)."""
+        member = self._member(result.export_id)
+        if member is None or member.done:
+            return
+        member.export_id = None
+        if (result.failure is None and not member.abandoned
+                and (self.limit is None or member.served < self.limit)):
+            self.idle = member
+            return
+        member.done = True
+        self.actor.send(member.address, ActorExitRequest())
 
     def kill(self, export_id: int) -> bool:
         """SIGKILL the exporter; before it reports its pid, on the report. False: cannot."""
@@ -160,11 +256,15 @@ class ExporterPool:
         """Thespian reported a child's exit: the export it died in, if it had no result.
 
         A report can come twice, and addresses are reused: a member whose process
-        still runs is not the one that exited.
+        still runs is not the one that exited. Thespian reports before the process
+        ends; a retired one is not waited for (`dead` forgets it once ended), so that
+        the server does not block on every batch's exporter exiting.
         """
+        parent = os.getpid()
         for member in [*self.members, *self.spares]:
             if member.address == address and (
-                    member.process is None or member.process.wait_ended(1.0, os.getpid())):
+                    member.process is None or member.process.ended(parent) or (
+                        not member.done and member.process.wait_ended(1.0, parent))):
                 return self._forget(member)
         return None
 
@@ -178,15 +278,15 @@ class ExporterPool:
 
     def watching(self) -> bool:
         """An export runs whose exporter's death only /proc may tell."""
-        return any(m.process is not None and m.process.killable() and not m.done
-                   and not m.abandoned for m in self.members)
+        return any(m.process is not None and m.process.killable() and m.export_id is not None
+                   and not m.done and not m.abandoned for m in self.members)
 
-    def start_now(self, export_id: int, batch: list[Any], sink: Sink, server_value: Any) -> None:
+    def start_now(self, export_id: int, batch: list[Any]) -> None:
         """Export while the server exits and can receive nothing: in a forked child, so
         that `export_timeout` can still kill it (in this process under simpleSystemBase,
-        which must not fork the caller)."""
+        which must not fork the caller). With a sink session of its own, as an exporter."""
         if multiprocessing.parent_process() is None:
-            self.now = export(export_id, sink, batch, server_value)
+            self.now = export_once(export_id, self.sink, batch, self.server_value)
             return
         read, write = os.pipe()
         pid = os.fork()
@@ -194,7 +294,11 @@ class ExporterPool:
             try:
                 os.close(read)
                 die_with_parent()
-                data = memoryview(pickle.dumps(export(export_id, sink, batch, server_value)))
+                # A copy, as an exporter gets: nothing the server's sink holds (a drain's
+                # connection) is shared across the fork.
+                sink = pickle.loads(pickle.dumps(self.sink))
+                finished = export_once(export_id, sink, batch, self.server_value)
+                data = memoryview(pickle.dumps(finished))
                 while data:
                     data = data[os.write(write, data):]
             finally:
@@ -240,9 +344,11 @@ class ExporterPool:
         if self.forked is not None:
             self._reap(signal.SIGKILL)
         waited_for = exit_children(self.actor)
+        parent = os.getpid()
         for member in [*self.members, *self.spares]:
             if member.process is not None and member.process.killable():
-                member.process.kill()
+                if not member.process.ended(parent):  # a retired one may be gone, its pid reused
+                    member.process.kill()
                 if waited_for is not None and member.address in waited_for:
                     waited_for.remove(member.address)  # Thespian need not ask it to exit
             elif not member.abandoned:
@@ -255,6 +361,8 @@ class ExporterPool:
         return next((m for m in self.members if m.export_id == export_id), None)
 
     def _forget(self, member: _Member) -> int | None:
+        if member is self.idle:
+            self.idle = None
         if member in self.spares:
             self.spares.remove(member)
             return None

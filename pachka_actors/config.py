@@ -85,6 +85,16 @@ def _sink(name: str, value: Any) -> Sink:
     return picklable(name, value)  # type: ignore[no-any-return]
 
 
+def _batches_per_exporter(name: str, value: Any) -> int | None:
+    if value is None:
+        return None
+    try:
+        return positive_int(name, value)
+    except ConfigError:
+        raise ConfigError(name, f"expected an integer >= 1, or None for no limit, "
+                                f"got {value!r}") from None
+
+
 SERVER_OPTIONS: tuple[Option, ...] = (
     Option("sink", "Sink subclass or instance",
            "Receives the batches. A class is instantiated once by the library; the instance "
@@ -106,6 +116,11 @@ SERVER_OPTIONS: tuple[Option, ...] = (
     Option("export_timeout", "seconds (float or timedelta) or None",
            "Longest time `send_batch` may run; past it the exporter is killed and the batch "
            "retried with reason `\"killed\"`. None: no limit.", timeout),
+    Option("batches_per_exporter", "int > 0 or None",
+           "Beyond Pachka: batches one exporter process serves in turn before it retires "
+           "(its sink's `setup` runs once before them, `teardown` after); None: no limit. "
+           "One whose batch failed, was killed or that exited serves no more. 1: a new "
+           "exporter per batch, as Pachka.", _batches_per_exporter),
     Option("credit_timeout", "seconds (float or timedelta) or None",
            "How long room reserved for a producer's buffer (see `linger`) stays reserved "
            "unused; a stopping server waits up to this long for promised messages.",
@@ -141,6 +156,7 @@ class PachkaConfig:
     critical_queue_size: int = 10_000
     max_batch_delay: float | None = 5.0
     export_timeout: float | None = 10.0
+    batches_per_exporter: int | None = 1
     credit_timeout: float | None = 10.0
     shutdown_timeout: float | None = 8.0
     timers: Timers = "wakeup"

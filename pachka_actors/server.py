@@ -144,7 +144,7 @@ class PachkaServer(Actor):  # type: ignore[misc]
         elif isinstance(message, RequestCredit):
             self._handle(run, CreditRequested(message.count, message.wait, sender), sender)
         elif isinstance(message, ExportFinished):
-            run.pool.finished(message.export_id)
+            run.pool.finished(message)
             self._handle(run, message, sender)
         elif isinstance(message, ExporterStarted):
             run.pool.started(message)
@@ -217,7 +217,8 @@ class PachkaServer(Actor):  # type: ignore[misc]
                                                            f"{exc!r}"))
             self.send(self.myAddress, ActorExitRequest())
             return
-        run = self._run = _Running(config, core, ExporterPool(self), metrics)
+        pool = ExporterPool(self, config.sink, config.server_value, config.batches_per_exporter)
+        run = self._run = _Running(config, core, pool, metrics)
         run.pool.prepare()
         self._answer(sender, Started(self.myAddress))
         if spilled:
@@ -247,9 +248,9 @@ class PachkaServer(Actor):  # type: ignore[misc]
                     run.timers.cancel(token)
                 case StartExport(export_id, batch, _, now, spare):
                     if now:
-                        run.pool.start_now(export_id, batch, config.sink, config.server_value)
+                        run.pool.start_now(export_id, batch)
                     else:
-                        run.pool.start(export_id, batch, config.sink, config.server_value, spare)
+                        run.pool.start(export_id, batch, spare)
                 case KillExport(export_id):
                     if not run.pool.kill(export_id):
                         log.error("cannot kill the exporter of export %d (same process or "

@@ -15,9 +15,9 @@ EXITED = "exited"
 class Sink:
     """Base class for sinks; only `send_batch` is required.
 
-    A sink runs in a fresh exporter actor for every batch (its own OS process on
-    multi-process bases), so it is pickled there: keep connections out of
-    `__init__`, or open them lazily in `send_batch`.
+    A sink runs in exporter actors (their own OS processes on multi-process bases),
+    so it is pickled there: keep connections out of `__init__`; open them in
+    `setup`, which each exporter runs once, before its first batch.
 
     Optional: `drain_on_terminate(self, messages, batch_size, server_value)`. When a
     sink defines it, a stopping server hands it every message still queued
@@ -29,6 +29,16 @@ class Sink:
         """Deliver one batch, in order. Return for success; raise, or return an
         exception instance, to fail the batch: it is retried after `retry_timeout`."""
         raise NotImplementedError
+
+    def setup(self, server_value: Any) -> None:
+        """Prepare this exporter's copy of the sink (open a connection), once per exporter,
+        while it waits as a spare: set-up overlaps the export before. Raise to fail the
+        first batch given to this exporter (retried as any failed attempt, in a new one)."""
+
+    def teardown(self, server_value: Any) -> None:
+        """Undo `setup` when the exporter retires while the server runs (its batches done,
+        or its batch failed). An error is logged only; the batches are already delivered.
+        Not run for an exporter killed (`export_timeout`, server exit) or whose setup failed."""
 
     def retry_timeout(
         self, retry_num: int, failure_reason: FailureReason, server_value: Any

@@ -22,7 +22,7 @@ from typing import Any
 
 from thespian.actors import ActorSystem
 
-from ._exporters import export
+from ._exporters import export_once
 from .config import PachkaConfig
 from .messages import TimerKind
 from .pachka import Pachka
@@ -65,7 +65,8 @@ def run_sink(sink: Sink | type[Sink], messages: Iterable[Any], *, max_batch_size
     cannot cross processes fails here too). A failed batch is retried at once,
     up to `max_retries` times; the delay `retry_timeout` answers is recorded,
     not waited for. A server would retry for ever; here a batch still failing
-    is reported in `given_up` and the next batch goes on.
+    is reported in `given_up` and the next batch goes on. Each attempt runs the
+    sink's `setup` and `teardown` around it, as the default one exporter per batch.
     """
     config = PachkaConfig.parse({"sink": sink, "max_batch_size": max_batch_size,
                                  "server_value": server_value})
@@ -75,7 +76,7 @@ def run_sink(sink: Sink | type[Sink], messages: Iterable[Any], *, max_batch_size
     for start in range(0, len(queue), max_batch_size):
         batch = queue[start:start + max_batch_size]
         for retry_num in range(max_retries + 1):
-            failure = export(0, exported, list(batch), server_value).failure
+            failure = export_once(0, exported, list(batch), server_value).failure
             if failure is None:
                 report.attempts.append(Attempt(batch, retry_num, None))
                 report.delivered.append(batch)

@@ -32,7 +32,7 @@ class RecordingSink(Sink):
         return os.path.join(self.directory, name)
 
     def record(self, **entry: Any) -> None:
-        line = json.dumps({"pid": os.getpid(), **entry}) + "\n"
+        line = json.dumps({"pid": os.getpid(), "ppid": os.getppid(), **entry}) + "\n"
         fd = os.open(self._path("log.jsonl"), os.O_WRONLY | os.O_APPEND | os.O_CREAT)
         try:
             os.write(fd, line.encode())
@@ -70,6 +70,25 @@ class DrainingRecordingSink(RecordingSink):
             raise OSError("fallback store down")
         self.record(call="drain_on_terminate", batch=messages, batch_size=batch_size,
                     server_value=server_value)
+
+
+class SessionSink(RecordingSink):
+    """Also records `setup` and `teardown`. While `setup-fail` exists the first `setup`
+    to claim `setup-failed` raises; while `teardown-hang` exists `teardown` hangs."""
+
+    def setup(self, server_value: Any) -> None:
+        self.record(call="setup", server_value=server_value)
+        if os.path.exists(self._path("setup-fail")):
+            try:
+                os.close(os.open(self._path("setup-failed"), os.O_CREAT | os.O_EXCL))
+            except FileExistsError:
+                return
+            raise ConnectionError("setup down")
+
+    def teardown(self, server_value: Any) -> None:
+        self.record(call="teardown", server_value=server_value)
+        if os.path.exists(self._path("teardown-hang")):
+            time.sleep(3600)
 
 
 class Unpicklable(Sink):

@@ -20,7 +20,7 @@ from pachka_actors.sink import FailureReason
 from pachka_actors.sinks import TableSink
 
 
-class RetryLog(TableSink):
+class RetryLog(TableSink[Any]):
     """Appends every retry's number, reason and chosen delay to `<server_value>/retries.jsonl`."""
 
     def retry_timeout(self, retry_num: int, failure_reason: FailureReason,

@@ -35,6 +35,10 @@ class ExplodingSystem:
     ("max_batch_delay", "1s"),
     ("max_batch_delay", float("nan")),
     ("export_timeout", timedelta(seconds=-1)),
+    ("batches_per_exporter", 0),
+    ("batches_per_exporter", 2.5),
+    ("batches_per_exporter", True),
+    ("batches_per_exporter", "3"),
     ("name", ""),
     ("name", 42),
     ("timers", "fake"),
@@ -66,6 +70,10 @@ def test_values_are_normalised(tmp_path: Path) -> None:
     assert config.export_timeout is None
     assert config.max_batch_size == 7
     assert config.critical_queue_size == 10_000
+    assert config.batches_per_exporter == 1  # Pachka's: an exporter per batch
+    for value in (None, 3):
+        assert PachkaConfig.parse({"sink": RecordingSink(tmp_path),
+                                   "batches_per_exporter": value}).batches_per_exporter == value
 
 
 def test_sink_class_is_instantiated_once() -> None:

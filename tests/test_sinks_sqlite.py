@@ -177,6 +177,22 @@ def test_drain_writes_everything_in_one_transaction(tmp_path: Path) -> None:
     assert len(rows(path)) == 1000
 
 
+def test_one_connection_from_setup_to_teardown(tmp_path: Path) -> None:
+    path = new_db(tmp_path)
+    sink = SQLiteSink(path, "events", COLUMNS)
+    sink.setup(None)
+    connection = sink.connection()
+    sink.send_batch([event(1)], None)
+    sink.send_batch([event(2)], None)
+    assert sink.connection() is connection                   # kept across batches
+    assert pickle.loads(pickle.dumps(sink))._connection is None   # never pickled
+    sink.teardown(None)
+    assert sink._connection is None
+    sink.send_batch([event(3)], None)   # a shared instance (simpleSystemBase) reopens it
+    sink.teardown(None)
+    assert rows(path) == [(i, "login", i * 10) for i in (1, 2, 3)]
+
+
 def test_retry_timeout_is_linear_for_transient_and_exponential_for_permanent() -> None:
     sink = SQLiteSink("x.sqlite3", "events", COLUMNS, max_retry_timeout=20)
     transient = sqlite3.OperationalError("database is locked")
@@ -189,10 +205,13 @@ def test_retry_timeout_is_linear_for_transient_and_exponential_for_permanent() -
 # ---- through a Pachka server on multiprocTCPBase ------------------------------------------------
 
 
-def test_batches_reach_the_table_in_order(tcp_system: ActorSystem, tmp_path: Path) -> None:
+@pytest.mark.parametrize("batches_per_exporter", [1, None])
+def test_batches_reach_the_table_in_order(tcp_system: ActorSystem, tmp_path: Path,
+                                          batches_per_exporter: int | None) -> None:
     path = new_db(tmp_path)
     server = Pachka.start(system=tcp_system, sink=SQLiteSink(path, "events", COLUMNS),
-                          max_batch_size=5, timers="manual")
+                          max_batch_size=5, timers="manual",
+                          batches_per_exporter=batches_per_exporter)
     assert server.send_messages([event(i) for i in range(12)]) == 12
     wait_for(lambda: len(rows(path)) == 10)           # two full batches
     fire_when(tcp_system, server, State.IDLE, TimerKind.BATCH)

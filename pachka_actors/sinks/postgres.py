@@ -24,20 +24,18 @@ _PERMANENT = (psycopg.DataError, psycopg.IntegrityError, psycopg.ProgrammingErro
               psycopg.NotSupportedError)
 
 
-class PostgresSink(TableSink):
+class PostgresSink(TableSink["psycopg.Connection[Any]"]):
     """Writes each batch with one COPY in one transaction, about 4x faster than INSERTs.
 
     `dsn` is a libpq connection string or URI ("dbname=app host=/run/postgresql").
-    The connection opens at an instance's first batch and is kept for its next
-    ones, but never pickled: each copy sent to an exporter opens its own.
+    The connection opens in `setup` and serves every batch of an exporter
+    (`TableSink`).
     Failures are classified: a connection or server error is raised as it is,
     so the batch is retried at Pachka's linear pace (`TableSink.retry_timeout`);
     a data or schema error is raised as `PermanentSinkError` (with the SQLSTATE
     as `code`) and retried with an exponential backoff until the data or the
     table is fixed. Messages and table: see `TableSink`.
     """
-
-    _connection: psycopg.Connection[Any] | None = None
 
     def __init__(self, dsn: str, table: str, columns: Sequence[str], *,
                  max_retry_timeout: float = 60.0) -> None:
@@ -49,10 +47,6 @@ class PostgresSink(TableSink):
         except psycopg.ProgrammingError as exc:
             raise ConfigError("dsn", str(exc).strip()) from None
         self.dsn = dsn
-
-    def __getstate__(self) -> dict[str, Any]:
-        """Everything but the connection: a socket cannot travel to another process."""
-        return {k: v for k, v in self.__dict__.items() if k != "_connection"}
 
     def write(self, messages: list[Any]) -> None:
         """COPY `messages` in one transaction; data errors raise `PermanentSinkError`."""
@@ -70,17 +64,8 @@ class PostgresSink(TableSink):
             self.close()  # whatever broke, the next batch starts from a new connection
             raise
 
-    def connection(self) -> psycopg.Connection[Any]:
-        """The cached connection, opened now if there is none or it was closed."""
-        if self._connection is None or self._connection.closed:
-            self._connection = psycopg.connect(self.dsn, autocommit=True)
-        return self._connection
-
-    def close(self) -> None:
-        """Close the cached connection, if any (an exporter's exit closes it anyway)."""
-        if self._connection is not None:
-            self._connection.close()
-            self._connection = None
+    def connect(self) -> psycopg.Connection[Any]:
+        return psycopg.connect(self.dsn, autocommit=True)
 
     def copy_statement(self) -> sql.Composed:
         """COPY into the checked table and columns, quoted by psycopg."""

@@ -19,11 +19,11 @@ _PERMANENT = (sqlite3.IntegrityError, sqlite3.DataError, sqlite3.ProgrammingErro
               sqlite3.InterfaceError)
 
 
-class SQLiteSink(TableSink):
+class SQLiteSink(TableSink[sqlite3.Connection]):
     """Inserts each batch with one `executemany` in one transaction.
 
-    `path` is the database file, opened per batch (the sink is pickled to every
-    exporter, so it holds no connection). The table must exist. `on_conflict`
+    `path` is the database file, opened in `setup` and kept for every batch of an
+    exporter (`TableSink`). The table must exist. `on_conflict`
     "ignore" or "replace" makes a batch delivered twice (at-least-once, see the
     sink contract) harmless on a table with a primary key; with "abort", the
     default, a duplicate fails the batch with `PermanentSinkError`. `timeout` is
@@ -49,7 +49,7 @@ class SQLiteSink(TableSink):
     def write(self, messages: list[Any]) -> None:
         """Insert `messages` in one transaction; data errors raise `PermanentSinkError`."""
         rows = self.rows(messages)
-        db = sqlite3.connect(self.path, timeout=self.timeout)
+        db = self.connection()
         try:
             with db:  # commits on success, rolls back on error
                 db.executemany(self.insert, rows)
@@ -59,9 +59,12 @@ class SQLiteSink(TableSink):
             if isinstance(exc, _PERMANENT) or code == sqlite3.SQLITE_ERROR:
                 raise PermanentSinkError(f"{type(exc).__name__}: {exc}", type(exc).__name__,
                                          getattr(exc, "sqlite_errorname", None)) from exc
+            self.close()  # busy, locked, I/O: the next batch starts from a new connection
             raise
-        finally:
-            db.close()
+
+    def connect(self) -> sqlite3.Connection:
+        # Any thread: under simpleSystemBase the exporters run in their caller's threads.
+        return sqlite3.connect(self.path, timeout=self.timeout, check_same_thread=False)
 
 
 def _quote(identifier: str) -> str:

@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 from ..errors import ConfigError, PachkaError
 from ..sink import FailureReason, Sink
+
+
+class _Closable(Protocol):
+    def close(self) -> None: ...
+
+
+#: The database driver's connection type.
+Connection = TypeVar("Connection", bound=_Closable)
 
 # Names are checked, then quoted: nothing the caller passes reaches SQL unchecked.
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
@@ -49,8 +57,9 @@ def check_seconds(option: str, value: object) -> float:
     return float(value)
 
 
-class TableSink(Sink):
-    """Base of the ready sinks: one table's columns, messages as rows, and retry timing.
+class TableSink(Sink, Generic[Connection]):
+    """Base of the ready sinks: one table's columns, messages as rows, a connection per
+    exporter, and retry timing.
 
     `table` is a name or `schema.name`; `columns` the columns to fill, in order.
     Both are checked at construction (`ConfigError`) and quoted in SQL, so they
@@ -58,7 +67,15 @@ class TableSink(Sink):
     A message is a mapping with a key for every column (other keys are ignored)
     or a sequence (tuple, list) of one value per column, in column order; None
     is NULL. A message of another shape fails its batch with `PermanentSinkError`.
+
+    The connection opens in `setup`, while the exporter waits as a spare, serves
+    every batch of that exporter (`batches_per_exporter`) and closes in
+    `teardown`. It is never pickled: each copy sent to a process opens its own.
+    Under simpleSystemBase the exporters share one instance: a connection closed
+    by one exporter's teardown is opened again by the next batch.
     """
+
+    _connection: Connection | None = None
 
     def __init__(self, table: str, columns: Sequence[str], *,
                  max_retry_timeout: float = 60.0) -> None:
@@ -72,6 +89,33 @@ class TableSink(Sink):
         if len(set(self.columns)) != len(self.columns):
             raise ConfigError("columns", f"a column is named twice in {self.columns!r}")
         self.max_retry_timeout = check_seconds("max_retry_timeout", max_retry_timeout)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Everything but the connection: a socket cannot travel to another process."""
+        return {k: v for k, v in self.__dict__.items() if k != "_connection"}
+
+    def setup(self, server_value: Any) -> None:
+        """Connect before the first batch, overlapping the export in flight."""
+        self.connection()
+
+    def teardown(self, server_value: Any) -> None:
+        self.close()
+
+    def connection(self) -> Connection:
+        """The cached connection, opened now if there is none or it was closed."""
+        if self._connection is None or getattr(self._connection, "closed", False):
+            self._connection = self.connect()
+        return self._connection
+
+    def connect(self) -> Connection:
+        """A new connection to the database."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Close the cached connection, if any (an exporter's exit closes it anyway)."""
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            connection.close()
 
     def send_batch(self, messages: list[Any], server_value: Any) -> None:
         """Write the batch in one transaction; nothing of it is written if it fails."""
