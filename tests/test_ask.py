@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import os
+import threading
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sinks import RecordingSink, delivered, wait_for
 from support import start, touch
-from thespian.actors import ActorSystem
+from thespian.actors import Actor, ActorAddress, ActorExitRequest, ActorSystem
 
-from pachka_actors import ActorTimeout, Pachka
-from pachka_actors._ask import ask
+from pachka_actors import ActorTimeout, Pachka, _ask
+from pachka_actors._ask import Unreachable, ask
+from pachka_actors._thespian import private_endpoint
 from pachka_actors.messages import ServerStatus, State, Stop, Stopped
 
 
@@ -47,3 +51,47 @@ def test_late_reply_after_timed_out_stop(tcp_system: ActorSystem, tmp_path: Path
     assert delivered(tmp_path) == ["held"]
     assert delivered(tmp_path / "other") == ["next"]
 
+
+
+class Silent(Actor):  # type: ignore[misc]
+    """Answers nothing: a request to it can only time out, or end when it exits."""
+
+    def receiveMessage(self, message: Any, sender: ActorAddress) -> None:
+        pass
+
+
+def test_a_silent_actor_that_is_there_keeps_the_wait(tcp_system: ActorSystem,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Probes answered by Thespian for a live actor never end a wait early."""
+    monkeypatch.setattr(_ask, "PROBE_AFTER", 0.2)
+    silent = tcp_system.createActor(Silent)
+    began = time.monotonic()
+    with pytest.raises(ActorTimeout) as error:
+        ask(tcp_system, silent, "anyone?", str, 1.5)
+    assert not isinstance(error.value, Unreachable)
+    assert time.monotonic() - began >= 1.5
+
+
+def test_a_wait_without_timeout_ends_when_the_actor_exits(tcp_system: ActorSystem,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 8: a request the actor never answers (Thespian drops what reaches an exiting
+    actor) must not hold a wait with no timeout once the actor is gone."""
+    monkeypatch.setattr(_ask, "PROBE_AFTER", 0.2)
+    silent = tcp_system.createActor(Silent)
+    outcome: list[BaseException] = []
+
+    def wait() -> None:
+        with private_endpoint(tcp_system) as endpoint:
+            try:
+                ask(endpoint, silent, "anyone?", str, None)
+            except BaseException as exc:
+                outcome.append(exc)
+
+    waiting = threading.Thread(target=wait, daemon=True)
+    waiting.start()
+    time.sleep(0.5)  # past a probe or two: the wait goes on while the actor is there
+    assert waiting.is_alive(), outcome
+    tcp_system.tell(silent, ActorExitRequest())
+    waiting.join(10)
+    assert not waiting.is_alive()
+    assert isinstance(outcome[0], Unreachable)
