@@ -7,7 +7,8 @@ counting sink, sends 200,000 ints with `send_messages` of 1,000-lists (resending
 the refused tail after 1 ms), stops the server and shuts the system down.
 `--remote` produces from a process started with multiprocessing's spawn that
 attaches by admin port and uses `Pachka.connect`, as benchmarks/ingest.py does;
-`--sink-pause` makes exports slow, so that producers meet `Overloaded` and resend.
+`--sink-pause` makes exports slow, so that producers meet `Overloaded` and resend;
+`--owner-stop` has the starting process call `stop()` after the producer's.
 A run that passes its timeout prints the pids of the system's processes still
 alive and every thread's stack (faulthandler), then exits with status 3, leaving
 those processes running for `py-spy dump`.
@@ -93,7 +94,7 @@ def watchdog(seconds: float, sid: int) -> threading.Timer:
     return timer
 
 
-def one_run(remote: bool, timeout: float, pause: float) -> Outcome:
+def one_run(remote: bool, timeout: float, pause: float, owner_stop: bool) -> Outcome:
     asys, sid = start_system("multiprocTCPBase")
     assert sid is not None
     timer = watchdog(timeout, sid)
@@ -107,7 +108,13 @@ def one_run(remote: bool, timeout: float, pause: float) -> Outcome:
                 port = int(asys.capabilities["Admin Port"])
                 with multiprocessing.get_context("spawn").Pool(1) as pool:
                     resends = pool.apply(produce, (port, "probe"))
-                handle.close()
+                if owner_stop:
+                    try:
+                        handle.stop()  # the producer stopped it already
+                    except Exception as exc:
+                        print(f"owner's stop(): {exc!r}", flush=True)
+                else:
+                    handle.close()
             else:
                 resends = ingest(handle)
             seconds = time.perf_counter() - started
@@ -129,11 +136,13 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--remote", action="store_true")
     parser.add_argument("--timeout", type=float, default=60.0)
+    parser.add_argument("--owner-stop", action="store_true",
+                        help="with --remote: the process that started the server stops it too")
     parser.add_argument("--sink-pause", type=float, default=0.0,
                         help="each batch sleeps up to this many seconds (a slow exporter)")
     args = parser.parse_args()
     for run in range(args.runs):
-        outcome = one_run(args.remote, args.timeout, args.sink_pause)
+        outcome = one_run(args.remote, args.timeout, args.sink_pause, args.owner_stop)
         print(f"run {run}: {outcome.seconds:.2f} s, {outcome.resends} resends, "
               f"{outcome.delivered} delivered", flush=True)
         if outcome.delivered != MESSAGES:

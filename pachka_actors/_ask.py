@@ -65,7 +65,7 @@ class Caller:
 FOREVER = 20 * 24 * 3600.0
 
 #: Seconds without any message after which `ask` checks that the actor still exists.
-PROBE_AFTER = 5.0
+PROBE_AFTER = 2.0
 
 
 class Unreachable(ActorTimeout):

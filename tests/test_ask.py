@@ -72,26 +72,44 @@ def test_a_silent_actor_that_is_there_keeps_the_wait(tcp_system: ActorSystem,
     assert time.monotonic() - began >= 1.5
 
 
-def test_a_wait_without_timeout_ends_when_the_actor_exits(tcp_system: ActorSystem,
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    """Issue 8: a request the actor never answers (Thespian drops what reaches an exiting
-    actor) must not hold a wait with no timeout once the actor is gone."""
+class SlowToExit(Actor):  # type: ignore[misc]
+    """Greets whoever it is sent, and takes a second to exit: its parent waits for it."""
+
+    def receiveMessage(self, message: Any, sender: ActorAddress) -> None:
+        if isinstance(message, ActorAddress):
+            self.send(message, "ready")
+        elif isinstance(message, ActorExitRequest):
+            time.sleep(1.0)
+
+
+class Parent(Actor):  # type: ignore[misc]
+    """Has a child that is slow to exit; answers nothing itself."""
+
+    def receiveMessage(self, message: Any, sender: ActorAddress) -> None:
+        if message == "child":
+            self.send(self.createActor(SlowToExit), sender)
+
+
+def test_a_request_dropped_by_an_exiting_actor_ends_the_wait(
+        tcp_system: ActorSystem, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 8's hang: while an actor waits for its children to exit, Thespian drops
+    every other message it receives, silently. A wait with no timeout for the answer
+    must end once the actor is gone (before: for ever, as a second `stop()` did)."""
     monkeypatch.setattr(_ask, "PROBE_AFTER", 0.2)
-    silent = tcp_system.createActor(Silent)
+    parent = tcp_system.createActor(Parent)
+    assert tcp_system.ask(parent, "child", 10) == "ready"
     outcome: list[BaseException] = []
 
     def wait() -> None:
         with private_endpoint(tcp_system) as endpoint:
-            try:
-                ask(endpoint, silent, "anyone?", str, None)
+            endpoint.tell(parent, ActorExitRequest())
+            try:  # from the same endpoint, so it arrives after the exit request
+                ask(endpoint, parent, "anyone?", str, None)
             except BaseException as exc:
                 outcome.append(exc)
 
     waiting = threading.Thread(target=wait, daemon=True)
     waiting.start()
-    time.sleep(0.5)  # past a probe or two: the wait goes on while the actor is there
-    assert waiting.is_alive(), outcome
-    tcp_system.tell(silent, ActorExitRequest())
     waiting.join(10)
-    assert not waiting.is_alive()
+    assert not waiting.is_alive(), "the wait goes on for an actor that is gone"
     assert isinstance(outcome[0], Unreachable)

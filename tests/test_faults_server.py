@@ -68,9 +68,8 @@ def test_sigkilled_server_takes_its_exporters_along(tcp_system: ActorSystem,
 def test_stop_without_timeout_ends_when_the_server_dies(tcp_system: ActorSystem,
                                                         tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    """`stop()` waits for ever by default; a server gone before it answered (killed here;
-    or a Stop Thespian dropped while the server exited) must end the wait (issue 8: a
-    bulk ingest under load never finished)."""
+    """`stop()` waits for ever by default; a server gone before it answered must end the
+    wait (issue 8; tests/test_ask.py has the Stop dropped by an exiting server)."""
     monkeypatch.setattr(_ask, "PROBE_AFTER", 0.5)
     touch(tmp_path, "block")
     server = start(tcp_system, tmp_path, export_timeout=None)
