@@ -15,7 +15,14 @@ from thespian.actors import Actor, ActorAddress, ActorSystem
 
 from pachka_actors import errors
 from pachka_actors._process import ProcessId
-from pachka_actors._thespian import base_name, child_process, exit_children, runs_in_caller_thread
+from pachka_actors._thespian import (
+    base_name,
+    child_process,
+    exit_children,
+    is_status_of,
+    runs_in_caller_thread,
+    status_request,
+)
 
 
 class Parent(Actor):  # type: ignore[misc]
@@ -37,6 +44,9 @@ def test_thespian_internals_are_there_on_a_multiprocess_base(tcp_system: ActorSy
     assert isinstance(process, ProcessId), "Thespian's _myRef._child_procs is gone"
     assert process.pid != parent_pid and not process.ended()
     assert isinstance(children, list) and child in children, "Thespian's _myRef._children"
+    parent = tcp_system.createActor(Parent)
+    assert is_status_of(tcp_system.ask(parent, status_request(), 10), parent), \
+        "Thespian's status request (ask's liveness probe) is not answered as expected"
 
 
 def test_simple_base_is_recognised(simple_system: ActorSystem) -> None:
