@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from thespian.actors import ActorAddress, ActorSystem, PoisonMessage
 
-from ._thespian import runs_in_caller_thread
+from ._thespian import is_status_of, runs_in_caller_thread, status_request
 from .errors import ActorTimeout, PachkaError
 
 log = logging.getLogger(__name__)
@@ -69,6 +69,9 @@ class Caller:
 #: with None it runs none and returns at once.
 FOREVER = 20 * 24 * 3600.0
 
+#: Seconds without any message after which `ask` checks that the actor still exists.
+PROBE_AFTER = 2.0
+
 
 class Unreachable(ActorTimeout):
     """Thespian gave up on the request well before its timeout: the actor is gone.
@@ -84,36 +87,52 @@ def ask(system: ActorSystem, address: ActorAddress, request: Any, reply_type: ty
     """Send `request` and wait for its own reply (`timeout` None: forever).
 
     An exception as the reply is raised; no reply in time raises `ActorTimeout`
-    (`Unreachable` when Thespian gave up early); a `PoisonMessage` (the actor's
-    handler raised) raises `PachkaError`. Replies to earlier requests that
-    arrive meanwhile are dropped.
+    (`Unreachable` when Thespian gave up early, or when the actor is found gone);
+    a `PoisonMessage` (the actor's handler raised) raises `PachkaError`. Replies
+    to earlier requests that arrive meanwhile are dropped. After each
+    `PROBE_AFTER` seconds of silence the actor is asked for Thespian's status: a
+    reply that can never come (the actor was killed, or dropped the request while
+    exiting, as Thespian does silently) must end even a wait with no timeout.
     """
     ref = new_ref()
-    wait = FOREVER if timeout is None else timeout
-    deadline = time.monotonic() + wait
-    message: Any = system.ask(address, Ask(ref, request), wait)
+    deadline = time.monotonic() + (FOREVER if timeout is None else timeout)
+    inline = runs_in_caller_thread(system)  # no probes: nothing runs between calls there
+    outgoing: Any = Ask(ref, request)
     while True:
+        began = time.monotonic()
+        if began >= deadline:
+            raise ActorTimeout(f"no reply to {type(request).__name__} within {timeout} s")
+        wait = deadline - began if inline else min(deadline - began, PROBE_AFTER)
+        sent, outgoing = outgoing, None
+        message: Any = system.listen(wait) if sent is None else system.ask(address, sent, wait)
         if isinstance(message, Answer) and message.ref == ref:
             return _reply(request, message.reply, reply_type)
         if isinstance(message, PoisonMessage) and isinstance(message.poisonMessage, Ask) \
                 and message.poisonMessage.ref == ref:
             raise PachkaError(f"the actor failed on {type(request).__name__}: "
                               f"{message.details}")
-        left = deadline - time.monotonic()
         if message is None:
-            if left > min(1.0, wait / 2) and runs_in_caller_thread(system):
-                raise ActorTimeout(f"no reply to {type(request).__name__}, and none can come: "
-                                   f"nothing is left to run on simpleSystemBase (no timer "
-                                   f"is pending)")
-            if left > min(1.0, wait / 2):
-                raise Unreachable(f"no reply to {type(request).__name__}: the actor at "
-                                  f"{address} is unreachable (it has exited?)")
-            raise ActorTimeout(f"no reply to {type(request).__name__} within {timeout} s")
-        log.debug("dropped a reply that was not to %s (ref %d): %r",
-                  type(request).__name__, ref, message)
-        if left <= 0:
-            raise ActorTimeout(f"no reply to {type(request).__name__} within {timeout} s")
-        message = system.listen(left)
+            early = began + wait - time.monotonic() > min(1.0, wait / 2)
+            if early and (sent is not None or inline):
+                raise _gone(request, address, inline, probed=not isinstance(sent, Ask))
+            if not inline:
+                outgoing = status_request()  # silence: is the actor still there?
+        elif not is_status_of(message, address):
+            log.debug("dropped a reply that was not to %s (ref %d): %r",
+                      type(request).__name__, ref, message)
+
+
+def _gone(request: Any, address: ActorAddress, inline: bool, probed: bool) -> ActorTimeout:
+    """Thespian returned at once: no reply can come."""
+    name = type(request).__name__
+    if inline:
+        return ActorTimeout(f"no reply to {name}, and none can come: nothing is left to run "
+                            f"on simpleSystemBase (no timer is pending)")
+    if probed:
+        return Unreachable(f"no reply to {name}: the actor at {address} is gone (killed, or "
+                           f"it exited without answering)")
+    return Unreachable(f"no reply to {name}: the actor at {address} is unreachable "
+                       f"(it has exited?)")
 
 
 def _reply(request: Any, reply: Any, reply_type: type[R]) -> R:

@@ -31,6 +31,7 @@ from thespian.actors import (
 
 from ._ask import Caller
 from ._options import picklable
+from ._thespian import is_status_of, status_request
 from .errors import ConfigError
 
 #: What a requirements mapping is, once validated: a plain dict (or None: anywhere).
@@ -77,11 +78,9 @@ def host_admin(system: ActorSystem, address: ActorAddress, timeout: float) -> Ac
     Asked with Thespian's own status request, which every actor answers without
     its `receiveMessage`, so any actor class can be located.
     """
-    from thespian.system.messages.status import Thespian_ActorStatus, Thespian_StatusReq
-
     deadline = time.monotonic() + timeout
-    reply: Any = system.ask(address, Thespian_StatusReq(), timeout)
-    while not (isinstance(reply, Thespian_ActorStatus) and reply.actorAddress == address):
+    reply: Any = system.ask(address, status_request(), timeout)
+    while not is_status_of(reply, address):
         left = deadline - time.monotonic()
         if reply is None or left <= 0:
             return None

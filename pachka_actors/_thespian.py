@@ -94,6 +94,21 @@ def private_endpoint(system: ActorSystem) -> Iterator[ActorSystem]:
         endpoint.exit_clone()
 
 
+def status_request() -> Any:
+    """Thespian's status request: every actor answers it from Thespian's own loop, also
+    while it exits, so an answer proves the actor is there whatever its class."""
+    from thespian.system.messages.status import Thespian_StatusReq
+
+    return Thespian_StatusReq()
+
+
+def is_status_of(message: Any, address: ActorAddress) -> bool:
+    """`message` is the answer to `status_request` from the actor at `address`."""
+    from thespian.system.messages.status import Thespian_ActorStatus
+
+    return isinstance(message, Thespian_ActorStatus) and message.actorAddress == address
+
+
 def system_key(system: ActorSystem) -> Hashable | None:
     """The same value for every endpoint of one running system (None once shut down).
 

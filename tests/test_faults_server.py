@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from sinks import DrainingRecordingSink, RecordingSink, calls, delivered, wait_f
 from support import actor_system, fire, process_gone, start, touch, wait_state
 from thespian.actors import ActorSystem
 
-from pachka_actors import Pachka
+from pachka_actors import Overloaded, Pachka, _ask
 from pachka_actors._process import _children, _stat
 from pachka_actors.messages import State, TimerKind
 
@@ -62,6 +63,28 @@ def test_sigkilled_server_takes_its_exporters_along(tcp_system: ActorSystem,
     os.kill(server_pid, signal.SIGKILL)
     for pid in exporters:
         wait_for(lambda: process_gone(pid), timeout=5)  # noqa: B023
+
+
+def test_stop_without_timeout_ends_when_the_server_dies(tcp_system: ActorSystem,
+                                                        tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`stop()` waits for ever by default; a server gone before it answered must end the
+    wait (issue 8; tests/test_ask.py has the Stop dropped by an exiting server)."""
+    monkeypatch.setattr(_ask, "PROBE_AFTER", 0.5)
+    touch(tmp_path, "block")
+    server = start(tcp_system, tmp_path, export_timeout=None)
+    server.send_messages(range(5))
+    [entered] = wait_for(lambda: calls(tmp_path, "enter"))
+    server_pid = parent_of(entered["pid"])
+    stopping = threading.Thread(target=server.stop, daemon=True)
+    stopping.start()
+    observer = Pachka.connect(tcp_system, server.address, linger=None)
+    wait_for(lambda: observer.status().terminating)  # the Stop has arrived: it waits
+    os.kill(server_pid, signal.SIGKILL)
+    stopping.join(10)
+    assert not stopping.is_alive(), "stop() still waits for a server that is gone"
+    with pytest.raises(Overloaded):
+        server.send_message("late")  # the handle knows it is gone
 
 
 @pytest.mark.parametrize("fault", ["hang", "fail"])

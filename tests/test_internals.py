@@ -20,7 +20,9 @@ from pachka_actors._thespian import (
     child_process,
     exit_children,
     forget_dead_children,
+    is_status_of,
     runs_in_caller_thread,
+    status_request,
 )
 
 
@@ -62,6 +64,9 @@ def test_thespian_internals_are_there_on_a_multiprocess_base(tcp_system: ActorSy
     assert isinstance(process, ProcessId), "Thespian's _myRef._child_procs is gone"
     assert process.pid != parent_pid and not process.ended()
     assert isinstance(children, list) and child in children, "Thespian's _myRef._children"
+    parent = tcp_system.createActor(Parent)
+    assert is_status_of(tcp_system.ask(parent, status_request(), 10), parent), \
+        "Thespian's status request (ask's liveness probe) is not answered as expected"
 
 
 def test_dead_children_are_not_awaited_at_exit(tcp_system: ActorSystem) -> None:
