@@ -24,13 +24,13 @@ DEFAULT_BATCH: int = PachkaConfig.max_batch_size
 
 #: The throughput settings docs/options.md documents, measured by goals 1 (SQLite) and 7
 #: (G2): one exporter process for every batch (no process per batch), credits for
-#: 5,000 messages per round trip, and a queue that holds a whole run (nothing refused).
-THROUGHPUT: dict[str, Any] = {"batches_per_exporter": None, "buffer_size": 5_000,
+#: 20,000 messages per round trip, and a queue that holds a whole run (nothing refused).
+THROUGHPUT: dict[str, Any] = {"batches_per_exporter": None, "buffer_size": 20_000,
                               "critical_queue_size": 100_000}
 
 
 def describe(options: dict[str, Any]) -> str:
-    """Options as the tables show them: `buffer_size=5,000, batches_per_exporter=None`."""
+    """Options as the tables show them: `buffer_size=20,000, batches_per_exporter=None`."""
     return ", ".join(f"{k}={v:,}" if isinstance(v, int) else f"{k}={v}"
                      for k, v in options.items())
 

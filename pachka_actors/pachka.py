@@ -57,6 +57,9 @@ EXIT_TIMEOUT = 10.0
 #: Seconds a named start waits for its server before asking the admin for the name again.
 NAME_PROBE = 1.0
 
+#: `send_message(timeout=0)`, the default, needs no validation (a hot path).
+_ZERO_TYPES = (float, int)
+
 _LIVE: weakref.WeakSet[Pachka] = weakref.WeakSet()
 _HOOKS = threading.Lock()
 _hooked = False
@@ -191,7 +194,7 @@ class Pachka:
         """
         if self._gone is not None:
             raise Overloaded(self._gone, terminating=True)
-        wait = seconds("timeout", timeout)
+        wait = 0.0 if timeout == 0 and type(timeout) in _ZERO_TYPES else seconds("timeout", timeout)
         try:
             if self.linger is not None:
                 self._courier.put(message, wait)
