@@ -101,7 +101,7 @@ def ask(system: ActorSystem, address: ActorAddress, request: Any, reply_type: ty
     while True:
         began = time.monotonic()
         if began >= deadline:
-            raise ActorTimeout(f"no reply to {type(request).__name__} within {timeout} s")
+            raise ActorTimeout(f"no reply to {type(request).__name__} within {timeout:g} s")
         wait = deadline - began if inline else min(deadline - began, PROBE_AFTER)
         sent, outgoing = outgoing, None
         message: Any = system.listen(wait) if sent is None else system.ask(address, sent, wait)
@@ -114,7 +114,8 @@ def ask(system: ActorSystem, address: ActorAddress, request: Any, reply_type: ty
         if message is None:
             early = began + wait - time.monotonic() > min(1.0, wait / 2)
             if early and (sent is not None or inline):
-                raise _gone(request, address, inline, probed=not isinstance(sent, Ask))
+                raise _gone(request, address, inline, probed=not isinstance(sent, Ask),
+                            timeout=timeout)
             if not inline:
                 outgoing = status_request()  # silence: is the actor still there?
         elif not is_status_of(message, address):
@@ -122,12 +123,15 @@ def ask(system: ActorSystem, address: ActorAddress, request: Any, reply_type: ty
                       type(request).__name__, ref, message)
 
 
-def _gone(request: Any, address: ActorAddress, inline: bool, probed: bool) -> ActorTimeout:
-    """Thespian returned at once: no reply can come."""
+def _gone(request: Any, address: ActorAddress, inline: bool, probed: bool,
+          timeout: float | None) -> ActorTimeout:
+    """Thespian returned early: no reply can come in time."""
     name = type(request).__name__
     if inline:
-        return ActorTimeout(f"no reply to {name}, and none can come: nothing is left to run "
-                            f"on simpleSystemBase (no timer is pending)")
+        within = "" if timeout is None else f" within {timeout:g} s"
+        return ActorTimeout(f"no reply to {name}{within}, and none can come: on "
+                            f"simpleSystemBase nothing runs before then (no message is "
+                            f"pending, and no timer of the server is due sooner)")
     if probed:
         return Unreachable(f"no reply to {name}: the actor at {address} is gone (killed, or "
                            f"it exited without answering)")

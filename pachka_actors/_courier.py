@@ -241,9 +241,9 @@ class Courier:
             raise PachkaError(str(self.down))
         if self.problems:
             problems, self.problems = self.problems, []
-            if len(problems) == 1:
-                raise problems[0]
-            raise PachkaError("; ".join(str(problem) for problem in problems))
+            text = ("; ".join(str(problem) for problem in problems)
+                    + " (reported by this later call, which did nothing: call it again)")
+            raise (type(problems[0]) if len(problems) == 1 else PachkaError)(text)
 
     def _hand_over(self) -> None:
         """The open grant and its messages become a shipment, queued in order."""

@@ -31,7 +31,14 @@ from ._options import seconds
 from ._placement import create_placed, parse_requirements
 from ._thespian import runs_in_caller_thread, system_key
 from .config import DEFAULT_LINGER, ChildSpec, HandleOptions, PachkaConfig
-from .errors import ActorTimeout, AlreadyStarted, ConfigError, NotStarted, Overloaded
+from .errors import (
+    ActorTimeout,
+    AlreadyStarted,
+    ConfigError,
+    NotStarted,
+    Overloaded,
+    UnpicklableMessage,
+)
 from .messages import (
     Accepted,
     GetStats,
@@ -220,15 +227,33 @@ class Pachka:
         return result
 
     def send_messages(self, messages: Iterable[Any]) -> int:
-        """Queue what fits of `messages`, in order; returns how many were accepted."""
+        """Queue what fits of `messages`, in order; returns how many were accepted.
+
+        On a multi-process base a message that cannot be pickled raises
+        `UnpicklableMessage` naming its index, and none of the list is queued.
+        """
         if self._gone is not None:
             return 0  # what a terminating server answers: none accepted
+        batch = list(messages)
         try:
-            accepted = self._courier.call(SendMessages(list(messages)), Accepted,
-                                          self.ask_timeout)
+            accepted = self._courier.call(SendMessages(batch), Accepted, self.ask_timeout)
         except Unreachable as exc:
             raise self._lost_server(exc) from exc
+        except Exception as exc:
+            if self._courier.checks_pickling:
+                self._name_unpicklable(batch, exc)
+            raise
         return int(accepted.count)
+
+    @staticmethod
+    def _name_unpicklable(batch: list[Any], failure: Exception) -> None:
+        """The list did not pickle: say which message, as `send_message` would."""
+        for index, message in enumerate(batch):
+            try:
+                check_picklable(message)
+            except UnpicklableMessage as exc:
+                raise UnpicklableMessage(f"send_messages: message {index}: {exc}; none of the "
+                                         f"{len(batch)} was queued") from failure
 
     def status(self) -> ServerStatus:
         if self._gone is not None:
@@ -278,7 +303,17 @@ class Pachka:
         return Overloaded(self._gone, terminating=True)
 
     def _before_shutdown(self) -> None:
-        """`ActorSystem.shutdown()` is about to run: the server must have our messages first."""
+        """`ActorSystem.shutdown()` is about to run: the server must have our messages first.
+
+        simpleSystemBase sends actors no `ActorExitRequest` at shutdown, so a server
+        this handle started is stopped (drained) here, or its queue would be lost.
+        """
+        if self._owns_server and runs_in_caller_thread(self.system):
+            try:
+                self.stop(_bound(self.ask_timeout))
+            except Exception as exc:
+                log.error("%s: could not stop the server before the actor system shut down: "
+                          "%s; its queued messages are lost", self, exc)
         self._gone = "the actor system was shut down"
         self._owns_server = False
         self._courier.shut_down(self._gone, _bound(self.ask_timeout))

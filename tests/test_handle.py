@@ -115,3 +115,18 @@ def test_interpreter_exit_ships_the_buffer(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert not session_pids(int(result.stdout.split()[0]))
     assert delivered(tmp_path) == [0, 1, 2]
+
+
+def test_simple_base_shutdown_without_stop_drains(tmp_path: Path) -> None:
+    """simpleSystemBase sends actors no ActorExitRequest at shutdown: the handle that
+    started the server stops it first, so nothing accepted is lost (not even lingering)."""
+    asys = ActorSystem("simpleSystemBase", transientUnique=True)
+    try:
+        server = start(asys, tmp_path, max_batch_size=7)
+        for i in range(30):
+            server.send_message(i)
+    finally:
+        asys.shutdown()
+    assert delivered(tmp_path) == list(range(30))
+    with pytest.raises(Overloaded, match=r"stopped|shut down"):
+        server.send_message(30)

@@ -44,6 +44,17 @@ def test_unpicklable_message_is_refused_at_its_call(multiproc_system: ActorSyste
     assert delivered(tmp_path) == list(range(200))
 
 
+def test_unpicklable_item_of_send_messages_is_named(tcp_system: ActorSystem,
+                                                     tmp_path: Path) -> None:
+    server = start(tcp_system, tmp_path)
+    with pytest.raises(UnpicklableMessage, match="message 1: cannot send a lock") as error:
+        server.send_messages([1, threading.Lock(), 3])
+    assert "none of the 3 was queued" in str(error.value)
+    assert server.send_messages([4, 5]) == 2  # the handle works on
+    server.stop()
+    assert delivered(tmp_path) == [4, 5]
+
+
 def test_message_spoiled_after_its_call_costs_only_itself(tcp_system: ActorSystem,
                                                           tmp_path: Path) -> None:
     server = start(tcp_system, tmp_path, linger=3600, credit_timeout=30)
@@ -81,7 +92,7 @@ def test_simple_call_that_can_never_be_answered_fails_at_once(simple_system: Act
     server = start(simple_system, tmp_path, max_batch_size=1)  # manual timers: none will fire
     server.send_message("a")
     began = time.monotonic()
-    with pytest.raises(ActorTimeout, match="nothing is left to run"):
+    with pytest.raises(ActorTimeout, match="nothing runs before then"):
         server.stop()  # timeout None: would otherwise wait for ever
     assert time.monotonic() - began < 5
 
