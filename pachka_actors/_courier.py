@@ -22,6 +22,7 @@ and read best in one place.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import pickle
 import threading
@@ -37,9 +38,12 @@ from thespian.actors import ActorAddress, ActorSystem
 from ._ask import Answer, Unreachable, ask
 from ._thespian import private_endpoint
 from .errors import ActorTimeout, PachkaError, UnpicklableMessage
-from .messages import Accepted, Granted, RequestCredit, SendMessages, Stop
+from .messages import Accepted, CheckLoadable, Granted, RequestCredit, SendMessages, Stop
 
 log = logging.getLogger(__name__)
+
+#: The usual cause of a message that pickles here but not loads in the server's process.
+UNLOADABLE = "a class defined in __main__ after the actor system started?"
 
 #: Types that always pickle: `send_message` skips the check for them.
 _PLAIN = frozenset({int, float, str, bytes, bool, type(None)})
@@ -437,13 +441,21 @@ class Courier:
             return False
         except Exception as exc:
             failure: Exception = exc
-        bad = [m for m in messages if not _pickles(m)] if self.checks_pickling else []
+        bad = {i for i, m in enumerate(messages) if not _pickles(m)} \
+            if self.checks_pickling else set()
+        why = "no longer pickle"
+        if not bad and self.checks_pickling and not isinstance(failure, ActorTimeout):
+            with contextlib.suppress(ActorTimeout):  # no answer: the messages may be fine
+                bad = unloadable(messages, probe(lambda request: ask(
+                    endpoint, self.address, request, Accepted, self.ask_timeout)))
+            why = f"cannot be loaded by the server's process ({UNLOADABLE})"
         problem: PachkaError
         if bad:
-            good = [m for m in messages if _pickles(m)]
+            good = [m for i, m in enumerate(messages) if i not in bad]
+            first = messages[min(bad)]
             problem = UnpicklableMessage(
-                f"{len(bad)} buffered messages no longer pickle and were dropped (first: a "
-                f"{type(bad[0]).__qualname__}); the other {len(good)} were shipped")
+                f"{len(bad)} buffered messages {why} and were dropped (first: a "
+                f"{type(first).__qualname__}); the other {len(good)} were shipped")
             try:
                 ask(endpoint, self.address, SendMessages(good, shipment.credit), Accepted,
                     self.ask_timeout)
@@ -457,6 +469,39 @@ class Courier:
         with self.cond:
             self.problems.append(problem)
         return _timed_out(failure)
+
+
+def probe(ask_server: Callable[[CheckLoadable], Any]) -> Callable[[list[Any]], bool]:
+    """Whether the server's process loads a list, asked with `ask_server`; a server that
+    does not answer raises `ActorTimeout` (it says nothing about the messages)."""
+    def loads(messages: list[Any]) -> bool:
+        try:
+            ask_server(CheckLoadable(messages))
+        except ActorTimeout:
+            raise
+        except Exception:
+            return False
+        return True
+    return loads
+
+
+def unloadable(messages: list[Any], loads: Callable[[list[Any]], bool]) -> set[int]:
+    """The indices of `messages` the server's process cannot load, found by halving with
+    `loads` (a `CheckLoadable` round trip); none when even an empty list fails, for then
+    the messages are not the cause."""
+    if not loads([]):
+        return set()
+    bad: set[int] = set()
+    spans = [range(len(messages))]
+    while spans:
+        span = spans.pop()
+        if not span or loads([messages[i] for i in span]):
+            continue
+        if len(span) == 1:
+            bad.add(span[0])
+        else:
+            spans += [span[len(span) // 2:], span[:len(span) // 2]]
+    return bad
 
 
 def _timed_out(error: BaseException | None) -> bool:

@@ -57,6 +57,19 @@ class SendMessages:
         return f"SendMessages({len(self.messages)} messages, credit={self.credit})"
 
 
+@dataclass(frozen=True, repr=False)
+class CheckLoadable:
+    """Whether the server's process can load `messages`; nothing is queued. A shipment
+    refused by Thespian (the receiver could not unpickle it: a class defined in
+    `__main__` after the system started) is probed with it, so that only the
+    messages that cannot cross are dropped. Answered with `Accepted(len(messages))`."""
+
+    messages: list[Any]
+
+    def __repr__(self) -> str:
+        return f"CheckLoadable({len(self.messages)} messages)"
+
+
 @dataclass(frozen=True)
 class Accepted:
     """Reply to the sender: `count` messages taken, in order; the rest refused for `refused`."""

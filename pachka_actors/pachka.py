@@ -26,7 +26,7 @@ from typing import Any
 from thespian.actors import ActorAddress, ActorExitRequest, ActorSystem
 
 from ._ask import Unreachable
-from ._courier import Courier, check_picklable, system_lock
+from ._courier import UNLOADABLE, Courier, check_picklable, probe, system_lock, unloadable
 from ._options import seconds
 from ._placement import create_placed, parse_requirements
 from ._thespian import runs_in_caller_thread, system_key
@@ -37,6 +37,7 @@ from .errors import (
     ConfigError,
     NotStarted,
     Overloaded,
+    PachkaError,
     UnpicklableMessage,
 )
 from .messages import (
@@ -208,7 +209,11 @@ class Pachka:
                 return
             if self._courier.checks_pickling:
                 check_picklable(message)
-            accepted = self._courier.call(SendMessage(message), Accepted, self.ask_timeout)
+            try:
+                accepted = self._courier.call(SendMessage(message), Accepted, self.ask_timeout)
+            except Exception as exc:
+                self._name_unpicklable("send_message", [message], exc)
+                raise
             if accepted.refused is not None and not accepted.refused.terminating and wait:
                 accepted = self._send_when_room(message, wait)
         except Unreachable as exc:
@@ -240,20 +245,29 @@ class Pachka:
         except Unreachable as exc:
             raise self._lost_server(exc) from exc
         except Exception as exc:
-            if self._courier.checks_pickling:
-                self._name_unpicklable(batch, exc)
+            self._name_unpicklable("send_messages", batch, exc)
             raise
         return int(accepted.count)
 
-    @staticmethod
-    def _name_unpicklable(batch: list[Any], failure: Exception) -> None:
-        """The list did not pickle: say which message, as `send_message` would."""
+    def _name_unpicklable(self, call: str, batch: list[Any], failure: Exception) -> None:
+        """`call` failed, maybe because a message did not cross to the server's process
+        (multi-process bases): if so, raise `UnpicklableMessage` naming it."""
+        if not self._courier.checks_pickling or isinstance(failure, PachkaError):
+            return
         for index, message in enumerate(batch):
             try:
                 check_picklable(message)
             except UnpicklableMessage as exc:
-                raise UnpicklableMessage(f"send_messages: message {index}: {exc}; none of the "
+                raise UnpicklableMessage(f"{call}: message {index}: {exc}; none of the "
                                          f"{len(batch)} was queued") from failure
+        bad = unloadable(batch, probe(lambda request: self._courier.call(
+            request, Accepted, self.ask_timeout)))
+        if bad:
+            index = min(bad)
+            raise UnpicklableMessage(
+                f"{call}: message {index}, a {type(batch[index]).__qualname__}, cannot "
+                f"be loaded by the server's process ({UNLOADABLE}); none of the {len(batch)} "
+                f"was queued") from failure
 
     def status(self) -> ServerStatus:
         if self._gone is not None:

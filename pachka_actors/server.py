@@ -55,6 +55,7 @@ from .core import (
 from .errors import AlreadyStarted, ConfigError, NotStarted
 from .messages import (
     Accepted,
+    CheckLoadable,
     GetStats,
     GetStatus,
     Granted,
@@ -160,6 +161,8 @@ class PachkaServer(Actor):  # type: ignore[misc]
             self._handle(run, StopRequested(), sender)
         elif isinstance(message, GetStatus):
             self._answer(sender, run.core.status())
+        elif isinstance(message, CheckLoadable):
+            self._answer(sender, Accepted(len(message.messages)))
         elif isinstance(message, GetStats):
             self._answer(sender, run.metrics.stats())
         elif isinstance(message, ChildActorExited):

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
+import types
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -53,6 +55,39 @@ def test_unpicklable_item_of_send_messages_is_named(tcp_system: ActorSystem,
     assert server.send_messages([4, 5]) == 2  # the handle works on
     server.stop()
     assert delivered(tmp_path) == [4, 5]
+
+
+def late_class() -> type:
+    """A class the server's process cannot load: its module exists only in this process,
+    made after the system started (as a class defined in __main__ then would be)."""
+    module = types.ModuleType("late_module")
+    sys.modules["late_module"] = module
+    exec("class Late:\n    pass\n", module.__dict__)
+    late: type = module.Late
+    return late
+
+
+def test_message_the_server_cannot_load_costs_only_itself(tcp_system: ActorSystem,
+                                                          tmp_path: Path) -> None:
+    server = start(tcp_system, tmp_path, linger=3600, credit_timeout=30)
+    late = late_class()
+    try:
+        for message in [1, late(), 2]:
+            server.send_message(message)  # it pickles here: accepted into the buffer
+        with pytest.raises(UnpicklableMessage, match="1 buffered messages cannot be loaded"):
+            server.flush()
+        with pytest.raises(UnpicklableMessage, match="message 1, a Late, cannot be loaded"):
+            server.send_messages([3, late(), 4])
+        unbuffered = Pachka.connect(tcp_system, server.address, linger=None)
+        with pytest.raises(UnpicklableMessage, match="message 0, a Late, cannot be loaded"):
+            unbuffered.send_message(late())
+        server.send_message(5)
+        began = time.monotonic()
+        server.stop()
+        assert time.monotonic() - began < 10  # the grant was closed by the good ones
+    finally:
+        del sys.modules["late_module"]
+    assert delivered(tmp_path) == [1, 2, 5]
 
 
 def test_message_spoiled_after_its_call_costs_only_itself(tcp_system: ActorSystem,
