@@ -18,6 +18,7 @@ import os
 import pickle
 import select
 import signal
+import threading
 import traceback
 from collections import deque
 from collections.abc import Callable
@@ -47,6 +48,10 @@ class Prepare:
 
     def __repr__(self) -> str:
         return f"Prepare(exporter {self.exporter_id})"
+
+
+#: Seconds an idle exporter gets at the server's exit to run `teardown` before SIGKILL.
+TEARDOWN_GRACE = 3.0
 
 
 @dataclass(frozen=True, repr=False)
@@ -339,15 +344,25 @@ class ExporterPool:
             os.waitpid(forked.pid, 0)
 
     def close(self) -> None:
-        """At exit: end every exporter left. Thespian's exit broadcast can miss one created
-        just before it, which would then outlive the server: kill where possible."""
+        """At exit: end every exporter left. An idle one or a spare is asked to exit, so its
+        sink's `teardown` runs (a connection closed cleanly), and killed if it has not
+        ended after `TEARDOWN_GRACE`; the others are killed at once. Thespian's exit
+        broadcast can miss one created just before it: kill where possible."""
         if self.forked is not None:
             self._reap(signal.SIGKILL)
         waited_for = exit_children(self.actor)
         parent = os.getpid()
         for member in [*self.members, *self.spares]:
+            healthy = member.export_id is None and not member.done and not member.abandoned
             if member.process is not None and member.process.killable():
-                if not member.process.ended(parent):  # a retired one may be gone, its pid reused
+                ended = member.process.ended(parent)  # a retired one's pid may be reused
+                if healthy and not ended:  # idle or spare: its `teardown` runs, in a grace
+                    self.actor.send(member.address, ActorExitRequest())
+                    killer = threading.Timer(TEARDOWN_GRACE, member.process.kill)
+                    killer.daemon = True  # the server's process need not wait for it
+                    killer.start()
+                    continue
+                if not ended:
                     member.process.kill()
                 if waited_for is not None and member.address in waited_for:
                     waited_for.remove(member.address)  # Thespian need not ask it to exit

@@ -67,6 +67,19 @@ def test_no_limit_serves_every_batch_in_one_exporter(any_system: ActorSystem,
     server.stop()
 
 
+def test_stop_tears_down_the_idle_exporter_and_the_spare(tcp_system: ActorSystem,
+                                                        tmp_path: Path) -> None:
+    """A connection a sink opened in `setup` is closed by `teardown` at a clean stop."""
+    server = start_session(tcp_system, tmp_path, batches_per_exporter=None)
+    server.send_messages(range(20))
+    wait_delivered(server, tmp_path, 20)
+    server.stop()
+    set_up = set(pids(tmp_path, "setup"))  # the exporter, and the spare made at its start
+    assert set_up and set(pids(tmp_path, "send_batch")) <= set_up
+    wait_for(lambda: set(pids(tmp_path, "teardown")) == set_up, timeout=5)
+    wait_for(lambda: all(process_gone(pid) for pid in set_up), timeout=5)
+
+
 def test_default_is_an_exporter_per_batch_with_its_own_setup(any_system: ActorSystem,
                                                              tmp_path: Path) -> None:
     server = start_session(any_system, tmp_path)
