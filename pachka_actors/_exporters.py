@@ -28,7 +28,12 @@ from typing import Any
 from thespian.actors import Actor, ActorAddress, ActorExitRequest
 
 from ._process import ProcessId, die_with_parent
-from ._thespian import child_process, exit_children, forget_dead_children
+from ._thespian import (
+    child_process,
+    exit_children,
+    forget_dead_children,
+    notices_exits_at_once,
+)
 from .core import ExportFinished
 from .errors import SinkError
 from .sink import EXITED, Sink
@@ -344,16 +349,20 @@ class ExporterPool:
             os.waitpid(forked.pid, 0)
 
     def close(self) -> None:
-        """At exit: end every exporter left. An idle one or a spare is asked to exit, so its
-        sink's `teardown` runs (a connection closed cleanly), and killed if it has not
-        ended after `TEARDOWN_GRACE`; the others are killed at once. Thespian's exit
-        broadcast can miss one created just before it: kill where possible."""
+        """At exit: end every exporter left. Where Thespian notices a child's exit at once
+        (TCP, UDP) an idle one or a spare is asked to exit, so its sink's `teardown` runs
+        (a connection closed cleanly), and killed if it has not ended after
+        `TEARDOWN_GRACE`; the others are killed at once (on multiprocQueueBase all: its
+        server would wait ~2 s to notice each exit). Thespian's exit broadcast can miss
+        one created just before it: kill where possible."""
         if self.forked is not None:
             self._reap(signal.SIGKILL)
         waited_for = exit_children(self.actor)
         parent = os.getpid()
+        graceful = notices_exits_at_once(self.actor)
         for member in [*self.members, *self.spares]:
-            healthy = member.export_id is None and not member.done and not member.abandoned
+            healthy = (graceful and member.export_id is None and not member.done
+                       and not member.abandoned)
             if member.process is not None and member.process.killable():
                 ended = member.process.ended(parent)  # a retired one's pid may be reused
                 if healthy and not ended:  # idle or spare: its `teardown` runs, in a grace

@@ -59,6 +59,13 @@ def forget_dead_children(actor: Actor) -> None:
     children[:] = [address for address in children if address in live]
 
 
+def notices_exits_at_once(actor: Actor) -> bool:
+    """Whether Thespian reports a child's exit to `actor` within milliseconds: TCP and UDP
+    do; multiprocQueueBase polls every ~2 s, long enough to stall a shutdown."""
+    transport = getattr(getattr(actor, "_myRef", None), "transport", None)
+    return type(transport).__name__ in ("TCPTransport", "UDPTransport")
+
+
 def base_name(system: ActorSystem) -> str:
     """The system base's name, e.g. "simpleSystemBase" (what `ActorSystem(...)` was given)."""
     base: Any = getattr(system, "_systemBase", None)

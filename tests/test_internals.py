@@ -21,6 +21,7 @@ from pachka_actors._thespian import (
     exit_children,
     forget_dead_children,
     is_status_of,
+    notices_exits_at_once,
     runs_in_caller_thread,
     status_request,
 )
@@ -34,6 +35,8 @@ class Parent(Actor):  # type: ignore[misc]
             child = self.createActor(Actor)
             process = child_process(self, child)
             self.send(sender, (process, exit_children(self), child, os.getpid()))
+        elif message == "notices exits at once?":
+            self.send(sender, notices_exits_at_once(self))
         elif message == "two, one killed":  # they answer once up: Thespian then awaits them
             self.asker, self.pongs = sender, []
             for _ in range(2):
@@ -65,6 +68,8 @@ def test_thespian_internals_are_there_on_a_multiprocess_base(tcp_system: ActorSy
     assert process.pid != parent_pid and not process.ended()
     assert isinstance(children, list) and child in children, "Thespian's _myRef._children"
     parent = tcp_system.createActor(Parent)
+    assert tcp_system.ask(parent, "notices exits at once?", 10) is True, \
+        "Thespian's _myRef.transport (its class tells TCP from Queue)"
     assert is_status_of(tcp_system.ask(parent, status_request(), 10), parent), \
         "Thespian's status request (ask's liveness probe) is not answered as expected"
 
