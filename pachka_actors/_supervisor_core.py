@@ -410,11 +410,15 @@ class SupervisorCore:
         if isinstance(request, TerminateChild):
             if child.status is Status.RESTARTING:  # the queued retry then finds nothing to do
                 child.status = Status.STOPPED
+            # As Erlang's terminate_child takes the child's EXIT: no restart decision follows.
+            self._queue = deque(item for item in self._queue if item != _Decide(child.id,
+                                                                               child.incarnation))
             steps: deque[Step] = deque([(Do.STOP, child.id)])
             if child.spec.restart is Restart.TEMPORARY:
                 steps.append((Do.DELETE, child.id))
             self._job = _Job(JobKind.TERMINATE_CHILD, steps, requester, child.id)
-        elif child.alive:
+        elif child.alive or _Decide(child.id, child.incarnation) in self._queue:
+            # Dead, but its exit is queued behind this call: in Erlang's order it still runs.
             return [Reply(requester, ChildRunning(child.id))]
         elif child.status is Status.RESTARTING:
             return [Reply(requester, ChildRestarting(child.id))]

@@ -30,7 +30,7 @@ from pachka_actors._supervisor_events import (
     Reply,
     Status,
 )
-from pachka_actors.errors import ChildRestarting
+from pachka_actors.errors import ChildRestarting, ChildRunning
 from pachka_actors.messages import (
     RESTARTING,
     ChildTerminated,
@@ -153,3 +153,33 @@ def test_a_shutdown_during_the_loop_drops_the_retry() -> None:
     assert world.starts() == []
     assert world.replies()["stop"] == SupervisorStopped()
     assert [e for e in world.effects if isinstance(e, Exit)] == [Exit(gave_up=False)]
+
+
+def test_a_call_queued_before_a_child_exit_sees_the_child_running() -> None:
+    """Erlang's order: `restart_child` handled before the child's EXIT finds it running;
+    the EXIT then restarts it (a crash is never lost to a call: found by Hypothesis)."""
+    world = World()
+    world.effects.clear()
+    world.call(TerminateChild("b"), "terminate")  # a job: "b" is asked to stop
+    world.call(RestartChild("a"), "restart")  # queued behind the job
+    world.crash("a")  # "a"'s exit is queued behind the call
+    world.crash("b")  # the job ends; the queue runs in order
+    replies = world.replies()
+    assert replies["terminate"] == ChildTerminated("b")
+    assert isinstance(replies["restart"], ChildRunning) and "'a'" in str(replies["restart"])
+    assert world.starts() == ["a"]  # restarted once, by its exit's decision
+    world.init_ok("a")
+    assert world.core.idle and world.core.find("a").alive  # type: ignore[union-attr]
+
+
+def test_terminate_child_takes_the_exit_queued_behind_it() -> None:
+    """`terminate_child` of a child whose exit is still queued: terminated, not restarted."""
+    world = World()
+    world.effects.clear()
+    world.call(TerminateChild("b"), "first")
+    world.call(TerminateChild("a"), "second")
+    world.crash("a")
+    world.crash("b")
+    assert world.replies() == {"first": ChildTerminated("b"), "second": ChildTerminated("a")}
+    assert world.starts() == []
+    assert world.core.idle
