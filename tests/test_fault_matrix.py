@@ -125,8 +125,11 @@ SINK_FAULTS = [
 
 @pytest.mark.parametrize("system", BASES, indirect=True)
 @pytest.mark.parametrize(("fault", "export_timeout", "reason"), SINK_FAULTS)
+@pytest.mark.parametrize("batches_per_exporter", [1, None], ids=["fresh", "reused"])
 def test_sink_fault_loses_nothing(system: ActorSystem, tmp_path: Path, fault: str,
-                                  export_timeout: float | None, reason: str) -> None:
+                                  export_timeout: float | None, reason: str,
+                                  batches_per_exporter: int | None) -> None:
+    """Also with reused exporters: a faulting one is never given another batch."""
     base = base_of(system)
     n, every = sizes(base, fault)
     if fault == "down":
@@ -136,7 +139,8 @@ def test_sink_fault_loses_nothing(system: ActorSystem, tmp_path: Path, fault: st
     try:
         server = Pachka.start(system=system, sink=FaultSink(tmp_path, fault, every),
                               max_batch_size=10, max_batch_delay=0.02,
-                              export_timeout=export_timeout)
+                              export_timeout=export_timeout,
+                              batches_per_exporter=batches_per_exporter)
         for i in range(n):
             server.send_message(i)  # the default lingering handle
         if fault == "down":
