@@ -379,9 +379,10 @@ class PachkaCore:
         self.terminating = self.finishing = True
         effects: list[Effect] = []
         if self.credits:
-            effects.append(Log(logging.WARNING, f"exiting: {self.reserved} messages promised "
-                                                f"to {len(self.credits)} producers can no "
-                                                f"longer be received"))
+            effects.append(Log(logging.ERROR, f"exiting: {self.reserved} messages promised "
+                                              f"to {len(self.credits)} producers can no "
+                                              f"longer be received: those shipped from now on "
+                                              f"are lost (stop producers before their server)"))
             if self.credit_timeout is not None:
                 effects += [CancelTimer(credit) for credit in self.credits]
             self.credits.clear()

@@ -401,3 +401,15 @@ def test_out_of_time_at_exit_reports_the_count_lost_at_error() -> None:
     assert Log(logging.ERROR, "12 accepted messages lost: not delivered within "
                               "shutdown_timeout") in effects
     assert effects[-1] == Stopped() and core.state is State.STOPPED
+
+
+def test_room_promised_at_exit_is_reported_at_error() -> None:
+    """A producer's shipment after a bare exit is lost: never silently."""
+    core = PachkaCore(max_batch_size=5, critical_queue_size=100, max_batch_delay=None,
+                      export_timeout=None, shutdown_timeout=30.0, drains=False)
+    core.handle(CreditRequested(7))
+    errors = [e for e in core.handle(ExitRequested())
+              if isinstance(e, Log) and e.level == logging.ERROR]
+    assert [e.text.split(":")[0] for e in errors] == ["exiting"]
+    assert "7 messages promised to 1 producers" in errors[0].text
+    assert "are lost" in errors[0].text and not core.credits
