@@ -66,6 +66,14 @@ def system_lock(key: Hashable) -> threading.RLock:
         return _SYSTEM_LOCKS.setdefault(key, threading.RLock())
 
 
+def _join_inline(key: Hashable, courier: Courier) -> weakref.WeakSet[Courier]:
+    """Register an inline courier with its system's others; their set."""
+    with _SYSTEM_LOCKS_GUARD:
+        neighbours = _INLINE.setdefault(key, weakref.WeakSet())
+        neighbours.add(courier)
+        return neighbours
+
+
 def check_picklable(message: Any) -> None:
     """Refuse at the call a message that could never cross to the server's process."""
     if type(message) in _PLAIN:
@@ -116,10 +124,8 @@ class Courier:
         self.threaded = threaded
         self.checks_pickling = checks_pickling
         self.inline_lock = None if threaded else system_lock(key)
-        with _SYSTEM_LOCKS_GUARD:
-            self.neighbours = _INLINE.setdefault(key, weakref.WeakSet()) if not threaded \
-                else weakref.WeakSet()
-            self.neighbours.add(self)
+        #: The system's inline couriers, this one among them (None: threaded).
+        self.neighbours = None if threaded else _join_inline(key, self)
         #: The condition's lock, entered directly on the hot path (`put`): entering the
         #: RLock costs a fraction of the condition's Python-level `__enter__`.
         self.lock = threading.RLock()
@@ -323,7 +329,7 @@ class Courier:
         """Run our jobs in the caller's thread, after the buffers of the system's other
         handles: they were accepted before this call, and only a call ships them (a
         `stop()` through one handle must not wait for messages lingering in another)."""
-        assert self.inline_lock is not None
+        assert self.inline_lock is not None and self.neighbours is not None
         with self.inline_lock:
             with _SYSTEM_LOCKS_GUARD:
                 others = [c for c in self.neighbours if c is not self]

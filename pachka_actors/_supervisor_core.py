@@ -407,18 +407,18 @@ class SupervisorCore:
         child = self.find(request.id)
         if child is None:
             return [Reply(requester, ChildNotFound(request.id))]
+        # Its exit, if queued behind this call: Erlang handles the call first.
+        exit_queued = _Decide(child.id, child.incarnation)
         if isinstance(request, TerminateChild):
             if child.status is Status.RESTARTING:  # the queued retry then finds nothing to do
                 child.status = Status.STOPPED
             # As Erlang's terminate_child takes the child's EXIT: no restart decision follows.
-            self._queue = deque(item for item in self._queue if item != _Decide(child.id,
-                                                                               child.incarnation))
+            self._queue = deque(item for item in self._queue if item != exit_queued)
             steps: deque[Step] = deque([(Do.STOP, child.id)])
             if child.spec.restart is Restart.TEMPORARY:
                 steps.append((Do.DELETE, child.id))
             self._job = _Job(JobKind.TERMINATE_CHILD, steps, requester, child.id)
-        elif child.alive or _Decide(child.id, child.incarnation) in self._queue:
-            # Dead, but its exit is queued behind this call: in Erlang's order it still runs.
+        elif child.alive or exit_queued in self._queue:  # in Erlang's order it still runs
             return [Reply(requester, ChildRunning(child.id))]
         elif child.status is Status.RESTARTING:
             return [Reply(requester, ChildRestarting(child.id))]

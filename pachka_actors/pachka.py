@@ -322,7 +322,7 @@ class Pachka:
         simpleSystemBase sends actors no `ActorExitRequest` at shutdown, so a server
         this handle started is stopped (drained) here, or its queue would be lost.
         """
-        if self._owns_server and runs_in_caller_thread(self.system):
+        if self._owns_server and not self._courier.threaded:
             try:
                 self.stop(_bound(self.ask_timeout))
             except Exception as exc:
