@@ -101,13 +101,23 @@ class Delivery:
     largest_batch: int
 
 
-def verify(log_path: str, expected: int, max_batch_size: int) -> Delivery:
-    """Check the sink's log: 0..expected-1 exactly once, in order, batches within the limit."""
+def _lines(log_path: str) -> list[str]:
+    """The complete lines a `RecordingSink` has logged so far (one per batch)."""
     try:
         with open(log_path) as f:
-            lines = f.read().split("\n")[:-1]
+            return f.read().split("\n")[:-1]
     except FileNotFoundError:
-        lines = []
+        return []
+
+
+def delivered(log_path: str) -> int:
+    """Messages the sink has logged so far (one line per batch: first, length, ok)."""
+    return sum(int(line.split()[1]) for line in _lines(log_path))
+
+
+def verify(log_path: str, expected: int, max_batch_size: int) -> Delivery:
+    """Check the sink's log: 0..expected-1 exactly once, in order, batches within the limit."""
+    lines = _lines(log_path)
     following, largest = 0, 0
     for number, line in enumerate(lines):
         first, length, ok = (int(field) for field in line.split())

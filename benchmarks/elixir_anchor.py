@@ -60,7 +60,7 @@ from ._harness import (
     median,
     wait_for,
 )
-from ._sinks import RecordingSink, verify
+from ._sinks import RecordingSink, delivered, verify
 
 GOAL = 7  # the number of these rows in `python -m benchmarks --only`
 BATCH = 500
@@ -149,15 +149,6 @@ def original(messages: int, reps: int) -> Iterator[OriginalRunner | str]:
         return
     with tempfile.TemporaryDirectory(prefix="pachka-elixir-") as tmp:
         yield OriginalRunner(tmp, messages, reps)
-
-
-def delivered(log: str) -> int:
-    """Messages the sink has logged so far (one line per batch: first, length, ok)."""
-    try:
-        with open(log) as f:
-            return sum(int(line.split()[1]) for line in f.read().split("\n")[:-1])
-    except FileNotFoundError:
-        return 0
 
 
 @dataclass

@@ -31,8 +31,7 @@ from pachka_actors import BufferedProducer, Overloaded, Pachka
 from pachka_actors.messages import Accepted, SendMessage
 
 from ._harness import Row, Sizes, actor_system, interleave, median, scratch_dir, wait_for
-from ._sinks import RecordingSink, verify
-from .elixir_anchor import delivered
+from ._sinks import RecordingSink, delivered, verify
 
 GOAL = 9
 BATCH = 500
