@@ -6,7 +6,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from sinks import RecordingSink, wait_for
+from sinks import RecordingSink, delivered, wait_for
 from thespian.actors import ActorSystem
 
 from pachka_actors import Pachka
@@ -37,6 +37,11 @@ def fire(system: ActorSystem, server: Pachka, kind: TimerKind) -> None:
 
 def wait_state(server: Pachka, state: State) -> None:
     wait_for(lambda: server.status().state is state)
+
+
+def wait_delivered(server: Pachka, directory: Path, count: int) -> None:
+    """Until the sink has `count` messages; `status()` drives simpleSystemBase meanwhile."""
+    wait_for(lambda: server.status() and len(delivered(directory)) >= count)
 
 
 def touch(directory: Path, name: str, content: str = "") -> None:

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from sinks import SessionSink, calls, delivered, wait_for
-from support import fire, process_gone, touch, wait_state
+from support import fire, process_gone, touch, wait_delivered, wait_state
 from thespian.actors import ActorSystem
 
 from pachka_actors import Pachka, Sink
@@ -30,10 +30,6 @@ def start_session(system: ActorSystem, directory: Path, **options: Any) -> Pachk
 
 def pids(directory: Path, call: str) -> list[int]:
     return [entry["pid"] for entry in calls(directory, call)]
-
-
-def wait_delivered(server: Pachka, directory: Path, count: int) -> None:
-    wait_for(lambda: server.status() and len(delivered(directory)) >= count)
 
 
 def test_an_exporter_serves_n_batches_then_retires(tcp_system: ActorSystem,

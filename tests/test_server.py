@@ -22,7 +22,7 @@ from sinks import (
     delivered,
     wait_for,
 )
-from support import actor_system, fire, process_gone, start, touch, wait_state
+from support import actor_system, fire, process_gone, start, touch, wait_delivered, wait_state
 from thespian.actors import ActorSystem
 
 from pachka_actors import AlreadyStarted, NotStarted, Overloaded, Pachka
@@ -39,7 +39,7 @@ def test_collects_and_sends_full_and_timeout_batches(any_system: ActorSystem,
         for i in range(first, first + 12):
             server.send_message(i)
         # The handle lingers, and simpleSystemBase runs the server only inside calls.
-        wait_for(lambda: server.status() and len(delivered(tmp_path)) >= first + 10)  # noqa: B023
+        wait_delivered(server, tmp_path, first + 10)
         wait_state(server, State.IDLE)
         assert server.status().queue_length == 2
         fire(any_system, server, TimerKind.BATCH)
