@@ -99,17 +99,24 @@ def attempt(export_id: int, call: Callable[[], object]) -> ExportFinished:
 class SinkSession:
     """One exporter's sink: set up once, then its batches, then torn down.
 
-    A failed `setup` fails every batch given (the server gives one, then retires it).
+    A spare runs `setup` long before its batch comes: one that failed then (the
+    database was down) is run again for the batch, so that the batch fails only
+    for a cause that still holds, and the server retires the exporter after it.
     """
 
     def __init__(self, sink: Sink, server_value: Any) -> None:
         self.sink = sink
         self.server_value = server_value
-        setup = attempt(0, functools.partial(sink.setup, server_value))
-        self.failed: ExportFinished | None = setup if setup.failure is not None else None
+        self.failed = self._setup()
         self.closed = False
 
+    def _setup(self) -> ExportFinished | None:
+        setup = attempt(0, functools.partial(self.sink.setup, self.server_value))
+        return setup if setup.failure is not None else None
+
     def export(self, export_id: int, batch: list[Any]) -> ExportFinished:
+        if self.failed is not None:
+            self.failed = self._setup()
         if self.failed is not None:
             return dataclasses.replace(self.failed, export_id=export_id)
         return attempt(export_id, functools.partial(self.sink.send_batch, batch,

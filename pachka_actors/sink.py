@@ -32,8 +32,9 @@ class Sink:
 
     def setup(self, server_value: Any) -> None:
         """Prepare this exporter's copy of the sink (open a connection), once per exporter,
-        while it waits as a spare: set-up overlaps the export before. Raise to fail the
-        first batch given to this exporter (retried as any failed attempt, in a new one)."""
+        while it waits as a spare: set-up overlaps the export before. If it raises, it
+        runs again when the batch comes; raising then fails that batch (retried as any
+        failed attempt, in a new exporter)."""
 
     def teardown(self, server_value: Any) -> None:
         """Undo `setup` when the exporter retires while the server runs (its batches done,

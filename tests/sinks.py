@@ -73,17 +73,14 @@ class DrainingRecordingSink(RecordingSink):
 
 
 class SessionSink(RecordingSink):
-    """Also records `setup` and `teardown`. While `setup-fail` exists the first `setup`
-    to claim `setup-failed` raises; while `teardown-hang` exists `teardown` hangs."""
+    """Also records `setup` and `teardown`. While `setup-fail` exists `setup` raises
+    (recorded as "setup-failed"); while `teardown-hang` exists `teardown` hangs."""
 
     def setup(self, server_value: Any) -> None:
-        self.record(call="setup", server_value=server_value)
         if os.path.exists(self._path("setup-fail")):
-            try:
-                os.close(os.open(self._path("setup-failed"), os.O_CREAT | os.O_EXCL))
-            except FileExistsError:
-                return
+            self.record(call="setup-failed", server_value=server_value)
             raise ConnectionError("setup down")
+        self.record(call="setup", server_value=server_value)
 
     def teardown(self, server_value: Any) -> None:
         self.record(call="teardown", server_value=server_value)

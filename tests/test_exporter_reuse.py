@@ -129,18 +129,38 @@ def test_a_killed_exporter_is_not_reused(tcp_system: ActorSystem, tmp_path: Path
 
 def test_setup_that_raises_fails_the_batch_which_is_retried(any_system: ActorSystem,
                                                             tmp_path: Path) -> None:
-    touch(tmp_path, "setup-fail")  # the first exporter's setup raises
+    touch(tmp_path, "setup-fail")  # every setup raises until the file goes
     server = start_session(any_system, tmp_path, batches_per_exporter=None)
-    wait_for(lambda: server.status() and calls(tmp_path, "setup"))  # the only one so far
+    wait_for(lambda: server.status() and calls(tmp_path, "setup-failed"))  # the spare's
     server.send_messages(range(5))
     wait_state(server, State.RETRY_BACKOFF)
     assert calls(tmp_path, "enter") == []  # send_batch never ran there
     assert "setup down" in calls(tmp_path, "retry_timeout")[0]["reason"]
+    (tmp_path / "setup-fail").unlink()
     fire(any_system, server, TimerKind.RETRY)
     server.send_messages(range(5, 10))
     wait_delivered(server, tmp_path, 10)
     assert delivered(tmp_path) == list(range(10))
     assert len(calls(tmp_path, "teardown")) == 0  # no teardown after a failed setup
+    server.stop()
+
+
+def test_a_spare_whose_setup_failed_sets_up_again_for_its_batch(tcp_system: ActorSystem,
+                                                                tmp_path: Path) -> None:
+    """CI flake of issue 21: the retry's exporter had run `setup` as a spare while the
+    database was down, and its batch failed with that stale error after it came back."""
+    touch(tmp_path, "setup-fail")
+    server = start_session(tcp_system, tmp_path)
+    server.send_messages(range(5))
+    wait_state(server, State.RETRY_BACKOFF)
+    # The batch's exporter failed `setup` twice (as a spare, then for the batch); the
+    # spare made when that export began set up, and failed, while the cause held too.
+    wait_for(lambda: len(set(pids(tmp_path, "setup-failed"))) == 2)
+    (tmp_path / "setup-fail").unlink()  # the database is back
+    fire(tcp_system, server, TimerKind.RETRY)
+    wait_delivered(server, tmp_path, 5)
+    assert delivered(tmp_path) == list(range(5))
+    assert len(calls(tmp_path, "retry_timeout")) == 1  # the retry did not fail again
     server.stop()
 
 
