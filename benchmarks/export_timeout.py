@@ -17,7 +17,7 @@ import time
 from thespian.actors import ActorSystem
 
 from pachka_actors import Pachka
-from pachka_actors._process import ProcessId
+from pachka_actors._process_old import ProcessId
 
 from ._harness import (
     BenchmarkError,

@@ -27,7 +27,7 @@ from typing import Any
 
 from thespian.actors import Actor, ActorAddress, ActorExitRequest
 
-from ._process import ProcessId, die_with_parent
+from ._process_old import ProcessId, die_with_parent
 from ._thespian import (
     child_process,
     exit_children,

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,35 +29,9 @@ from thespian.actors import (
 )
 
 from ._ask import Caller
-from ._options import picklable
 from ._thespian import is_status_of, status_request
+from .config import Requirements
 from .errors import ConfigError
-
-#: What a requirements mapping is, once validated: a plain dict (or None: anywhere).
-Requirements = dict[str, Any]
-
-
-def parse_requirements(name: str, value: Any) -> Requirements | None:
-    """None (place anywhere, normally beside the creator) or a mapping of str keys to
-    picklable values; refused here so that a typo does not surface inside an admin."""
-    if value is None:
-        return None
-    if not isinstance(value, Mapping):
-        raise ConfigError(name, f"expected a dict of capability name to value, or None, "
-                                f"got {value!r}")
-    for key in value:
-        if not isinstance(key, str) or not key:
-            raise ConfigError(name, f"capability names must be non-empty strings, got {key!r}")
-    return picklable(name, dict(value))  # type: ignore[no-any-return]
-
-
-def capabilities_satisfy(capabilities: Mapping[str, Any] | None,
-                         requirements: Mapping[str, Any] | None) -> bool:
-    """Every requirement is a capability with an equal value; no requirements: any admin."""
-    capabilities = capabilities or {}
-    missing = object()
-    return all(capabilities.get(key, missing) == wanted
-               for key, wanted in (requirements or {}).items())
 
 
 def create_placed(system: ActorSystem, actor_class: type, requirements: Requirements | None,

@@ -1,9 +1,11 @@
-"""Where an actor runs, so that a parent can really kill a child stuck in a handler.
+"""Actors' OS processes: the one sure stop (SIGKILL by pid) and one watch for their ends.
 
 Thespian has no kill: `ActorExitRequest` is an ordinary message that a blocked
 handler never reads. On a multi-process base each actor is an OS process, so
-the only sure stop is SIGKILL to its pid, and only from the same host. Whether a
-process has ended is read from Linux's /proc, so the library is Linux-only.
+the only sure stop is SIGKILL to its pid. Whether a child has ended is told by
+a Linux pidfd (`DeathWatch`): no polling of /proc, no pid reused by another
+process, and it can wait in `select` beside sockets. The server watches its
+exporters and the supervisor its children with it. Linux only.
 """
 
 from __future__ import annotations
@@ -12,86 +14,100 @@ import contextlib
 import ctypes
 import functools
 import os
+import select
 import signal
-import socket
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Hashable
+from typing import Generic, TypeVar
 
 if not sys.platform.startswith("linux"):
-    raise ImportError(f"pachka_actors runs on Linux only (it reads /proc to tell whether an "
-                      f"actor's process has ended); this is {sys.platform}")
+    raise ImportError(f"pachka_actors runs on Linux only (it watches actors' processes "
+                      f"through pidfds and /proc); this is {sys.platform}")
+
+K = TypeVar("K", bound=Hashable)
 
 
-@dataclass(frozen=True)
-class ProcessId:
-    """An OS process on a host; `kill` refuses processes it cannot reach."""
+class DeathWatch(Generic[K]):
+    """Child processes by key; `dead()` says which have ended since the last look."""
 
-    pid: int
-    host: str
+    def __init__(self) -> None:
+        self._watched: dict[K, tuple[int, int | None]] = {}  # key: pid, pidfd (None: gone)
 
-    @classmethod
-    def current(cls) -> ProcessId:
-        return cls(os.getpid(), socket.gethostname())
-
-    def killable(self) -> bool:
-        """False for the caller's own process (simpleSystemBase) or another host."""
-        return self.pid != os.getpid() and self.host == socket.gethostname()
-
-    def kill(self) -> bool:
-        """SIGKILL the process; True when a signal was sent to a live process."""
-        if not self.killable():
-            return False
+    def watch(self, key: K, pid: int) -> None:
         try:
-            os.kill(self.pid, signal.SIGKILL)
+            fd: int | None = os.pidfd_open(pid)
+        except ProcessLookupError:  # ended and reaped already
+            fd = None
+        self._watched[key] = (pid, fd)
+
+    def forget(self, key: K) -> None:
+        _, fd = self._watched.pop(key, (0, None))
+        if fd is not None:
+            os.close(fd)
+
+    def pid(self, key: K) -> int | None:
+        watched = self._watched.get(key)
+        return None if watched is None else watched[0]
+
+    def kill(self, key: K) -> bool:
+        """SIGKILL the process of `key` (and its descendants); False if it is not watched."""
+        pid = self.pid(key)
+        return pid is not None and kill_tree(pid)
+
+    def fds(self) -> dict[int, K]:
+        """The pidfds, to wait on with other files: readable once the process ended."""
+        return {fd: key for key, (_, fd) in self._watched.items() if fd is not None}
+
+    def dead(self, timeout: float = 0.0) -> list[K]:
+        """The keys whose process has ended (waiting up to `timeout` for one); forgotten."""
+        gone = [key for key, (_, fd) in self._watched.items() if fd is None]
+        fds = self.fds()
+        if not gone and fds:
+            ready, _, _ = select.select(list(fds), [], [], timeout)
+            gone = [fds[fd] for fd in ready]
+        for key in gone:
+            self.forget(key)
+        return gone
+
+    def close(self) -> None:
+        for key in list(self._watched):
+            self.forget(key)
+
+
+def kill_tree(pid: int) -> bool:
+    """SIGKILL the process and every descendant; True when the process itself was live.
+
+    A killed actor's own children (a supervisor's, a Pachka server's exporters)
+    would otherwise live on, orphaned. Each process is frozen with SIGSTOP before
+    its children are listed, so that none escapes by forking meanwhile.
+    """
+    if pid == os.getpid():
+        return False  # never this process (simpleSystemBase runs actors here)
+    frozen: list[int] = []
+    pending = [pid]
+    while pending:
+        target = pending.pop()
+        try:
+            os.kill(target, signal.SIGSTOP)
         except ProcessLookupError:
-            return False
-        return True
-
-    def ended(self, parent: int | None = None) -> bool:
-        """Whether the process has exited (a zombie counts); False where it cannot be seen.
-
-        With `parent`, a process no longer that one's child has ended too: its pid
-        was reaped and reused.
-        """
-        if self.host != socket.gethostname():
-            return False
-        fields = _stat(self.pid)
-        return fields is None or fields[0] in ("Z", "X") or (
-            parent is not None and int(fields[1]) != parent)
-
-    def wait_ended(self, timeout: float, parent: int | None = None) -> bool:
-        """`ended`, polled for up to `timeout` seconds."""
-        return _poll(lambda: self.ended(parent), timeout)
-
-    def kill_tree(self) -> bool:
-        """SIGKILL the process and every descendant; True when the process itself was live.
-
-        A killed actor's own children (a supervisor's, a Pachka server's exporters)
-        would otherwise live on, orphaned. Each process is frozen with SIGSTOP before
-        its children are listed, so that none escapes by forking meanwhile.
-        """
-        if not self.killable():
-            return False
-        frozen: list[int] = []
-        pending = [self.pid]
-        while pending:
-            pid = pending.pop()
-            try:
-                os.kill(pid, signal.SIGSTOP)
-            except ProcessLookupError:
-                continue
-            frozen.append(pid)
-            _poll(functools.partial(_halted, pid), 0.1)  # SIGSTOP takes effect asynchronously
-            pending += _children(pid)
-        for pid in frozen:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        return self.pid in frozen
+            continue
+        frozen.append(target)
+        _poll(functools.partial(_halted, target), 0.1)  # SIGSTOP takes effect asynchronously
+        pending += _children(target)
+    for target in frozen:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(target, signal.SIGKILL)
+    return pid in frozen
 
 
-def _stat(pid: int) -> list[str] | None:
+def ended(pid: int) -> bool:
+    """Whether the process has exited (a zombie counts)."""
+    fields = stat(pid)
+    return fields is None or fields[0] in ("Z", "X")
+
+
+def stat(pid: int) -> list[str] | None:
     """Fields of /proc/<pid>/stat after the command name (state first), None if gone."""
     try:
         with open(f"/proc/{pid}/stat") as f:
@@ -101,11 +117,11 @@ def _stat(pid: int) -> list[str] | None:
 
 
 def _children(pid: int) -> list[int]:
-    """Live child processes of `pid` (Linux's /proc; none found elsewhere)."""
+    """Live child processes of `pid`."""
     found = []
     with contextlib.suppress(OSError):
         for entry in os.listdir("/proc"):
-            fields = _stat(int(entry)) if entry.isdigit() else None
+            fields = stat(int(entry)) if entry.isdigit() else None
             if fields is not None and int(fields[1]) == pid and fields[0] not in ("Z", "X"):
                 found.append(int(entry))
     return found
@@ -113,7 +129,7 @@ def _children(pid: int) -> list[int]:
 
 def _halted(pid: int) -> bool:
     """Stopped by a signal, or ended."""
-    fields = _stat(pid)
+    fields = stat(pid)
     return fields is None or fields[0] in ("T", "t", "Z", "X")
 
 
@@ -127,19 +143,20 @@ def _poll(condition: Callable[[], bool], timeout: float) -> bool:
     return True
 
 
-def die_with_parent() -> None:
-    """Have Linux SIGKILL this process when its parent process dies.
+def die_with_parent(sig: signal.Signals = signal.SIGKILL) -> None:
+    """Have Linux send this process `sig` when its parent process dies.
 
-    For an actor's child processes (exporters): a SIGKILLed server cannot end
-    them, and they would live on as orphans. Call it only in a process of its
-    own, never in a caller's (simpleSystemBase runs actors in the caller).
+    An exporter dies with its server (SIGKILL: its batch is the server's to
+    retry); a server whose parent died gets SIGTERM, which Thespian turns into an
+    `ActorExitRequest`, so that it finishes and exits rather than live on
+    orphaned. Only in a process of its own, never a caller's (simpleSystemBase).
     """
     parent = os.getppid()
     libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+    if libc.prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
     if os.getppid() != parent:  # the parent died before the request took effect
-        os.kill(os.getpid(), signal.SIGKILL)
+        os.kill(os.getpid(), sig)
 
 
 _PR_SET_PDEATHSIG = 1

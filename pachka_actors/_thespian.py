@@ -16,7 +16,7 @@ from typing import Any
 
 from thespian.actors import Actor, ActorAddress, ActorSystem, ExternalContext
 
-from ._process import ProcessId
+from ._process_old import ProcessId
 
 
 def child_process(actor: Actor, address: ActorAddress) -> ProcessId | None:

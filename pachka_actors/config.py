@@ -28,7 +28,6 @@ from ._options import (
     timeout,
     validate_fields,
 )
-from ._placement import parse_requirements
 from ._restart import Restart, Strategy
 from .errors import ConfigError
 from .sink import Sink
@@ -206,6 +205,36 @@ def options_table() -> str:
     """The Markdown tables of docs/options.md: server options, then handle options."""
     return (table(PachkaConfig, SERVER_OPTIONS) + "\nHandle options (`Pachka.start`, "
             "`Pachka.connect`):\n\n" + table(HandleOptions, HANDLE_OPTIONS))
+
+
+# ---- placement (docs/scale-out.md) --------------------------------------------------------
+
+#: What a requirements mapping is, once validated: a plain dict (or None: anywhere).
+Requirements = dict[str, Any]
+
+
+def parse_requirements(name: str, value: Any) -> Requirements | None:
+    """None (place anywhere, normally beside the creator) or a mapping of str keys to
+    picklable values; refused here so that a typo does not surface inside an admin."""
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise ConfigError(name, f"expected a dict of capability name to value, or None, "
+                                f"got {value!r}")
+    for key in value:
+        if not isinstance(key, str) or not key:
+            raise ConfigError(name, f"capability names must be non-empty strings, got {key!r}")
+    return picklable(name, dict(value))  # type: ignore[no-any-return]
+
+
+def capabilities_satisfy(capabilities: Mapping[str, Any] | None,
+                         requirements: Mapping[str, Any] | None) -> bool:
+    """Thespian's placement rule here: every requirement is a capability of the admin with
+    an equal value (an actor's `actorSystemCapabilityCheck`); no requirements: any admin."""
+    capabilities = capabilities or {}
+    missing = object()
+    return all(capabilities.get(key, missing) == wanted
+               for key, wanted in (requirements or {}).items())
 
 
 # ---- supervision --------------------------------------------------------------------------

@@ -28,9 +28,9 @@ from thespian.actors import ActorAddress, ActorExitRequest, ActorSystem
 from ._ask import Unreachable
 from ._courier import UNLOADABLE, Courier, check_picklable, probe, system_lock, unloadable
 from ._options import seconds
-from ._placement import create_placed, parse_requirements
+from ._placement import create_placed
 from ._thespian import runs_in_caller_thread, system_key
-from .config import DEFAULT_LINGER, ChildSpec, HandleOptions, PachkaConfig
+from .config import DEFAULT_LINGER, ChildSpec, HandleOptions, PachkaConfig, parse_requirements
 from .errors import (
     ActorTimeout,
     AlreadyStarted,

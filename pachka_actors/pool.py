@@ -35,13 +35,18 @@ from ._placement import (
     ConventionWatcher,
     GetMembers,
     Members,
-    Requirements,
     host_admin,
-    parse_requirements,
 )
 from ._restart import Restart
 from ._thespian import runs_in_caller_thread, system_key
-from .config import DEFAULT_LINGER, ChildSpec, HandleOptions, PachkaConfig
+from .config import (
+    DEFAULT_LINGER,
+    ChildSpec,
+    HandleOptions,
+    PachkaConfig,
+    Requirements,
+    parse_requirements,
+)
 from .errors import ActorTimeout, ConfigError, NotStarted, PachkaError, PartitionUnreachable
 from .messages import GetStatus, ServerStatus
 from .pachka import Pachka

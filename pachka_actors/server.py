@@ -28,9 +28,8 @@ from thespian.actors import (
 from . import _spill
 from ._ask import Caller
 from ._exporters import ExporterPool, ExporterStarted
-from ._placement import capabilities_satisfy
 from ._timers import Timers
-from .config import PachkaConfig
+from .config import PachkaConfig, capabilities_satisfy
 from .core import (
     ArmRetryTimer,
     ArmTimer,

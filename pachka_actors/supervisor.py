@@ -48,8 +48,7 @@ from thespian.actors import (
 )
 
 from ._ask import Caller, R, ask
-from ._placement import capabilities_satisfy
-from ._process import ProcessId
+from ._process_old import ProcessId
 from ._restart import Restart, RestartIntensity, Strategy
 from ._supervisor_core import SupervisorCore
 from ._supervisor_events import (
@@ -75,7 +74,7 @@ from ._supervisor_events import (
     StopChild,
 )
 from ._thespian import child_process, exit_children, forget_dead_children
-from .config import ChildSpec, ChildType, SupervisorConfig
+from .config import ChildSpec, ChildType, SupervisorConfig, capabilities_satisfy
 from .errors import ConfigError, SupervisorError
 from .messages import (
     ChildDeleted,

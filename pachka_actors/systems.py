@@ -20,7 +20,7 @@ from typing import Any
 
 from thespian.actors import Actor, ActorAddress, ActorSystem, InvalidActorAddress
 
-from ._process import _stat
+from ._process import stat
 
 
 class SessionProbe(Actor):  # type: ignore[misc]
@@ -43,7 +43,7 @@ def session_pids(sid: int) -> list[int]:
     for entry in os.listdir("/proc"):
         if not entry.isdigit() or int(entry) == os.getpid():
             continue
-        fields = _stat(int(entry))
+        fields = stat(int(entry))
         if fields is not None and int(fields[3]) == sid and fields[0] not in ("Z", "X"):
             pids.append(int(entry))
     return pids

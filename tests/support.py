@@ -10,7 +10,7 @@ from sinks import RecordingSink, delivered, wait_for
 from thespian.actors import ActorSystem
 
 from pachka_actors import Pachka
-from pachka_actors._process import ProcessId
+from pachka_actors._process_old import ProcessId
 from pachka_actors.messages import State, TimerKind
 from pachka_actors.systems import isolated_system
 

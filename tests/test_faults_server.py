@@ -15,12 +15,12 @@ from support import actor_system, fire, process_gone, start, touch, wait_state
 from thespian.actors import ActorSystem
 
 from pachka_actors import Overloaded, Pachka, _ask
-from pachka_actors._process import _children, _stat
+from pachka_actors._process import _children, stat
 from pachka_actors.messages import State, TimerKind
 
 
 def parent_of(pid: int) -> int:
-    fields = _stat(pid)
+    fields = stat(pid)
     assert fields is not None
     return int(fields[1])
 

@@ -14,7 +14,7 @@ import pytest
 from thespian.actors import Actor, ActorAddress, ActorSystem
 
 from pachka_actors import errors
-from pachka_actors._process import ProcessId
+from pachka_actors._process_old import ProcessId
 from pachka_actors._thespian import (
     base_name,
     child_process,

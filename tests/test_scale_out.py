@@ -29,7 +29,8 @@ from pachka_actors import (
     Supervisor,
     SupervisorActor,
 )
-from pachka_actors._placement import capabilities_satisfy, host_admin
+from pachka_actors._placement import host_admin
+from pachka_actors.config import capabilities_satisfy
 from pachka_actors.pool import partition_for
 from pachka_actors.systems import Convention, admin_port, isolated_convention
 

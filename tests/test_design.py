@@ -1,0 +1,73 @@
+"""The house rules of docs/design.md, checked: pure modules stay pure, docs name real modules."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "pachka_actors"
+
+#: State machines and policies: no Thespian, no clock, no I/O, not even through the package.
+PURE = ["core", "_core_events", "_timers", "_restart", "_supervisor_core"]
+
+
+def imports_of(module: str) -> tuple[set[str], set[str]]:
+    """The package modules `module` imports, and the outside top-level packages it imports."""
+    path = PACKAGE / (module.replace(".", "/") + ".py")
+    if not path.exists():
+        path = PACKAGE / module.replace(".", "/") / "__init__.py"
+    tree = ast.parse(path.read_text())
+    package = module.rsplit(".", 1)[0] if "." in module else ""
+    own: set[str] = set()
+    outside: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.startswith("pachka_actors."):
+                    own.add(alias.name.removeprefix("pachka_actors."))
+                else:
+                    outside.add(alias.name.split(".")[0])
+        elif isinstance(node, ast.ImportFrom):
+            if node.level == 0:
+                if (node.module or "").startswith("pachka_actors"):
+                    own.add((node.module or "").removeprefix("pachka_actors").lstrip("."))
+                else:
+                    outside.add((node.module or "").split(".")[0])
+                continue
+            base = package.split(".") if package else []
+            base = base[:len(base) - (node.level - 1)] if node.level > 1 else base
+            target = ".".join([*base, *(node.module.split(".") if node.module else [])])
+            if node.module:
+                own.add(target)
+            else:  # from . import x: x is a module of the package
+                own.update(".".join([*base, alias.name]) for alias in node.names)
+    return {m for m in own if m}, outside
+
+
+def closure(module: str) -> dict[str, set[str]]:
+    """Every package module reachable from `module`, with what each imports from outside."""
+    seen: dict[str, set[str]] = {}
+    pending = [module]
+    while pending:
+        current = pending.pop()
+        if current in seen:
+            continue
+        own, outside = imports_of(current)
+        seen[current] = outside
+        pending += own
+    return seen
+
+
+@pytest.mark.parametrize("module", PURE)
+def test_pure_modules_reach_no_thespian(module: str) -> None:
+    reached = closure(module)
+    offenders = sorted(m for m, outside in reached.items() if "thespian" in outside)
+    assert not offenders, f"{module} reaches Thespian through {offenders} " \
+                          f"(its closure: {sorted(reached)})"
+
+
+def test_the_closure_walk_sees_thespian_where_it_is() -> None:
+    """The check above could pass by seeing nothing: the shells must be caught."""
+    assert "thespian" in closure("server")["server"]
