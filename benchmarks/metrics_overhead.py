@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from pachka_actors.core import ExportFinished, MessagesReceived, PachkaCore, StartExport
+from pachka_actors.core import ExportDone, MessagesReceived, PachkaCore, StartExport
 from pachka_actors.metrics import Metrics
 
 MESSAGES = 200_000
@@ -36,7 +36,7 @@ def run(metrics: Metrics | None, chunk: int = 1) -> float:
             metrics.record(event, effects, 0.0)
         for effect in effects:
             if isinstance(effect, StartExport):
-                finished = ExportFinished(effect.export_id)
+                finished = ExportDone(effect.export_id)
                 done = core.handle(finished)
                 if metrics is not None:
                     metrics.record(finished, done, 0.0)

@@ -46,6 +46,12 @@ class Base:
         return self.name == SIMPLE
 
     @property
+    def watches_files(self) -> bool:
+        """An actor may have Thespian wake it when a file it names becomes readable
+        (`ThespianWatch`): only multiprocTCPBase implements it."""
+        return self.name == TCP
+
+    @property
     def notices_exits_at_once(self) -> bool:
         """Thespian reports a child's exit within milliseconds (TCP, UDP); multiprocQueueBase
         polls every ~2 s, long enough to stall a shutdown that waits for it."""
@@ -73,6 +79,21 @@ def exit_children(actor: Actor) -> list[ActorAddress] | None:
     """
     children = getattr(getattr(actor, "_myRef", None), "_children", None)
     return children if isinstance(children, list) else None
+
+
+def forget_children(actor: Actor, ended: list[ActorAddress]) -> None:
+    """Stop Thespian awaiting, at `actor`'s exit, the children at `ended`, which the
+    caller knows have ended (a pidfd told it): Thespian may have reaped them without a
+    word, or would notice only after ~2 s polls (multiprocQueueBase), and the actor's
+    exit would wait for them meanwhile."""
+    children = exit_children(actor)
+    if children is None:
+        return
+    gone = list(ended)  # addresses do not hash
+    for info in getattr(getattr(actor, "_myRef", None), "_child_procs", ()):
+        if info.childAddr in ended:
+            gone.append(getattr(info, "childRealAddr", info.childAddr))
+    children[:] = [address for address in children if address not in gone]
 
 
 def forget_dead_children(actor: Actor) -> None:

@@ -1,17 +1,60 @@
-"""The vocabulary of the server core: the events it takes and the effects it returns.
+"""The server core's vocabulary: its states, timers, the events it takes, the effects it returns.
 
-Pure data, kept apart from the machine in `core.py` (which re-exports it), so that
-the machine reads on its own and the shell sees what it must translate.
+Pure data, apart from the machine in `core.py` (which re-exports all of it, so
+`pachka_actors.core` is its one import path). A wire message the core answers
+with (`Accepted`, `Granted`) is a value inside an effect, never an effect itself.
 """
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .messages import Accepted, Granted, Stopped, TimerFired, TimerKind
-from .sink import FailureReason
+from .sink import Batch, FailureReason
+
+
+class State(enum.Enum):
+    """Pachka's server states, plus `DRAINING` (in `drain_on_terminate`) and final `STOPPED`."""
+
+    IDLE = "idle"
+    EXPORTING = "exporting"
+    RETRY_BACKOFF = "retry_backoff"
+    DRAINING = "draining"
+    STOPPED = "stopped"
+
+
+class TimerKind(enum.Enum):
+    BATCH = "batch"  # max_batch_delay: export what is queued
+    EXPORT = "export"  # export_timeout: kill the export
+    RETRY = "retry"  # retry_timeout: export the failed batch again
+    CREDIT = "credit"  # credit_timeout: free room a producer reserved and never used
+    WAIT = "wait"  # a request for room that waited in vain
+    SHUTDOWN = "shutdown"  # shutdown_timeout: the bound on finishing after a bare exit
+
+
+@dataclass(frozen=True)
+class Timer:
+    """One timer the core armed; `token` is unique per server, so a stale one is told apart."""
+
+    kind: TimerKind
+    token: int
+
+
+@dataclass(frozen=True)
+class ServerStatus:
+    """A snapshot for observability and tests (the reply to `GetStatus`)."""
+
+    state: State
+    terminating: bool
+    queue_length: int
+    batch_length: int
+    reserved: int
+    retry_num: int
+    timer: Timer | None
+    export_id: int | None
+
 
 # ---- events -----------------------------------------------------------------------------
 
@@ -39,36 +82,34 @@ class CreditRequested:
 
 
 @dataclass(frozen=True)
-class ExportFinished:
-    """The exporter of `export_id` is done: `failure` is None on success.
+class TimerFired:
+    timer: Timer
 
-    For the logs and metrics only (the core ignores them): `returned`, the sink
-    returned its failure rather than raising it; `detail`, the traceback text.
-    """
+
+@dataclass(frozen=True)
+class ExportDone:
+    """The export `export_id` ended: `failure` is None when the sink took the batch.
+    `returned` (for the metrics; the core ignores it): the sink returned its failure."""
 
     export_id: int
     failure: FailureReason | None = None
     returned: bool = False
-    detail: str | None = None
 
 
 @dataclass(frozen=True)
 class StopRequested:
-    pass
+    """Pachka's stop: termination mode, with no time limit of its own."""
 
 
 @dataclass(frozen=True)
 class ExitRequested:
-    """A bare `ActorExitRequest`: finish within this handler, bounded by `shutdown_timeout`.
-
-    The in-flight exporter is killed and its batch exported again at once (at
-    least once); a pending backoff ends at once; open credits are given up (their
-    producers cannot ship any more); every later export runs `now`.
-    """
+    """A bare `ActorExitRequest` (`ActorSystem.shutdown()`, a parent's exit): a stop that
+    must end within `shutdown_timeout`, after which what is left is drained, spilled or
+    reported lost."""
 
 
 @dataclass(frozen=True)
-class DrainFinished:
+class DrainDone:
     """`drain_on_terminate` returned (`failure` None) or raised."""
 
     failure: BaseException | None = None
@@ -76,29 +117,28 @@ class DrainFinished:
 
 @dataclass(frozen=True)
 class Restored:
-    """Messages a previous server spilled (`spill_path`): accepted before, queued first."""
+    """Messages a previous server kept (`spill_path`): accepted before, queued first."""
 
     messages: Sequence[Any]
 
 
-Event = (MessagesReceived | CreditRequested | TimerFired | ExportFinished | StopRequested
-         | ExitRequested | DrainFinished | Restored)
+Event = (MessagesReceived | CreditRequested | TimerFired | ExportDone | StopRequested
+         | ExitRequested | DrainDone | Restored)
 
 
 # ---- effects ----------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class Spill:
-    """Write `messages` (accepted, not delivered in time) to the spill file, in one go."""
+class Answer:
+    """Reply `value` to the sender of the event being handled."""
 
-    messages: list[Any]
-    why: str
+    value: Any
 
 
 @dataclass(frozen=True)
 class Reply:
-    """An answer to an earlier request (a credit request that waited), not the one handled."""
+    """Reply `value` to an earlier requester (a credit request that waited)."""
 
     to: Any
     value: Any
@@ -106,8 +146,7 @@ class Reply:
 
 @dataclass(frozen=True)
 class ArmTimer:
-    kind: TimerKind
-    token: int
+    timer: Timer
     delay: float
 
 
@@ -115,28 +154,23 @@ class ArmTimer:
 class ArmRetryTimer:
     """The shell asks the sink's `retry_timeout` for the delay: user code stays out of here."""
 
-    token: int
+    timer: Timer
     retry_num: int
     failure: FailureReason
 
 
 @dataclass(frozen=True)
 class CancelTimer:
-    """The timer `token` is superseded: it must not fire."""
+    """The timer is superseded: it must not fire."""
 
-    token: int
+    timer: Timer
 
 
 @dataclass(frozen=True)
 class StartExport:
-    """`now`: export within the current handler (finishing); `spare`: more exports follow,
-    so an exporter may be prepared ahead."""
-
     export_id: int
-    batch: list[Any]
+    batch: Batch
     retry_num: int
-    now: bool = False
-    spare: bool = True
 
 
 @dataclass(frozen=True)
@@ -150,10 +184,23 @@ class Drain:
 
 
 @dataclass(frozen=True)
+class Spill:
+    """Keep `messages` (accepted, not delivered in time) for the next server, in one go."""
+
+    messages: list[Any]
+    why: str
+
+
+@dataclass(frozen=True)
+class Finish:
+    """Nothing is held any more: the server answers its stop requesters and exits."""
+
+
+@dataclass(frozen=True)
 class Log:
     level: int
     text: str
 
 
-Effect = (Accepted | Granted | Reply | ArmTimer | ArmRetryTimer | CancelTimer | StartExport
-          | KillExport | Drain | Spill | Stopped | Log)
+Effect = (Answer | Reply | ArmTimer | ArmRetryTimer | CancelTimer | StartExport | KillExport
+          | Drain | Spill | Finish | Log)

@@ -1,99 +1,111 @@
-"""Exporters: each runs its sink's `setup`, then `send_batch` for one batch (or several
-in turn, `batches_per_exporter`), in its own process where the base allows, so that a
-hung or crashing sink can be killed without touching the server.
+"""Exporters: each runs its sink's `setup`, then `send_batch` for one batch (or several in
+turn, `batches_per_exporter`), in its own process where the base allows, so that a hung
+or crashing sink can be killed without touching the server.
 
-`ExporterPool` owns them for one server: exporter actors, the spare created ahead
-of need, the idle one kept for the next batch, their process ids, kills, abandoned
-ones, and the exports run while the server exits and can receive nothing.
+An exporter is a Thespian actor that Thespian forks beside its server; what it
+exchanges with the server (the sink, batches, results) goes over the server's
+`_link`, so it costs no Thespian message and works in the server's exit handler
+too. The exporter learns where to connect from an environment variable set
+around `createActor` (inherited by fork and by spawn), serves the link from a
+thread of its own (Thespian's loop keeps its main thread, and ends it on
+`ActorExitRequest`), and makes Thespian end it with SIGTERM once its link
+closes. Under simpleSystemBase, which has no processes, the pool runs each
+exporter's sink session inline.
+
+`ExporterPool` owns one server's exporters, each a `Member` in an explicit phase.
 """
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
+import enum
 import functools
 import logging
-import multiprocessing
 import os
 import pickle
 import select
-import signal
 import threading
+import time
 import traceback
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from thespian.actors import Actor, ActorAddress, ActorExitRequest
 
-from ._process_old import ProcessId, die_with_parent
-from ._thespian import (
-    child_process,
-    exit_children,
-    forget_dead_children,
-    notices_exits_at_once,
-)
-from .core import ExportFinished
+from ._base import Base, child_pid, forget_children
+from ._link import Link, Listener
+from ._process import DeathWatch, die_with_parent
 from .errors import SinkError
-from .sink import EXITED, Sink
+from .sink import EXITED, Batch, FailureReason, Sink
 
 log = logging.getLogger(__name__)
+
+#: Seconds an exporter gets at the server's exit to run `teardown` before SIGKILL.
+TEARDOWN_GRACE = 3.0
+
+#: Set around `createActor` to "<listener name> <exporter id>": where a new exporter connects.
+_ENV = "PACHKA_EXPORTER_LINK"
+
+
+# ---- frames on the link -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Hello:
+    exporter_id: int
+    pid: int
 
 
 @dataclass(frozen=True, repr=False)
 class Prepare:
-    """The first message to a new exporter: its sink, whose `setup` it runs at once, as a
-    spare. `report`: the server could not see its process at creation (ExporterStarted)."""
-
-    exporter_id: int
     sink: Sink
     server_value: Any
-    report: bool
-
-    def __repr__(self) -> str:
-        return f"Prepare(exporter {self.exporter_id})"
-
-
-#: Seconds an idle exporter gets at the server's exit to run `teardown` before SIGKILL.
-TEARDOWN_GRACE = 3.0
-
-
-@dataclass(frozen=True, repr=False)
-class ExportBatch:
-    export_id: int
-    batch: list[Any]
-
-    def __repr__(self) -> str:
-        return f"ExportBatch({self.export_id}, {len(self.batch)} messages)"
 
 
 @dataclass(frozen=True)
-class ExporterStarted:
-    """Sent before `setup` runs by an exporter whose process the server could not see, so
-    that the server can SIGKILL it hung."""
-
-    exporter_id: int
-    process: ProcessId
+class Export:
+    export_id: int
+    batch: Batch
 
 
-def attempt(export_id: int, call: Callable[[], object]) -> ExportFinished:
-    """Run a sink callback: its failure (raised or returned) made picklable, with the
-    traceback as text, or success."""
+@dataclass(frozen=True)
+class Quit:
+    """Tear down and exit. Said rather than meant by closing the link: exporters forked
+    later hold copies of the server's end, so this one would never see it close."""
+
+
+@dataclass(frozen=True)
+class Bye:
+    """Torn down: the exporter may be killed now without losing its teardown."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How an export ended. A raised failure carries its traceback as an exception note;
+    `returned`: the sink returned its failure rather than raising it."""
+
+    export_id: int
+    failure: FailureReason | None = None
+    returned: bool = False
+
+
+def attempt(export_id: int, call: Callable[[], object]) -> Outcome:
+    """Run a sink callback: its failure (raised or returned) made picklable, or success."""
     try:
         result = call()
     except Exception as exc:
         failure: BaseException = exc
-        detail: str | None = "".join(traceback.format_exception(exc)).rstrip()
+        exc.add_note("".join(traceback.format_exception(exc)).rstrip())
+        returned = False
     else:
         if not isinstance(result, BaseException):
-            return ExportFinished(export_id)
-        failure, detail = result, None
+            return Outcome(export_id)
+        failure, returned = result, True
     try:
-        pickle.dumps(failure)
+        pickle.loads(pickle.dumps(failure))
     except Exception:
         failure = SinkError(f"{type(failure).__name__}: {failure}")
-    return ExportFinished(export_id, failure, returned=detail is None, detail=detail)
+    return Outcome(export_id, failure, returned)
 
 
 class SinkSession:
@@ -110,15 +122,15 @@ class SinkSession:
         self.failed = self._setup()
         self.closed = False
 
-    def _setup(self) -> ExportFinished | None:
+    def _setup(self) -> Outcome | None:
         setup = attempt(0, functools.partial(self.sink.setup, self.server_value))
         return setup if setup.failure is not None else None
 
-    def export(self, export_id: int, batch: list[Any]) -> ExportFinished:
+    def export(self, export_id: int, batch: Batch) -> Outcome:
         if self.failed is not None:
             self.failed = self._setup()
         if self.failed is not None:
-            return dataclasses.replace(self.failed, export_id=export_id)
+            return Outcome(export_id, self.failed.failure)
         return attempt(export_id, functools.partial(self.sink.send_batch, batch,
                                                     self.server_value))
 
@@ -133,269 +145,285 @@ class SinkSession:
             log.exception("Sink.teardown raised (the batches were delivered before it)")
 
 
-def export_once(export_id: int, sink: Sink, batch: list[Any], server_value: Any) -> ExportFinished:
-    """One batch in a session of its own: setup, send_batch, teardown."""
-    session = SinkSession(sink, server_value)
-    try:
-        return session.export(export_id, batch)
-    finally:
-        session.close()
+# ---- the exporter actor -------------------------------------------------------------------
 
 
 class Exporter(Actor):  # type: ignore[misc]
-    """Exports the batches the server gives it, one at a time, until asked to exit.
-
-    Where the server cannot see its process it reports it first, so that a hung
-    `setup` or `send_batch` can be killed. It never exits by itself: Thespian's
-    `ChildActorExited` could then overtake a result, which would turn a delivered
-    batch into a retried one.
-    """
+    """Serves its server's link (see the module docstring) until told to quit."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._session: SinkSession | None = None
-        if multiprocessing.parent_process() is not None:  # a process of its own
-            die_with_parent()  # a SIGKILLed server must not leave exporters behind
+        self._serving: threading.Thread | None = None
+        where = os.environ.pop(_ENV, None)  # not for processes this one may start
+        if where is not None:
+            die_with_parent()  # its batch is the server's to retry: never outlive it
+            name, exporter_id, ending = where.split()
+            self._serving = threading.Thread(
+                target=_serve, args=(name, int(exporter_id), ending == "process"),
+                name="pachka-exporter", daemon=True)
+            self._serving.start()
 
     def receiveMessage(self, message: Any, sender: ActorAddress) -> None:
-        if isinstance(message, ExportBatch):
-            assert self._session is not None, "Prepare comes first from the same server"
-            self.send(sender, self._session.export(message.export_id, message.batch))
-        elif isinstance(message, Prepare):
-            if message.report:
-                self.send(sender, ExporterStarted(message.exporter_id, ProcessId.current()))
-            self._session = SinkSession(message.sink, message.server_value)
-        elif isinstance(message, ActorExitRequest) and self._session is not None:
-            self._session.close()
+        if isinstance(message, ActorExitRequest) and self._serving is not None:
+            self._serving.join(TEARDOWN_GRACE)  # its teardown, after the server's Quit
 
 
-@dataclass
-class _Member:
-    address: ActorAddress
+def _serve(name: str, exporter_id: int, end_process: bool) -> None:
+    """Set up, export what comes, tear down; then end the process at once where Thespian
+    notices that by itself within milliseconds (`end_process`).
+
+    Thespian's own exit first tells the server, over TCP waiting for an answer
+    that a server inside its exit handler never gives. Not on
+    multiprocQueueBase: there Thespian reports an unannounced end by a message to
+    the server's own bounded queue, which fills when many exporters end so (the
+    server deadlocks writing to it); there the server sends `ActorExitRequest`.
+    """
+    link = None
+    try:
+        link = Link.connect(name)  # refused: the server has gone
+        link.send(Hello(exporter_id, os.getpid()))
+        prepare = link.next()
+        if isinstance(prepare, Prepare):
+            session = SinkSession(prepare.sink, prepare.server_value)
+            while isinstance(frame := link.next(), Export):
+                link.send(session.export(frame.export_id, frame.batch))
+            session.close()
+            link.send(Bye())
+    finally:
+        if link is not None:
+            link.close()
+        if end_process:
+            logging.shutdown()
+            os._exit(0)
+
+
+# ---- the pool -----------------------------------------------------------------------------
+
+
+class Phase(enum.Enum):
+    STARTING = "starting"  # created, not connected yet
+    SPARE = "spare"  # connected, its sink set up; no batch yet
+    EXPORTING = "exporting"  # has a batch (sent once connected)
+    IDLE = "idle"  # delivered its batch; may take the next
+    RETIRING = "retiring"  # asked to quit: tears down, then exits
+    ABANDONED = "abandoned"  # killed, or to be killed once its pid is known
+
+
+@dataclass(eq=False)
+class Member:
     exporter_id: int
-    process: ProcessId | None  # known at creation where Thespian forked it here
-    export_id: int | None = None  # the batch it exports now
-    served: int = 0  # batches given to it
-    done: bool = False  # retiring: asked to exit
-    abandoned: bool = False  # killed, or to be killed as soon as its pid is known
-
-
-@dataclass
-class _Forked:
-    """An export run in a forked child while the server exits."""
-
-    export_id: int
-    pid: int
-    result: int  # the read end of the pipe the child writes its pickled failure to
+    phase: Phase
+    address: ActorAddress | None = None
+    link: Link | None = None
+    session: SinkSession | None = None  # under simpleSystemBase: the sink, run inline
+    export: Export | None = None
+    served: int = 0
 
 
 class ExporterPool:
-    """The exporters of one server, created and sent to through `actor`.
+    """The exporters of one server, created by `actor`, reached through a `Listener`.
 
     Each serves up to `batches_per_exporter` batches (None: no limit), one at a
     time; one whose batch failed, was killed or that exited is never given another.
     """
 
-    def __init__(self, actor: Actor, sink: Sink, server_value: Any,
+    def __init__(self, actor: Actor, base: Base, sink: Sink, server_value: Any,
                  batches_per_exporter: int | None) -> None:
         self.actor = actor
+        self.inline = base.inline
+        self.ends_quietly = base.notices_exits_at_once  # see `_serve`
         self.sink = sink
         self.server_value = server_value
         self.limit = batches_per_exporter
-        self.members: list[_Member] = []  # given a batch: exporting, idle or retiring
-        self.spares: deque[_Member] = deque()
-        self.idle: _Member | None = None  # its batch delivered, it may take the next one
-        self.now: ExportFinished | None = None
-        self.forked: _Forked | None = None
+        self.listener = None if self.inline else Listener()
+        self.members: dict[int, Member] = {}
+        self.watch: DeathWatch[int] = DeathWatch()
+        self._unknown: list[Link] = []  # connected, their Hello not read yet
+        self._ended: list[ActorAddress] = []  # exporters seen dead, for Thespian to forget
         self._serial = 0
+        #: The server is in its exit handler and receives no Thespian message: exporters
+        #: are reused whatever `batches_per_exporter` says (on multiprocQueueBase a child
+        #: started then blocks on the server's full queue), and ended without Thespian.
+        self.exiting = False
+        self.closing = self.closed = False
 
-    def prepare(self) -> None:
-        """Create an exporter ahead of need (~8 ms on multiprocTCPBase); its sink's `setup`
-        runs at once, overlapping the export in flight."""
-        address = self.actor.createActor(Exporter)
+    def prepare(self) -> Member:
+        """Create an exporter ahead of need; its sink's `setup` runs once it connects."""
         self._serial += 1
-        member = _Member(address, self._serial, child_process(self.actor, address))
-        self.actor.send(address, Prepare(member.exporter_id, self.sink, self.server_value,
-                                         report=member.process is None))
-        self.spares.append(member)
+        member = self.members[self._serial] = Member(self._serial, Phase.STARTING)
+        if self.inline:
+            member.session = SinkSession(self.sink, self.server_value)
+            member.phase = Phase.SPARE
+            return member
+        assert self.listener is not None
+        ending = "process" if self.ends_quietly else "thespian"
+        os.environ[_ENV] = f"{self.listener.name} {member.exporter_id} {ending}"
+        try:
+            member.address = self.actor.createActor(Exporter)
+        finally:
+            del os.environ[_ENV]
+        pid = child_pid(self.actor, member.address)
+        if pid is not None:
+            self.watch.watch(member.exporter_id, pid)
+        return member
 
-    def start(self, export_id: int, batch: list[Any], spare: bool) -> None:
-        """Give the batch to the idle exporter, else to a spare; `spare`: keep one ready."""
-        member, self.idle = self.idle, None
-        if member is None:
-            if not self.spares:
-                self.prepare()
-            member = self.spares.popleft()
-            self.members.append(member)
-        member.export_id = export_id
+    def start(self, export_id: int, batch: Batch, spare: bool) -> list[Outcome]:
+        """Give the batch to the idle exporter, else to a spare; `spare`: keep one ready.
+        Under simpleSystemBase the export runs now: its outcome is returned."""
+        member = (self._in(Phase.IDLE) or self._in(Phase.SPARE) or self._in(Phase.STARTING)
+                  or self.prepare())
+        member.phase, member.export = Phase.EXPORTING, Export(export_id, batch)
         member.served += 1
-        self.actor.send(member.address, ExportBatch(export_id, batch))
-        if spare and not self.spares:  # make the next one while this one exports
-            self.prepare()
-
-    def started(self, message: ExporterStarted) -> None:
-        member = next((m for m in [*self.members, *self.spares]
-                       if m.exporter_id == message.exporter_id), None)
-        if member is not None:
-            member.process = message.process
-            if member.abandoned:
-                member.process.kill()
-
-    def finished(self, result: ExportFinished) -> None:
-        """Keep the exporter for the next batch if it delivered this one and may serve more;
-        else ask it to exit (its sink's `teardown` runs then)."""
-        member = self._member(result.export_id)
-        if member is None or member.done:
-            return
-        member.export_id = None
-        if (result.failure is None and not member.abandoned
-                and (self.limit is None or member.served < self.limit)):
-            self.idle = member
-            return
-        member.done = True
-        self.actor.send(member.address, ActorExitRequest())
+        outcomes = self._send(member)
+        if spare and not (self._in(Phase.SPARE) or self._in(Phase.STARTING)):
+            self.prepare()  # the next one starts while this one exports
+        return outcomes
 
     def kill(self, export_id: int) -> bool:
-        """SIGKILL the exporter; before it reports its pid, on the report. False: cannot."""
-        if self.forked is not None and self.forked.export_id == export_id:
-            self._reap(signal.SIGKILL)
-            return True
-        member = self._member(export_id)
+        """SIGKILL the exporter of `export_id`; False where it cannot be (simpleSystemBase)."""
+        member = self._exporting(export_id)
         if member is None:
             return True
-        member.abandoned = True
-        if member.process is None:
-            return True
-        member.process.kill()
-        return member.process.killable()
+        if self.inline:
+            return False
+        member.phase = Phase.ABANDONED  # never connected yet: its link is refused
+        self.watch.kill(member.exporter_id)
+        return True
 
-    def exited(self, address: ActorAddress) -> int | None:
-        """Thespian reported a child's exit: the export it died in, if it had no result.
+    @property
+    def busy(self) -> bool:
+        """Something will come that only a look (`poll`) sees: a connection or a result."""
+        return any(m.phase in (Phase.STARTING, Phase.EXPORTING) for m in self.members.values())
 
-        A report can come twice, and addresses are reused: a member whose process
-        still runs is not the one that exited. Thespian reports before the process
-        ends; a retired one is not waited for (`dead` forgets it once ended), so that
-        the server does not block on every batch's exporter exiting.
-        """
-        parent = os.getpid()
-        for member in [*self.members, *self.spares]:
-            if member.address == address and (
-                    member.process is None or member.process.ended(parent) or (
-                        not member.done and member.process.wait_ended(1.0, parent))):
-                return self._forget(member)
-        return None
+    def fds(self) -> list[int]:
+        """What `poll` reads, to wait on in `select`."""
+        links = [m.link for m in self.members.values() if m.link and not m.link.closed]
+        return [*([self.listener.fileno()] if self.listener else []),
+                *(link.fileno() for link in [*self._unknown, *links]), *self.watch.fds()]
 
-    def dead(self) -> list[int]:
-        """Exports whose exporter died unreported (Thespian, handling one child's exit,
-        reaps every dead child but reports one), seen in /proc: the caller retries those."""
-        parent = os.getpid()
-        ended = [m for m in [*self.members, *self.spares] if m.process is not None
-                 and m.process.killable() and m.process.ended(parent)]
-        return [export_id for m in ended if (export_id := self._forget(m)) is not None]
-
-    def watching(self) -> bool:
-        """An export runs whose exporter's death only /proc may tell."""
-        return any(m.process is not None and m.process.killable() and m.export_id is not None
-                   and not m.done and not m.abandoned for m in self.members)
-
-    def start_now(self, export_id: int, batch: list[Any]) -> None:
-        """Export while the server exits and can receive nothing: in a forked child, so
-        that `export_timeout` can still kill it (in this process under simpleSystemBase,
-        which must not fork the caller). With a sink session of its own, as an exporter."""
-        if multiprocessing.parent_process() is None:
-            self.now = export_once(export_id, self.sink, batch, self.server_value)
-            return
-        read, write = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover - the child
-            try:
-                os.close(read)
-                die_with_parent()
-                # A copy, as an exporter gets: nothing the server's sink holds (a drain's
-                # connection) is shared across the fork.
-                sink = pickle.loads(pickle.dumps(self.sink))
-                finished = export_once(export_id, sink, batch, self.server_value)
-                data = memoryview(pickle.dumps(finished))
-                while data:
-                    data = data[os.write(write, data):]
-            finally:
-                os._exit(0)
-        os.close(write)
-        self.forked = _Forked(export_id, pid, read)
-
-    def running_now(self) -> bool:
-        return self.now is not None or self.forked is not None
-
-    def wait_now(self, timeout: float | None) -> ExportFinished | None:
-        """The result of `start_now` within `timeout` seconds, or None (it runs on)."""
-        if self.now is not None:
-            finished, self.now = self.now, None
-            return finished
-        forked = self.forked
-        assert forked is not None
-        ready, _, _ = select.select([forked.result], [], [], timeout)
-        if not ready:
-            return None
-        chunks = []
-        while chunk := os.read(forked.result, 1 << 16):
-            chunks.append(chunk)
-        self._reap(None)
-        if not chunks:  # it died mid-export
-            return ExportFinished(forked.export_id, EXITED)
-        result: ExportFinished = pickle.loads(b"".join(chunks))
-        return result
-
-    def _reap(self, kill: signal.Signals | None) -> None:
-        forked, self.forked = self.forked, None
-        assert forked is not None
-        if kill is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(forked.pid, kill)
-        os.close(forked.result)
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(forked.pid, 0)
+    def poll(self) -> list[Outcome]:
+        """Take new connections, results and deaths, without blocking."""
+        outcomes: list[Outcome] = []
+        if self.closed:
+            return outcomes
+        if self.listener is not None:
+            self._unknown += self.listener.accept()
+            for link in list(self._unknown):
+                self._hello(link)
+        for member in list(self.members.values()):
+            if member.link is not None:
+                outcomes += self._results(member, member.link.receive())
+        for exporter_id in self.watch.dead():
+            dead = self.members.pop(exporter_id, None)
+            if dead is not None and dead.address is not None:
+                self._ended.append(dead.address)
+            if dead is not None and dead.link is not None:  # what it wrote still counts
+                outcomes += self._results(dead, dead.link.receive())
+                dead.link.close()
+            if dead is not None and dead.phase is Phase.EXPORTING and dead.export is not None:
+                outcomes.append(Outcome(dead.export.export_id, EXITED))
+        return outcomes
 
     def close(self) -> None:
-        """At exit: end every exporter left. Where Thespian notices a child's exit at once
-        (TCP, UDP) an idle one or a spare is asked to exit, so its sink's `teardown` runs
-        (a connection closed cleanly), and killed if it has not ended after
-        `TEARDOWN_GRACE`; the others are killed at once (on multiprocQueueBase all: its
-        server would wait ~2 s to notice each exit). Thespian's exit broadcast can miss
-        one created just before it: kill where possible."""
-        if self.forked is not None:
-            self._reap(signal.SIGKILL)
-        waited_for = exit_children(self.actor)
-        parent = os.getpid()
-        graceful = notices_exits_at_once(self.actor)
-        for member in [*self.members, *self.spares]:
-            healthy = (graceful and member.export_id is None and not member.done
-                       and not member.abandoned)
-            if member.process is not None and member.process.killable():
-                ended = member.process.ended(parent)  # a retired one's pid may be reused
-                if healthy and not ended:  # idle or spare: its `teardown` runs, in a grace
-                    self.actor.send(member.address, ActorExitRequest())
-                    killer = threading.Timer(TEARDOWN_GRACE, member.process.kill)
-                    killer.daemon = True  # the server's process need not wait for it
-                    killer.start()
-                    continue
-                if not ended:
-                    member.process.kill()
-                if waited_for is not None and member.address in waited_for:
-                    waited_for.remove(member.address)  # Thespian need not ask it to exit
-            elif not member.abandoned:
-                self.actor.send(member.address, ActorExitRequest())
-        forget_dead_children(self.actor)
+        """At the server's exit: end every exporter. Those that are (or get) connected and
+        hold no batch are asked to quit, so that their sink's `teardown` runs, and are
+        killed if still there after `TEARDOWN_GRACE`; the others are killed at once.
+        Thespian then need not wait for any (it would wait ~2 s for each on
+        multiprocQueueBase, 10 s for one killed before it connected)."""
+        if self.closing:
+            return
+        self.closing = self.exiting = True
+        for member in list(self.members.values()):
+            if member.phase in (Phase.SPARE, Phase.IDLE):
+                self._retire(member)
+            elif member.phase is not Phase.RETIRING:
+                member.phase = Phase.ABANDONED  # if it connects yet, it is turned away
+                self.watch.kill(member.exporter_id)
+        deadline = time.monotonic() + TEARDOWN_GRACE
+        while self.watch.fds() and (left := deadline - time.monotonic()) > 0:
+            select.select(self.fds(), [], [], left)
+            self.poll()  # deaths, and each `Bye`
+        for exporter_id in self.watch.fds().values():
+            self.watch.kill(exporter_id)
+        self.watch.dead(1.0)
+        self.watch.close()
+        self.closed = True
+        for link in [*self._unknown, *(m.link for m in self.members.values() if m.link)]:
+            link.close()
+        self._ended += [m.address for m in self.members.values() if m.address is not None]
         self.members.clear()
-        self.spares.clear()
+        if self.listener is not None:
+            self.listener.close()
 
-    def _member(self, export_id: int) -> _Member | None:
-        return next((m for m in self.members if m.export_id == export_id), None)
+    def forget(self) -> None:
+        """Last thing in the server's exit handler: Thespian must not wait for exporters that
+        have ended (it may have registered one late, when its start-up notice came)."""
+        forget_children(self.actor, self._ended)
 
-    def _forget(self, member: _Member) -> int | None:
-        if member is self.idle:
-            self.idle = None
-        if member in self.spares:
-            self.spares.remove(member)
-            return None
-        self.members.remove(member)
-        return None if member.done or member.abandoned else member.export_id
+    # ---- inside -------------------------------------------------------------------------
+
+    def _in(self, phase: Phase) -> Member | None:
+        return next((m for m in self.members.values() if m.phase is phase), None)
+
+    def _exporting(self, export_id: int) -> Member | None:
+        return next((m for m in self.members.values() if m.phase is Phase.EXPORTING
+                     and m.export is not None and m.export.export_id == export_id), None)
+
+    def _hello(self, link: Link) -> None:
+        """A new connection says which exporter it is (at once, but perhaps not yet read)."""
+        frames = link.receive()
+        if not frames and not link.closed:
+            return
+        self._unknown.remove(link)
+        hello = frames[0] if frames else None
+        member = self.members.get(hello.exporter_id) if isinstance(hello, Hello) else None
+        if member is None or member.phase is Phase.ABANDONED:
+            link.close()  # abandoned before it connected: it ends once its link closes
+            return
+        assert isinstance(hello, Hello)
+        member.link = link
+        if self.watch.pid(member.exporter_id) is None:
+            self.watch.watch(member.exporter_id, hello.pid)
+        link.send(Prepare(self.sink, self.server_value))
+        if member.phase is Phase.STARTING:
+            member.phase = Phase.SPARE
+        self._send(member)
+
+    def _send(self, member: Member) -> list[Outcome]:
+        """Hand the member its batch, if it has one and can take it now."""
+        if member.phase is not Phase.EXPORTING or member.export is None:
+            return []
+        if member.session is not None:
+            return self._results(member, [member.session.export(member.export.export_id,
+                                                                member.export.batch)])
+        if member.link is not None:
+            member.link.send(member.export)
+        return []
+
+    def _results(self, member: Member, frames: list[Any]) -> list[Outcome]:
+        """Outcomes of the member's export; it is kept for the next batch only if it
+        delivered this one and may serve more, else it retires."""
+        if self.exiting and not self.ends_quietly and any(isinstance(f, Bye) for f in frames):
+            self.watch.kill(member.exporter_id)  # torn down; Thespian could not end it now
+        outcomes = [f for f in frames if isinstance(f, Outcome) and member.export is not None
+                    and f.export_id == member.export.export_id]
+        if not outcomes or member.phase is not Phase.EXPORTING:
+            return []
+        member.export = None
+        if outcomes[0].failure is None and (self.limit is None or member.served < self.limit
+                                            or self.exiting):
+            member.phase = Phase.IDLE
+        else:
+            self._retire(member)
+        return outcomes[:1]
+
+    def _retire(self, member: Member) -> None:
+        member.phase = Phase.RETIRING
+        if member.session is not None:
+            member.session.close()
+            del self.members[member.exporter_id]
+        else:
+            if member.link is not None:
+                member.link.send(Quit())  # it tears down, then ends (see `_serve`)
+            if not (self.ends_quietly or self.exiting) and member.address is not None:
+                self.actor.send(member.address, ActorExitRequest())

@@ -51,9 +51,10 @@ class DeathWatch(Generic[K]):
         return None if watched is None else watched[0]
 
     def kill(self, key: K) -> bool:
-        """SIGKILL the process of `key` (and its descendants); False if it is not watched."""
-        pid = self.pid(key)
-        return pid is not None and kill_tree(pid)
+        """SIGKILL the process of `key` and its descendants; False if it is not watched
+        or has ended (its pidfd says so: a pid reused since is never hit)."""
+        pid, fd = self._watched.get(key, (0, None))
+        return fd is not None and not _readable(fd) and kill_tree(pid)
 
     def fds(self) -> dict[int, K]:
         """The pidfds, to wait on with other files: readable once the process ended."""
@@ -73,6 +74,10 @@ class DeathWatch(Generic[K]):
     def close(self) -> None:
         for key in list(self._watched):
             self.forget(key)
+
+
+def _readable(fd: int) -> bool:
+    return bool(select.select([fd], [], [], 0)[0])
 
 
 def kill_tree(pid: int) -> bool:

@@ -12,30 +12,30 @@ from __future__ import annotations
 
 import heapq
 
-from .messages import TimerFired
+from ._core_events import Timer
 
 
 class Timers:
-    """Timers by token (`TimerFired.token` is unique per server), due in monotonic seconds."""
+    """Timers by token (`Timer.token` is unique per server), due in monotonic seconds."""
 
     def __init__(self) -> None:
         self._heap: list[tuple[float, int]] = []
-        self._live: dict[int, TimerFired] = {}
+        self._live: dict[int, Timer] = {}
         self._wakeups: list[float] = []  # due times of the Thespian wakeups still pending
 
     def __len__(self) -> int:
         return len(self._live)
 
-    def arm(self, timer: TimerFired, due: float, now: float) -> float | None:
+    def arm(self, timer: Timer, due: float, now: float) -> float | None:
         """Keep `timer` until `due`; the delay of a wakeup to request now, or None."""
         self._live[timer.token] = timer
         heapq.heappush(self._heap, (due, timer.token))
         return self._wakeup(now)
 
-    def cancel(self, token: int) -> None:
-        self._live.pop(token, None)
+    def cancel(self, timer: Timer) -> None:
+        self._live.pop(timer.token, None)
 
-    def due(self, now: float) -> list[TimerFired]:
+    def due(self, now: float) -> list[Timer]:
         """A wakeup came: the live timers due by `now`, in due order (each fires once)."""
         self._wakeups = [w for w in self._wakeups if w > now]
         fired = []

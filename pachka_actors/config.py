@@ -33,7 +33,7 @@ from .errors import ConfigError
 from .sink import Sink
 
 #: How the server schedules its timers: real Thespian wakeups, or none at all so that
-#: a test fires each timer itself by sending `TimerFired` (Pachka's tests stub the timer too).
+#: a test fires each timer itself by sending `FireTimer` (Pachka's tests stub the timer too).
 Timers = Literal["wakeup", "manual"]
 
 #: Seconds a buffered message may wait in the producing process (Kafka's linger.ms idea).
@@ -84,6 +84,14 @@ def _sink(name: str, value: Any) -> Sink:
     return picklable(name, value)  # type: ignore[no-any-return]
 
 
+def _export_timeout(name: str, value: Any) -> float | None:
+    parsed = timeout(name, value)
+    if parsed == 0:
+        raise ConfigError(name, "must be > 0 seconds (0 would kill every export at once); "
+                                "None: no limit")
+    return parsed
+
+
 def _batches_per_exporter(name: str, value: Any) -> int | None:
     if value is None:
         return None
@@ -114,7 +122,7 @@ SERVER_OPTIONS: tuple[Option, ...] = (
            "is exported (the batch timer); None: only full batches go out.", timeout),
     Option("export_timeout", "seconds (float or timedelta) or None",
            "Longest time `send_batch` may run; past it the exporter is killed and the batch "
-           "retried with reason `\"killed\"`. None: no limit.", timeout),
+           "retried with reason `\"killed\"`. None: no limit.", _export_timeout),
     Option("batches_per_exporter", "int > 0 or None",
            "Beyond Pachka: batches one exporter process serves in turn before it retires "
            "(its sink's `setup` runs once before them, `teardown` after); None: no limit. "
@@ -130,7 +138,7 @@ SERVER_OPTIONS: tuple[Option, ...] = (
            "within it goes to `drain_on_terminate`, else is logged lost at ERROR with its "
            "count. The default stays under Thespian's 10 s shutdown wait.", timeout),
     Option("timers", "'wakeup' or 'manual'",
-           "'manual' schedules no wakeups: tests fire each timer by sending `TimerFired`.",
+           "'manual' schedules no wakeups: tests fire each timer by sending `FireTimer`.",
            _timers),
     Option("spill_path", "file path or None",
            "Beyond Pachka: an SQLite file where what `shutdown_timeout` leaves undelivered "

@@ -1,23 +1,26 @@
 """The Pachka server's state machine, pure: events in, effects out.
 
 No Thespian, no clock, no I/O (in the manner of h11's `_state.py`): the actor shell
-in `server.py` turns messages into the events below and performs the effects the
-machine returns. Timers and exports are named by tokens the machine issues itself,
-because exporter addresses get reused; the machine cancels (`CancelTimer`) every
-timer it supersedes, so a timer or result that still comes stale is an anomaly and
-is logged at WARNING, as Pachka does.
+in `server.py` turns messages into the events of `_core_events` and performs the
+effects the machine returns. Timers and exports are named by tokens the machine
+issues itself, because exporter addresses get reused; the machine cancels every
+timer it supersedes, so a timer or result that still comes stale is an anomaly
+and is logged at WARNING, as Pachka does.
 
 One small record per state, as Pachka's `state.ex`: `Idle` (accumulating; a batch
-timer runs while messages wait), `Exporting` (one exporter in flight, guarded by the
+timer runs while messages wait), `Exporting` (one export in flight, guarded by the
 export timer), `RetryBackoff` (the failed batch waits for the retry timer),
-`Draining` (in `drain_on_terminate`) and the final `Done`. `terminating` is a flag
-on top of them, as Pachka's termination mode; `finishing` narrows it to a bare
-`ActorExitRequest`, when the shell can receive nothing more and performs every
-effect before its handler returns (see `ExitRequested`).
+`Draining` (in `drain_on_terminate`) and the final `Done`. `terminating` is
+Pachka's termination mode on top of them. A bare exit is a stop with a bound: the
+`SHUTDOWN` timer, after which what is left is drained, spilled or reported lost.
+
+Batches have ids (`Batch.id`), kept across retries. A formed batch that cannot
+go out now (a failed export while stopping) waits in `pending`, ahead of the queue,
+with its id, so that a sink that recorded the id knows it again.
 
 Longer than this project's ~400-line guide on purpose: it is one machine, and its
-transitions (producers' credits, timers, exports, stopping, finishing) read
-together, as they do in Pachka's `server.ex`; its vocabulary is in `_core_events`.
+transitions (producers' credits, timers, exports, stopping) read together, as
+they do in Pachka's `server.ex`.
 """
 
 from __future__ import annotations
@@ -26,59 +29,46 @@ import logging
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from itertools import islice
+from itertools import chain, islice
 from typing import Any
 
 from ._core_events import (
+    Answer,
     ArmRetryTimer,
     ArmTimer,
     CancelTimer,
     CreditRequested,
     Drain,
-    DrainFinished,
+    DrainDone,
     Effect,
     Event,
     ExitRequested,
-    ExportFinished,
+    ExportDone,
+    Finish,
     KillExport,
     Log,
     MessagesReceived,
     Reply,
     Restored,
+    ServerStatus,
     Spill,
     StartExport,
+    State,
     StopRequested,
+    Timer,
+    TimerFired,
+    TimerKind,
 )
 from .errors import Overloaded
-from .messages import Accepted, Granted, ServerStatus, State, Stopped, TimerFired, TimerKind
-from .sink import KILLED, FailureReason
+from .messages import Accepted, Granted
+from .sink import KILLED, Batch, FailureReason
 
 __all__ = [
-    "ArmRetryTimer",
-    "ArmTimer",
-    "CancelTimer",
-    "CreditRequested",
-    "Done",
-    "Drain",
-    "DrainFinished",
-    "Draining",
-    "Effect",
-    "Event",
-    "ExitRequested",
-    "ExportFinished",
-    "Exporting",
-    "Idle",
-    "KillExport",
-    "Log",
-    "MessagesReceived",
-    "PachkaCore",
-    "Phase",
-    "Reply",
-    "Restored",
-    "RetryBackoff",
-    "Spill",
-    "StartExport",
-    "StopRequested",
+    "Answer", "ArmRetryTimer", "ArmTimer", "CancelTimer", "CreditRequested", "Done", "Drain",
+    "DrainDone", "Draining", "Effect", "Event", "ExitRequested", "ExportDone", "Exporting",
+    "Finish", "Idle", "KillExport", "Log", "MessagesReceived", "PachkaCore", "Phase", "Reply",
+    "Restored", "RetryBackoff", "ServerStatus", "Spill", "StartExport", "State",
+    "StopRequested", "Timer", "TimerFired", "TimerKind",
 ]
 
 # ---- states -----------------------------------------------------------------------------
@@ -86,27 +76,29 @@ __all__ = [
 
 @dataclass
 class Idle:
-    timer: TimerFired | None = None  # the batch timer, while messages wait
+    timer: Timer | None = None  # the batch timer, while messages wait
 
 
 @dataclass
 class Exporting:
     export_id: int
-    batch: list[Any]
+    batch: Batch
     retry_num: int
-    timer: TimerFired | None  # the export timer (None: no export_timeout)
+    timer: Timer | None  # the export timer (None: no export_timeout)
 
 
 @dataclass
 class RetryBackoff:
-    batch: list[Any]
+    batch: Batch
     retry_num: int
-    timer: TimerFired
+    timer: Timer
 
 
 @dataclass
 class Draining:
-    batch: list[Any]
+    batches: list[Batch]  # formed batches, with their ids, then
+    queued: list[Any]  # the messages that never were in a batch
+    last_chance: bool  # shutdown_timeout has passed: if the drain fails, all is lost
 
 
 @dataclass
@@ -131,21 +123,24 @@ class PachkaCore:
     drains: bool
     credit_timeout: float | None = None
     shutdown_timeout: float | None = None
-    #: What cannot be delivered in time goes to a spill file (`Spill`) instead of being lost.
+    #: What cannot be delivered in time is kept for the next server (`Spill`), not lost.
     spills: bool = False
+    #: Batch ids are this prefix and a serial number: unique across servers when it is.
+    batch_prefix: str = ""
     phase: Phase = field(default_factory=Idle)
     terminating: bool = False
-    finishing: bool = False
     queue: deque[Any] = field(default_factory=deque)
+    #: Formed batches waiting to be exported, ahead of the queue.
+    pending: deque[Batch] = field(default_factory=deque)
     #: Open grants (id: credits) and their sum: room promised to producers' buffers.
     credits: dict[int, int] = field(default_factory=dict)
     reserved: int = 0
-    #: Credit requests waiting for room, in turn: (requester, count, wait timer token).
-    waiting: deque[tuple[Any, int, int]] = field(default_factory=deque)
-    #: `shutdown_timeout` passed while finishing: what is left is drained or lost now.
-    late: bool = False
+    #: Credit requests waiting for room, in turn: (requester, count, wait timer).
+    waiting: deque[tuple[Any, int, Timer]] = field(default_factory=deque)
+    #: The shutdown_timeout timer of a bare exit, while it runs.
+    bound: Timer | None = None
     _serial: int = 0
-    _finish_timer: TimerFired | None = None
+    _batches: int = 0
 
     # ---- views --------------------------------------------------------------------------
 
@@ -154,9 +149,10 @@ class PachkaCore:
         return _STATES[type(self.phase)]
 
     @property
-    def batch(self) -> list[Any]:
-        """The batch in flight, waiting for its retry, or handed to drain_on_terminate."""
-        return getattr(self.phase, "batch", [])
+    def batch(self) -> Batch:
+        """The batch in flight or waiting for its retry."""
+        phase = self.phase
+        return phase.batch if isinstance(phase, Exporting | RetryBackoff) else Batch()
 
     @property
     def retry_num(self) -> int:
@@ -167,12 +163,25 @@ class PachkaCore:
         return getattr(self.phase, "export_id", None)
 
     @property
-    def timer(self) -> TimerFired | None:
+    def done(self) -> bool:
+        return isinstance(self.phase, Done)
+
+    @property
+    def timer(self) -> Timer | None:
         return getattr(self.phase, "timer", None)
 
+    @property
+    def held(self) -> int:
+        """Messages accepted and not yet delivered: the batch, pending, draining, queued."""
+        phase = self.phase
+        draining = (sum(map(len, phase.batches)) + len(phase.queued)
+                    if isinstance(phase, Draining) else 0)
+        return len(self.batch) + sum(map(len, self.pending)) + draining + len(self.queue)
+
     def status(self) -> ServerStatus:
-        return ServerStatus(self.state, self.terminating, len(self.queue), len(self.batch),
-                            self.reserved, self.retry_num, self.timer, self.export_id)
+        return ServerStatus(self.state, self.terminating, len(self.queue),
+                            self.held - len(self.queue), self.reserved, self.retry_num,
+                            self.timer, self.export_id)
 
     def handle(self, event: Event) -> list[Effect]:
         effects = self._step(event)
@@ -188,18 +197,19 @@ class PachkaCore:
                 return self._receive_credited(messages, credit)
             case CreditRequested(count, wait, requester):
                 return self._grant(count, wait, requester)
-            case TimerFired():
-                return self._timer_fired(event)
-            case ExportFinished(export_id, failure):
-                return self._export_finished(export_id, failure)
+            case TimerFired(timer):
+                return self._timer_fired(timer)
+            case ExportDone(export_id, failure, _):
+                return self._export_done(export_id, failure)
             case StopRequested():
                 return self._stop_requested()
             case ExitRequested():
                 return self._exit_requested()
-            case DrainFinished(failure):
-                return self._drain_finished(failure)
+            case DrainDone(failure):
+                return self._drain_done(failure)
             case Restored(messages):
-                return self._restored(messages)
+                self.queue.extendleft(reversed(messages))
+                return self._settle() if isinstance(self.phase, Idle) else []
         raise TypeError(f"not a core event: {event!r}")
 
     # ---- producers ----------------------------------------------------------------------
@@ -216,7 +226,7 @@ class PachkaCore:
     def _receive(self, messages: Sequence[Any]) -> list[Effect]:
         count, refused = self._room(len(messages))
         self.queue.extend(messages if count == len(messages) else islice(messages, count))
-        effects: list[Effect] = [Accepted(count, refused)]
+        effects: list[Effect] = [Answer(Accepted(count, refused))]
         if isinstance(self.phase, Idle) and count:
             effects += self._settle()
         return effects
@@ -224,9 +234,10 @@ class PachkaCore:
     def _receive_credited(self, messages: Sequence[Any], credit: int) -> list[Effect]:
         """Promised messages are never refused, even past an expired grant or a stop."""
         if isinstance(self.phase, Done):
-            return [Accepted(0), Log(logging.ERROR, f"{len(messages)} messages under credit "
-                                                    f"{credit} came after the server stopped")]
-        effects: list[Effect] = [Accepted(len(messages))]
+            return [Answer(Accepted(0)), Log(logging.ERROR, f"{len(messages)} messages under "
+                                                            f"credit {credit} came after the "
+                                                            f"server stopped")]
+        effects: list[Effect] = [Answer(Accepted(len(messages)))]
         granted = self.credits.pop(credit, None)
         if granted is None:
             effects.append(Log(logging.WARNING, f"credit {credit} expired before its "
@@ -235,7 +246,7 @@ class PachkaCore:
         else:
             self.reserved -= granted
             if self.credit_timeout is not None:
-                effects.append(CancelTimer(credit))
+                effects.append(CancelTimer(Timer(TimerKind.CREDIT, credit)))
             if len(messages) > granted:
                 effects.append(Log(logging.ERROR, f"credit {credit} was for {granted} messages, "
                                                   f"{len(messages)} came; taking them all"))
@@ -244,49 +255,46 @@ class PachkaCore:
             effects += self._settle()
         return effects
 
-    def _restored(self, messages: Sequence[Any]) -> list[Effect]:
-        """A previous server's spill: accepted long ago, so taken whole, ahead of new ones."""
-        self.queue.extendleft(reversed(messages))
-        return self._settle() if isinstance(self.phase, Idle) else []
-
     def _grant(self, count: int, wait: float = 0.0, requester: Any = None) -> list[Effect]:
         if wait > 0 and not self.terminating and (self.waiting or not self._room(count)[0]):
-            token = self._issue()
-            self.waiting.append((requester, count, token))
-            return [ArmTimer(TimerKind.WAIT, token, wait)]
-        return self._open_credit(count)
+            timer = Timer(TimerKind.WAIT, self._issue())
+            self.waiting.append((requester, count, timer))
+            return [ArmTimer(timer, wait)]
+        return [Answer(granted) if isinstance(granted, Granted) else granted
+                for granted in self._open_credit(count)]
 
-    def _open_credit(self, count: int) -> list[Effect]:
+    def _open_credit(self, count: int) -> list[Granted | Effect]:
+        """The grant (answered by the caller to whoever asked), and its expiry timer."""
         granted, refused = self._room(count)
         if not granted:
             return [Granted(None, 0, refused)]
         credit = self._issue()
         self.credits[credit] = granted
         self.reserved += granted
-        effects: list[Effect] = [Granted(credit, granted, refused)]
-        if self.credit_timeout is not None:
-            effects.append(ArmTimer(TimerKind.CREDIT, credit, self.credit_timeout))
-        return effects
+        if self.credit_timeout is None:
+            return [Granted(credit, granted, refused)]
+        return [Granted(credit, granted, refused),
+                ArmTimer(Timer(TimerKind.CREDIT, credit), self.credit_timeout)]
 
     def _serve_waiting(self) -> list[Effect]:
         """Answer waiting credit requests, in turn, while there is room (or refuse them all
         once the server terminates)."""
         effects: list[Effect] = []
         while self.waiting and (self.terminating or self._room(1)[0]):
-            requester, count, token = self.waiting.popleft()
-            effects.append(CancelTimer(token))
-            opened = self._open_credit(count)
-            effects += [Reply(requester, e) if isinstance(e, Granted) else e for e in opened]
+            requester, count, timer = self.waiting.popleft()
+            effects.append(CancelTimer(timer))
+            effects += [Reply(requester, e) if isinstance(e, Granted) else e
+                        for e in self._open_credit(count)]
         return effects
 
-    def _wait_expired(self, token: int) -> list[Effect]:
+    def _wait_expired(self, timer: Timer) -> list[Effect]:
         for waiter in self.waiting:
-            if waiter[2] == token:
+            if waiter[2] == timer:
                 self.waiting.remove(waiter)
                 refused = Overloaded(f"queue stayed at critical_queue_size="
                                      f"{self.critical_queue_size} while the request waited")
                 return [Reply(waiter[0], Granted(None, 0, refused))]
-        return [Log(logging.WARNING, f"wait timeout {token} for no waiting request")]
+        return [Log(logging.WARNING, f"wait timeout {timer.token} for no waiting request")]
 
     def _credit_expired(self, credit: int) -> list[Effect]:
         """A producer that neither shipped nor returned its credits (crashed?) frees them."""
@@ -302,19 +310,18 @@ class PachkaCore:
 
     # ---- timers and exports -------------------------------------------------------------
 
-    def _timer_fired(self, fired: TimerFired) -> list[Effect]:
-        if fired.kind is TimerKind.CREDIT:
-            return self._credit_expired(fired.token)
-        if fired.kind is TimerKind.WAIT:
-            return self._wait_expired(fired.token)
-        if fired.kind is TimerKind.SHUTDOWN and fired == self._finish_timer:
+    def _timer_fired(self, timer: Timer) -> list[Effect]:
+        if timer.kind is TimerKind.CREDIT:
+            return self._credit_expired(timer.token)
+        if timer.kind is TimerKind.WAIT:
+            return self._wait_expired(timer)
+        if timer.kind is TimerKind.SHUTDOWN and timer == self.bound:
             return self._out_of_time()
         phase = self.phase
-        if fired != self.timer:
-            current = getattr(phase, "export_id", None)
-            return [Log(logging.WARNING, f"{fired.kind.value} timeout {fired.token} received in "
+        if timer != self.timer:
+            return [Log(logging.WARNING, f"{timer.kind.value} timeout {timer.token} received in "
                                          f"wrong state {self.state.value} (current timer: "
-                                         f"{self.timer}, current export: {current})")]
+                                         f"{self.timer}, current export: {self.export_id})")]
         if isinstance(phase, Idle):
             phase.timer = None
             return self._start_export(self._take_batch(), retry_num=0)
@@ -324,7 +331,7 @@ class PachkaCore:
         assert isinstance(phase, RetryBackoff)
         return self._start_export(phase.batch, phase.retry_num)
 
-    def _export_finished(self, export_id: int, failure: FailureReason | None) -> list[Effect]:
+    def _export_done(self, export_id: int, failure: FailureReason | None) -> list[Effect]:
         phase = self.phase
         if not isinstance(phase, Exporting) or export_id != phase.export_id:
             return [Log(logging.WARNING, f"export {export_id} finished, but the current export "
@@ -339,23 +346,21 @@ class PachkaCore:
         """The shell logs a failure that is retried (it knows the delay and the traceback)."""
         if self.terminating and self.drains:
             self.phase = Idle()
-            self.queue.extendleft(reversed(phase.batch))
+            self.pending.appendleft(phase.batch)
             return [Log(logging.WARNING, f"export of {len(phase.batch)} messages failed "
                                          f"({failure!r}) while stopping: draining them"),
                     *self._drain()]
-        retry_num = phase.retry_num + 1
-        timer = TimerFired(TimerKind.RETRY, self._issue())
-        self.phase = RetryBackoff(phase.batch, retry_num, timer)
-        return [ArmRetryTimer(timer.token, retry_num, failure)]
+        timer = Timer(TimerKind.RETRY, self._issue())
+        self.phase = RetryBackoff(phase.batch, phase.retry_num + 1, timer)
+        return [ArmRetryTimer(timer, phase.retry_num + 1, failure)]
 
-    def _start_export(self, batch: list[Any], retry_num: int) -> list[Effect]:
+    def _start_export(self, batch: Batch, retry_num: int) -> list[Effect]:
         export_id = self._issue()
-        spare = not self.terminating or bool(self.queue)
-        effects: list[Effect] = [StartExport(export_id, batch, retry_num, self.finishing, spare)]
+        effects: list[Effect] = [StartExport(export_id, batch, retry_num)]
         timer = None
         if self.export_timeout is not None:
-            timer = TimerFired(TimerKind.EXPORT, self._issue())
-            effects.append(ArmTimer(TimerKind.EXPORT, timer.token, self.export_timeout))
+            timer = Timer(TimerKind.EXPORT, self._issue())
+            effects.append(ArmTimer(timer, self.export_timeout))
         self.phase = Exporting(export_id, batch, retry_num, timer)
         return effects
 
@@ -363,7 +368,7 @@ class PachkaCore:
 
     def _stop_requested(self) -> list[Effect]:
         if isinstance(self.phase, Done):
-            return [Stopped()]
+            return [Finish()]
         if self.terminating:
             return []
         self.terminating = True
@@ -374,68 +379,51 @@ class PachkaCore:
         return []  # an in-flight export may finish; a retry keeps its backoff
 
     def _exit_requested(self) -> list[Effect]:
-        if isinstance(self.phase, Done) or self.finishing:
+        """A stop, as Pachka's (an export in flight may finish within `export_timeout`),
+        bounded by `shutdown_timeout`."""
+        if isinstance(self.phase, Done) or self.bound is not None:
             return []
-        self.terminating = self.finishing = True
-        effects: list[Effect] = []
-        if self.credits:
-            effects.append(Log(logging.ERROR, f"exiting: {self.reserved} messages promised "
-                                              f"to {len(self.credits)} producers can no "
-                                              f"longer be received: those shipped from now on "
-                                              f"are lost (stop producers before their server)"))
-            if self.credit_timeout is not None:
-                effects += [CancelTimer(credit) for credit in self.credits]
-            self.credits.clear()
-            self.reserved = 0
-        if self.shutdown_timeout is not None:
-            self._finish_timer = TimerFired(TimerKind.SHUTDOWN, self._issue())
-            effects.append(ArmTimer(TimerKind.SHUTDOWN, self._finish_timer.token,
-                                    self.shutdown_timeout))
-        phase = self.phase
-        if isinstance(phase, Exporting | RetryBackoff):  # no backoff helps now
-            retry_num = phase.retry_num
-            if isinstance(phase, Exporting):
-                retry_num += 1
-                effects += [KillExport(phase.export_id),
-                            Log(logging.WARNING, f"exiting: killed the export of "
-                                                 f"{len(phase.batch)} messages to redo it now")]
-            if self.drains:
-                return effects + self._drain()
-            return [*effects, *self._cancel(phase.timer),
-                    *self._start_export(phase.batch, retry_num)]
-        return effects + self._settle()
+        effects = self._stop_requested()
+        if self.shutdown_timeout is not None and not isinstance(self.phase, Done):
+            self.bound = Timer(TimerKind.SHUTDOWN, self._issue())
+            effects.append(ArmTimer(self.bound, self.shutdown_timeout))
+        return effects
 
     def _out_of_time(self) -> list[Effect]:
-        """`shutdown_timeout` passed while finishing: drain what is left, or report it lost."""
-        phase, effects = self.phase, []
-        self._finish_timer, self.late = None, True
+        """`shutdown_timeout` passed after a bare exit: drain what is left, else spill it or
+        report it lost, and stop."""
+        phase = self.phase
+        self.bound = None
+        effects = self._cancel(self.timer)
         if isinstance(phase, Exporting):
-            effects += [*self._cancel(phase.timer), KillExport(phase.export_id)]
-        elif isinstance(phase, RetryBackoff):
-            effects += self._cancel(phase.timer)
-        elif isinstance(phase, Draining | Done):
-            return []
-        self.queue.extendleft(reversed(self.batch))
+            effects.append(KillExport(phase.export_id))
+        if isinstance(phase, Exporting | RetryBackoff):
+            self.pending.appendleft(phase.batch)
         self.phase = Idle()
-        if self.drains:
-            return effects + self._drain()
-        return [*effects, *self._lose("not delivered within shutdown_timeout"), *self._stopped()]
+        if self.credits:
+            effects.append(Log(logging.INFO, f"gave up {len(self.credits)} open grants of room "
+                                             f"({self.reserved} messages): their producers "
+                                             f"report what they could not ship"))
+            effects += self._cancel_credits()
+        if self.drains and (self.pending or self.queue):
+            return effects + self._drain(last_chance=True)
+        return [*effects, *self._lose("not delivered within shutdown_timeout"), *self._finish()]
 
-    def _drain_finished(self, failure: BaseException | None) -> list[Effect]:
+    def _drain_done(self, failure: BaseException | None) -> list[Effect]:
         phase = self.phase
         if not isinstance(phase, Draining):
             return [Log(logging.WARNING, f"drain finished in state {self.state.value}")]
         self.phase = Idle()
         if failure is None:
             return self._settle()
-        if self.late:
-            self.queue.extendleft(reversed(phase.batch))
-            return [*self._lose(f"drain_on_terminate failed ({failure!r})"), *self._stopped()]
-        # Lose nothing: put the messages back and export them batch by batch instead.
+        self.pending.extendleft(reversed(phase.batches))
+        self.queue.extendleft(reversed(phase.queued))
+        if phase.last_chance:
+            return [*self._lose(f"drain_on_terminate failed ({failure!r})"), *self._finish()]
+        # Lose nothing: export the messages batch by batch instead.
         self.drains = False
-        self.queue.extendleft(reversed(phase.batch))  # ahead of what came during the drain
         return [Log(logging.ERROR, f"drain_on_terminate failed ({failure!r}); exporting "
-                                   f"{len(self.queue)} messages through send_batch instead"),
+                                   f"{self.held} messages through send_batch instead"),
                 *self._settle()]
 
     # ---- helpers ------------------------------------------------------------------------
@@ -447,50 +435,67 @@ class PachkaCore:
         if self.terminating:
             effects = self._cancel(phase.timer)
             phase.timer = None
-            if self.queue:
+            if self.pending or self.queue:
                 more = self._drain() if self.drains else self._start_export(self._take_batch(), 0)
                 return effects + more
             if self.credits:
                 return effects  # messages promised to producers are still on their way
-            return effects + self._stopped()
-        if len(self.queue) >= self.max_batch_size:
+            return effects + self._finish()
+        if self.pending or len(self.queue) >= self.max_batch_size:
             effects = self._cancel(phase.timer)
             return effects + self._start_export(self._take_batch(), retry_num=0)
         if self.queue and phase.timer is None and self.max_batch_delay is not None:
-            phase.timer = TimerFired(TimerKind.BATCH, self._issue())
-            return [ArmTimer(TimerKind.BATCH, phase.timer.token, self.max_batch_delay)]
+            phase.timer = Timer(TimerKind.BATCH, self._issue())
+            return [ArmTimer(phase.timer, self.max_batch_delay)]
         return []
 
-    def _take_batch(self) -> list[Any]:
-        size = min(self.max_batch_size, len(self.queue))
+    def _take_batch(self) -> Batch:
+        """The first pending batch, else up to `max_batch_size` queued messages as a new one."""
+        if self.pending:
+            return self.pending.popleft()
         popleft = self.queue.popleft
-        return [popleft() for _ in range(size)]
+        self._batches += 1
+        return Batch((popleft() for _ in range(min(self.max_batch_size, len(self.queue)))),
+                     f"{self.batch_prefix}{self._batches}")
 
-    def _drain(self) -> list[Effect]:
-        messages = self.batch + list(self.queue)
+    def _drain(self, last_chance: bool = False) -> list[Effect]:
+        """Hand everything held to `drain_on_terminate`: the batch in retry, pending, queued."""
+        batches = [*([self.phase.batch] if isinstance(self.phase, RetryBackoff) else []),
+                   *self.pending]
         effects = self._cancel(self.timer)
+        self.phase = draining = Draining(batches, list(self.queue), last_chance)
+        self.pending.clear()
         self.queue.clear()
-        self.phase = Draining(messages)
-        return [*effects, Drain(messages)]
+        return [*effects, Drain(list(chain(*batches, draining.queued)))]
 
     def _lose(self, why: str) -> list[Effect]:
-        """What is left will not be delivered now: spilled where configured, else reported."""
-        left, self.queue = list(self.queue), deque()
+        """What is held will not be delivered now: spilled where configured, else reported."""
+        left = list(chain(*self.pending, self.queue))
+        self.pending.clear()
+        self.queue.clear()
         if not left:
             return []
         if self.spills:
             return [Spill(left, why)]
         return [Log(logging.ERROR, f"{len(left)} accepted messages lost: {why}")]
 
-    def _stopped(self) -> list[Effect]:
-        effects = [] if self._finish_timer is None else [CancelTimer(self._finish_timer.token)]
-        self._finish_timer = None
+    def _cancel_credits(self) -> list[Effect]:
+        effects: list[Effect] = []
+        if self.credit_timeout is not None:
+            effects = [CancelTimer(Timer(TimerKind.CREDIT, c)) for c in self.credits]
+        self.credits.clear()
+        self.reserved = 0
+        return effects
+
+    def _finish(self) -> list[Effect]:
+        effects = self._cancel(self.bound)
+        self.bound = None
         self.phase = Done()
-        return [*effects, Stopped()]
+        return [*effects, Finish()]
 
     @staticmethod
-    def _cancel(timer: TimerFired | None) -> list[Effect]:
-        return [] if timer is None else [CancelTimer(timer.token)]
+    def _cancel(timer: Timer | None) -> list[Effect]:
+        return [] if timer is None else [CancelTimer(timer)]
 
     def _issue(self) -> int:
         self._serial += 1

@@ -17,7 +17,7 @@ Pachka server:
 - `GetStats()`: `Stats` (`pachka_actors.metrics`), the counters since start.
 - `StartServer(config)`: `Started(address)`, or an exception instance
   (`ConfigError`, `AlreadyStarted`).
-- `TimerFired(kind, token)` fires a timer by hand on a server started with
+- `FireTimer(timer)` fires a timer by hand on a server started with
   `timers="manual"` (take it from `ServerStatus.timer`).
 
 Supervisor: `StartSupervisor`, `StartChild`, `TerminateChild`, `RestartChild`,
@@ -28,12 +28,15 @@ sent by a child that wants to exit normally.
 
 from __future__ import annotations
 
-import enum
 import pickle
 from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Any, Final
 
+from ._core_events import ServerStatus as ServerStatus
+from ._core_events import State as State
+from ._core_events import Timer as Timer
+from ._core_events import TimerKind as TimerKind
 from .config import ChildSpec, PachkaConfig, SupervisorConfig
 from .errors import Overloaded
 
@@ -124,45 +127,12 @@ class GetStats:
     """Reply: `pachka_actors.metrics.Stats`, the server's counters since it started."""
 
 
-class State(enum.Enum):
-    """Pachka's server states, plus `DRAINING` (in `drain_on_terminate`) and final `STOPPED`."""
-
-    IDLE = "idle"
-    EXPORTING = "exporting"
-    RETRY_BACKOFF = "retry_backoff"
-    DRAINING = "draining"
-    STOPPED = "stopped"
-
-
-class TimerKind(enum.Enum):
-    BATCH = "batch"
-    EXPORT = "export"
-    RETRY = "retry"
-    CREDIT = "credit"
-    WAIT = "wait"
-    SHUTDOWN = "shutdown"
-
-
 @dataclass(frozen=True)
-class TimerFired:
-    """A timer went off. Also the message to send a server by hand (timers="manual")."""
+class FireTimer:
+    """Fire `timer` now, on a server started with `timers="manual"` (take it from
+    `ServerStatus.timer`): tests step a server through its states this way."""
 
-    kind: TimerKind
-    token: int
-
-
-@dataclass(frozen=True)
-class ServerStatus:
-    """A snapshot for observability and tests (the reply to `GetStatus`)."""
-
-    state: State
-    terminating: bool
-    queue_length: int
-    batch_length: int
-    reserved: int
-    retry_num: int
-    timer: TimerFired | None
-    export_id: int | None
+    timer: Timer
 
 
 @dataclass(frozen=True)

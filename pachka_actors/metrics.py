@@ -17,11 +17,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._core_events import (
+    Answer,
     CreditRequested,
     Drain,
     Effect,
     Event,
-    ExportFinished,
+    ExportDone,
     KillExport,
     MessagesReceived,
     Reply,
@@ -79,8 +80,9 @@ class Metrics:
         """Count what one core step did. A refused credit request counts as one refused
         message: the producer's message that needed the room."""
         if type(event) is MessagesReceived:  # the hot path: the reply is the first effect
-            reply = effects[0]
-            assert isinstance(reply, Accepted)
+            answer = effects[0]
+            assert isinstance(answer, Answer) and isinstance(answer.value, Accepted)
+            reply = answer.value
             if reply.count:
                 self.on_accepted(reply.count)
             if reply.refused is not None:
@@ -91,11 +93,11 @@ class Metrics:
         match event:
             case CreditRequested():
                 for effect in effects:
-                    if isinstance(effect, Granted) and effect.refused is not None \
-                            and not effect.count:
-                        self.on_refused(1, TERMINATING if effect.refused.terminating
+                    if isinstance(effect, Answer) and isinstance(effect.value, Granted) \
+                            and effect.value.refused is not None and not effect.value.count:
+                        self.on_refused(1, TERMINATING if effect.value.refused.terminating
                                         else QUEUE_FULL)
-            case ExportFinished(export_id, failure, returned):
+            case ExportDone(export_id, failure, returned):
                 if (started := self._exports.pop(export_id, None)) is not None:
                     size, since = started
                     if failure is None:

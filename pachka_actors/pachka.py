@@ -141,7 +141,7 @@ class Pachka:
                     handle._courier.end(ask_timeout)
                     raise
                 break  # our earlier probe got there after all
-            except ActorTimeout:
+            except (ActorTimeout, NotStarted):  # the name's last server is still exiting
                 handle._courier.end(ask_timeout)
                 if config.name is None or (deadline is not None
                                            and time.monotonic() >= deadline):

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterable
+from datetime import timedelta
 from typing import Any, Protocol, runtime_checkable
+
+log = logging.getLogger(__name__)
 
 #: Why an export failed: the exception `send_batch` raised or returned, or
 #: "killed" (it ran past `export_timeout`) or "exited" (its exporter died without a word).
@@ -10,6 +15,22 @@ FailureReason = BaseException | str
 
 KILLED = "killed"
 EXITED = "exited"
+
+
+class Batch(list[Any]):
+    """The messages `send_batch` gets, in order: a list with an `id`.
+
+    The id stays the same when the batch is retried (also by another exporter),
+    so a sink can tell a batch it wrote already (a killed export that had
+    committed) from a new one: the ready sinks' `ledger` does.
+    """
+
+    def __init__(self, messages: Iterable[Any] = (), id: str = "") -> None:
+        super().__init__(messages)
+        self.id = id
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Batch, (list(self), self.id))
 
 
 class Sink:
@@ -54,3 +75,18 @@ class DrainingSink(Protocol):
 
     def drain_on_terminate(self, messages: list[Any], batch_size: int, server_value: Any) -> None:
         ...
+
+
+def retry_delay(sink: Sink, retry_num: int, failure: FailureReason, server_value: Any) -> float:
+    """The sink's `retry_timeout` in seconds, or Pachka's default (`retry_num` seconds) when
+    it raises or answers something that is not a duration."""
+    try:
+        delay = sink.retry_timeout(retry_num, failure, server_value)
+        if isinstance(delay, timedelta):
+            delay = delay.total_seconds()
+        if isinstance(delay, int | float) and not isinstance(delay, bool) and delay >= 0:
+            return float(delay)
+        log.error("retry_timeout returned %r; using %s s", delay, retry_num)
+    except Exception:
+        log.exception("retry_timeout raised; using %s s", retry_num)
+    return float(retry_num)

@@ -22,12 +22,11 @@ from typing import Any
 
 from thespian.actors import ActorSystem
 
-from ._exporters import export_once
+from ._exporters import SinkSession
 from .config import PachkaConfig
-from .messages import TimerKind
+from .messages import FireTimer, TimerKind
 from .pachka import Pachka
-from .server import retry_delay
-from .sink import FailureReason, Sink
+from .sink import Batch, FailureReason, Sink, retry_delay
 
 
 @dataclass(frozen=True)
@@ -76,7 +75,9 @@ def run_sink(sink: Sink | type[Sink], messages: Iterable[Any], *, max_batch_size
     for start in range(0, len(queue), max_batch_size):
         batch = queue[start:start + max_batch_size]
         for retry_num in range(max_retries + 1):
-            failure = export_once(0, exported, list(batch), server_value).failure
+            session = SinkSession(exported, server_value)
+            failure = session.export(0, Batch(batch)).failure
+            session.close()
             if failure is None:
                 report.attempts.append(Attempt(batch, retry_num, None))
                 report.delivered.append(batch)
@@ -167,4 +168,4 @@ def fire(server: Pachka, kind: TimerKind | str) -> None:
     timer = server.status().timer
     if timer is None or timer.kind is not kind:
         raise AssertionError(f"no {kind.value} timer runs (the running timer: {timer})")
-    server.system.tell(server.address, timer)
+    server.system.tell(server.address, FireTimer(timer))

@@ -11,7 +11,7 @@ from thespian.actors import ActorSystem
 
 from pachka_actors import Pachka
 from pachka_actors._process_old import ProcessId
-from pachka_actors.messages import State, TimerKind
+from pachka_actors.messages import FireTimer, State, TimerKind
 from pachka_actors.systems import isolated_system
 
 #: An actor system that is shut down afterwards, its leftover processes killed.
@@ -32,7 +32,7 @@ def start(system: ActorSystem, directory: Path, sink: type[RecordingSink] = Reco
 def fire(system: ActorSystem, server: Pachka, kind: TimerKind) -> None:
     timer = server.status().timer
     assert timer is not None and timer.kind is kind, f"no {kind} timer runs: {timer}"
-    system.tell(server.address, timer)
+    system.tell(server.address, FireTimer(timer))
 
 
 def wait_state(server: Pachka, state: State) -> None:

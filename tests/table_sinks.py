@@ -15,7 +15,7 @@ from sinks import wait_for
 from thespian.actors import ActorSystem
 
 from pachka_actors import Pachka
-from pachka_actors.messages import State, TimerKind
+from pachka_actors.messages import FireTimer, State, TimerKind
 from pachka_actors.sink import FailureReason
 from pachka_actors.sinks import TableSink
 
@@ -43,4 +43,4 @@ def fire_when(system: ActorSystem, server: Pachka, state: State, kind: TimerKind
     wait_for(lambda: server.status().state is state)
     timer = server.status().timer
     assert timer is not None and timer.kind is kind, f"no {kind} timer runs: {timer}"
-    system.tell(server.address, timer)
+    system.tell(server.address, FireTimer(timer))

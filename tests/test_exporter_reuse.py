@@ -17,9 +17,10 @@ from support import fire, process_gone, touch, wait_delivered, wait_state
 from thespian.actors import ActorSystem
 
 from pachka_actors import Pachka, Sink
+from pachka_actors._base import Base
 from pachka_actors._exporters import SinkSession
-from pachka_actors._thespian import base_name
 from pachka_actors.messages import State, TimerKind
+from pachka_actors.sink import Batch
 
 
 def start_session(system: ActorSystem, directory: Path, **options: Any) -> Pachka:
@@ -86,7 +87,7 @@ def test_default_is_an_exporter_per_batch_with_its_own_setup(any_system: ActorSy
     for batch in range(4):  # each batch: its own exporter's setup before it
         sent = [i for i, call in enumerate(log) if call == "send_batch"][batch]
         assert log[:sent].count("setup") > batch
-    if base_name(any_system) == "multiprocTCPBase":
+    if Base.of(any_system).name == "multiprocTCPBase":
         assert len(set(pids(tmp_path, "send_batch"))) == 4
     server.stop()
 
@@ -173,10 +174,10 @@ def test_setup_failure_carries_its_traceback() -> None:
             raise AssertionError("not called after a failed setup")
 
     session = SinkSession(Down(), "sv")
-    result = session.export(7, [1, 2])
+    result = session.export(7, Batch([1, 2], "b-1"))
     assert result.export_id == 7 and isinstance(result.failure, ConnectionError)
-    assert result.detail is not None and "in setup" in result.detail
-    assert "no database for sv" in result.detail
+    [traceback] = result.failure.__notes__  # logged with the retry, in the server
+    assert "in setup" in traceback and "no database for sv" in traceback
     session.close()  # no teardown to run
 
 

@@ -17,12 +17,13 @@ from pachka_actors import Overloaded, Pachka
 from pachka_actors.config import DEFAULT_LINGER
 from pachka_actors.messages import (
     Accepted,
+    FireTimer,
     GetStatus,
     Granted,
     RequestCredit,
     SendMessages,
     State,
-    TimerFired,
+    Timer,
     TimerKind,
 )
 from pachka_actors.systems import session_pids
@@ -83,7 +84,7 @@ def test_unused_credit_expires(tcp_system: ActorSystem, tmp_path: Path) -> None:
     with pytest.raises(Overloaded):
         Pachka(tcp_system, server.address, linger=None).send_message("x")
     assert granted.credit is not None
-    tcp_system.tell(server.address, TimerFired(TimerKind.CREDIT, granted.credit))
+    tcp_system.tell(server.address, FireTimer(Timer(TimerKind.CREDIT, granted.credit)))
     server.send_message("y")
     server.stop()
     assert delivered(tmp_path) == ["y"]

@@ -1,6 +1,6 @@
 """The Pachka server on real Thespian systems: the original's test suite, ported, and more.
 
-Timers are driven by hand (`timers="manual"`, then `TimerFired` with the token
+Timers are driven by hand (`timers="manual"`, then `FireTimer` with the timer
 from `status()`), as Pachka's tests stub the timer and send `:batch_timeout`.
 Sinks run in exporter processes, so they report through files (tests/sinks.py).
 """
@@ -26,7 +26,7 @@ from support import actor_system, fire, process_gone, start, touch, wait_deliver
 from thespian.actors import ActorSystem
 
 from pachka_actors import AlreadyStarted, NotStarted, Overloaded, Pachka
-from pachka_actors.messages import SendMessages, State, TimerFired, TimerKind
+from pachka_actors.messages import FireTimer, SendMessages, State, Timer, TimerKind
 
 # ---- batching -------------------------------------------------------------------------------
 
@@ -308,8 +308,8 @@ def test_stale_timeouts_are_logged_not_fatal(simple_system: ActorSystem, tmp_pat
     assert batch_timer is not None
     server.send_messages(range(3, 5))  # a full batch: export starts, the batch timer is stale
     with caplog.at_level(logging.DEBUG, logger="pachka_actors"):
-        simple_system.tell(server.address, batch_timer)
-        simple_system.tell(server.address, TimerFired(TimerKind.RETRY, 10**9))
+        simple_system.tell(server.address, FireTimer(batch_timer))
+        simple_system.tell(server.address, FireTimer(Timer(TimerKind.RETRY, 10**9)))
         before = server.status()
     warnings = [r.message for r in caplog.records if r.levelno == logging.WARNING]
     assert any("batch timeout 1 received in wrong state" in w for w in warnings)
