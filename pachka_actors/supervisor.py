@@ -1,7 +1,7 @@
 """Elixir's `Supervisor` for Thespian: ordered start, timed reverse shutdown, restarts.
 
 `Supervisor.start(children, system=...)` starts a `SupervisorActor` and returns a
-handle. Actors in the system send it the
+handle, also a context manager that stops it. Actors in the system send it the
 same requests as messages and get one reply each. Decisions are the pure
 `SupervisorCore`'s; the actor here turns messages into its events and performs
 its effects. What Thespian imposes (more in docs/supervision.md):
@@ -22,6 +22,7 @@ its effects. What Thespian imposes (more in docs/supervision.md):
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -40,7 +41,7 @@ from thespian.actors import (
     WakeupMessage,
 )
 
-from ._ask import Caller, R, ask
+from ._ask import Caller, R, Unreachable, ask
 from ._base import Base, child_pid, exit_children, forget_dead_children
 from ._process import DeathWatch
 from ._restart import Restart, RestartIntensity, Strategy
@@ -68,7 +69,7 @@ from ._supervisor_core import (
     SupervisorCore,
 )
 from .config import ChildSpec, ChildType, SupervisorConfig, capabilities_satisfy
-from .errors import ConfigError, SupervisorError
+from .errors import ActorTimeout, ConfigError, SupervisorError
 from .messages import (
     ChildDeleted,
     ChildStarted,
@@ -316,12 +317,13 @@ def _config(children: Sequence[ChildSpec], strategy: Strategy | str, max_restart
 
 
 class Supervisor:
-    """A handle to a running supervisor; cheap to make.
+    """A handle to a running supervisor; cheap to make. As a context manager it stops the
+    supervisor when the block ends, also when the block raises (the error then propagates).
 
     Each call is one Thespian `ask` and blocks until the supervisor answers, or
-    `ask_timeout` seconds pass (`ActorTimeout`); None waits forever, as Elixir's
-    supervisor calls do. Requests are served one at a time, after any restart or
-    stop under way.
+    `ask_timeout` seconds pass (`ActorTimeout`, also when the supervisor is
+    gone); None waits forever, as Elixir's supervisor calls do. Requests are
+    served one at a time, after any restart or stop under way.
     """
 
     def __init__(self, system: ActorSystem, address: ActorAddress, *,
@@ -329,6 +331,7 @@ class Supervisor:
         self.system = system
         self.address = address
         self.ask_timeout = ask_timeout
+        self._stopped = False
 
     @classmethod
     def start(cls, children: Sequence[ChildSpec], *, system: ActorSystem,
@@ -392,12 +395,25 @@ class Supervisor:
         """Stop the children in reverse order, each within its shutdown timeout, then exit.
 
         `timeout` (seconds, None: forever) bounds the wait, not the shutdown: on
-        `ActorTimeout` the supervisor goes on stopping.
+        `ActorTimeout` the supervisor goes on stopping. Once the supervisor has
+        stopped (or is found gone), `stop()` returns at once.
         """
-        ask(self.system, self.address, StopSupervisor(), SupervisorStopped, timeout)
+        if not self._stopped:
+            with contextlib.suppress(Unreachable):  # gone already: stopped some other way
+                ask(self.system, self.address, StopSupervisor(), SupervisorStopped, timeout)
+            self._stopped = True
+
+    def __enter__(self) -> Supervisor:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
 
     def _ask(self, request: Any, reply_type: type[R]) -> R:
-        return ask(self.system, self.address, request, reply_type, self.ask_timeout)
+        try:
+            return ask(self.system, self.address, request, reply_type, self.ask_timeout)
+        except Unreachable as gone:  # a private class: raised as the public one it refines
+            raise ActorTimeout(str(gone)) from None
 
     def __repr__(self) -> str:
         return f"Supervisor({self.address})"

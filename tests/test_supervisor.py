@@ -402,6 +402,41 @@ def test_handle_operations(tcp_system: ActorSystem, tmp_path: Path) -> None:
     assert logged(tmp_path, "halt") == ["d", "d"]
 
 
+def test_the_handle_stops_the_supervisor_at_the_end_of_a_with_block(
+        tcp_system: ActorSystem, tmp_path: Path) -> None:
+    with start(tcp_system, [worker(tmp_path, "a"), worker(tmp_path, "b")]) as sup:
+        assert running(sup) == ["a", "b"]
+    assert logged(tmp_path, "stop") == ["b", "a"]
+    wait_for(lambda: exited(sup))
+    # Also when the block raises; the exception then propagates.
+    with pytest.raises(KeyError, match="boom"), start(tcp_system, [worker(tmp_path, "c")]):
+        raise KeyError("boom")
+    assert logged(tmp_path, "stop") == ["b", "a", "c"]
+    wait_for(lambda: process_gone(pid(tmp_path, "c")))
+
+
+def test_a_second_stop_returns_at_once(any_system: ActorSystem, tmp_path: Path) -> None:
+    """And a call to a stopped supervisor raises a public error (`ActorTimeout`), never a
+    private class."""
+    sup = start(any_system, [worker(tmp_path, "a")])
+    sup.stop()
+    began = time.monotonic()
+    sup.stop()
+    assert time.monotonic() - began < 0.5
+    with pytest.raises(ActorTimeout) as error:
+        sup.count_children()
+    assert type(error.value) is ActorTimeout
+    assert logged(tmp_path, "stop") == ["a"]
+
+
+def test_stop_of_a_supervisor_stopped_elsewhere_returns(tcp_system: ActorSystem,
+                                                       tmp_path: Path) -> None:
+    sup = start(tcp_system, [worker(tmp_path, "a")])
+    sup.stop()
+    Supervisor(tcp_system, sup.address, ask_timeout=5).stop(5)  # gone: nothing to stop
+    assert logged(tmp_path, "stop") == ["a"]
+
+
 def test_actors_use_the_supervisor_by_message(tcp_system: ActorSystem, tmp_path: Path) -> None:
     sup = start(tcp_system, [worker(tmp_path, "a")])
     relay = tcp_system.createActor(Relay)
