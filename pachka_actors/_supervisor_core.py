@@ -32,6 +32,7 @@ from .errors import (
     ChildNotFound,
     ChildRestarting,
     ChildRunning,
+    ConfigError,
     StartChildError,
     SupervisorError,
 )
@@ -51,9 +52,6 @@ from .messages import (
     TerminateChild,
     WhichChildren,
 )
-
-#: Why a child that exited before answering its init message failed to start.
-EXITED_DURING_START = "exited before answering its init message"
 
 # ---- events: what the shell saw ----------------------------------------------------------
 
@@ -95,9 +93,8 @@ class ChildInitFailed(_Incarnation):
     reason: Any
 
 
-@dataclass(frozen=True)
 class ChildExited(_Incarnation):
-    during_start: Any = None  # why, if it exits before answering its init message
+    """Its process has ended (or, where the shell knows none, Thespian reported its exit)."""
 
 
 @dataclass(frozen=True)
@@ -178,7 +175,7 @@ class Status(enum.Enum):
     STARTING = "starting"  # created; its init reply is awaited
     RUNNING = "running"
     STOPPING = "stopping"  # asked to stop; a kill timer runs unless shutdown is infinity
-    KILLED = "killed"  # killed; its exit is awaited
+    KILLED = "killed"  # killed (or asked to stop, where it cannot be); its exit is awaited
     RESTARTING = "restarting"  # not running: a restart failed to start it, a retry is queued
 
 
@@ -318,8 +315,8 @@ class SupervisorCore:
                                                     and job and job.waiting is child):
                 job.failure = reason
                 return self._stop(child, None)  # the child may live on: make sure it is gone
-            case ChildExited(during_start=during_start):
-                return self._exited(child, during_start)
+            case ChildExited():
+                return self._exited(child)
             case ExitAnnounced(reason=reason) if (child.status is Status.RUNNING
                                                   and not self.shutting_down):
                 # (While shutting down, the child is stopped in its turn, not now.)
@@ -332,14 +329,13 @@ class SupervisorCore:
                         *self._kill(child)]
         return []
 
-    def _exited(self, child: Child, during_start: Any = None) -> list[Effect]:
-        was = child.status
+    def _exited(self, child: Child) -> list[Effect]:
+        failure = _start_failure(child) if child.status is Status.STARTING else None
         child.status, child.address = Status.STOPPED, None
         job = self._job
         if job is not None and job.waiting is child:
             job.waiting = None
-            failure = ((during_start or EXITED_DURING_START) if was is Status.STARTING
-                       else job.failure)
+            failure = failure or job.failure
             if failure is not None:
                 self._job = None
                 return self._failed(job, child, failure)
@@ -576,3 +572,14 @@ class SupervisorCore:
             if child.status is Status.STOPPING:
                 effects += self._arm_kill_timer(child)
         return effects
+
+
+def _start_failure(child: Child) -> Any:
+    """Why a child that exited before answering its init message failed to start. One placed
+    by the Admin (no process known) most likely had nowhere to go: Thespian found no
+    convention member to create it on (within ms), or it died there at once."""
+    if child.killable or not child.spec.requirements:
+        return "exited before answering its init message"
+    return ConfigError("requirements", f"no actor system in the convention has capabilities "
+                                       f"matching {child.spec.requirements!r} (or the child "
+                                       f"died there before it started)")

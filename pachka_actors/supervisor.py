@@ -69,7 +69,7 @@ from ._supervisor_core import (
     SupervisorCore,
 )
 from .config import ChildSpec, ChildType, SupervisorConfig, capabilities_satisfy
-from .errors import ActorTimeout, ConfigError, SupervisorError
+from .errors import ActorTimeout, SupervisorError
 from .messages import (
     ChildDeleted,
     ChildStarted,
@@ -226,7 +226,7 @@ class SupervisorActor(Actor):  # type: ignore[misc]
         is known only its end counts: look for it, and for any other death, now and shortly
         after; handling this report, Thespian reaps every dead child without a word."""
         if child is not None and not child.killable:
-            self._handle(ChildExited(child.id, child.incarnation, _placement_failure(child)))
+            self._handle(ChildExited(child.id, child.incarnation))
         elif child is not None:
             self._awaited.setdefault((child.id, child.incarnation), time.monotonic() + PATIENCE)
         self._handle(*self._deaths())
@@ -284,16 +284,6 @@ class SupervisorActor(Actor):  # type: ignore[misc]
             self.send(self._parent, NormalExit("shutdown"))  # the parent stops this actor
         else:
             self.send(self.myAddress, ActorExitRequest())
-
-
-def _placement_failure(child: Child) -> ConfigError | None:
-    """A placed child that dies before it starts, with no process here: Thespian found no
-    convention member to create it on (within ms), or it died there at once."""
-    if child.status is Status.STARTING and not child.killable and child.spec.requirements:
-        return ConfigError("requirements", f"no actor system in the convention has "
-                                           f"capabilities matching {child.spec.requirements!r} "
-                                           f"(or the child died there before it started)")
-    return None
 
 
 def _kill_unless_ended(pid: int, seconds: float, id: Hashable) -> None:
