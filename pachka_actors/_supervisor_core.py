@@ -1,23 +1,18 @@
-"""The supervisor's state machine, pure: events in, effects out.
+"""The supervisor, pure: its vocabulary (events in, effects out, child records) and its engine.
 
 No Thespian, no clock, no I/O: the actor shell in `supervisor.py` turns messages
-into events, passes the time, and performs the effects the machine
-returns. The machine runs one job at a time (booting, a restart, a call, the
-shutdown), one step at a time: a child is started only once the one before it
-counts as started, and stopped only once the one after it has exited, as in
-Elixir. What arrives meanwhile waits in a queue, as in a gen_server's mailbox.
-A job is plain data (its kind, its steps, who asked); how it ends is decided by
-its kind in one place (`_ended`, `_failed`). Every helper returns its effects.
+into events, passes the time, and performs the effects the engine returns; the
+model test (tests/test_supervisor_core.py) plays the actors instead. The engine
+runs one job at a time (booting, a restart, a call, the shutdown), one step at a
+time: a child is started only once the one before it counts as started, and
+stopped only once the one after it has exited, as in Elixir. What arrives
+meanwhile waits in a queue, as in a gen_server's mailbox. A job is plain data
+(its kind, its steps, who asked); how it ends is decided by its kind in one
+place (`_ended`, `_failed`). Every helper returns its effects.
 
-Children are told apart by `(id, incarnation)`: Thespian's `ChildActorExited`
-can come twice and addresses get reused, so an event for an incarnation that is
-no longer current is stale and ignored.
-
-Its vocabulary lives elsewhere: events, effects and the child records in
-`_supervisor_events`, `ChildSpec` in `config`, requests and replies in
-`messages`, errors in `errors`. What remains (about 460 lines, a sixth of them
-imports) is one engine whose jobs and calls read together, as in Erlang's
-`supervisor.erl`; splitting it further would scatter them.
+Children are named by `(id, incarnation)`: Thespian's `ChildActorExited` can
+come twice and addresses get reused, so an event for an incarnation that is no
+longer current is stale and ignored. The restart policy is `_restart`'s.
 """
 
 from __future__ import annotations
@@ -26,39 +21,18 @@ import enum
 import itertools
 import logging
 from collections import deque
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ._restart import Restart, RestartIntensity, Sibling, Strategy, plan_restart, restarts
-from ._supervisor_events import (
-    ArmKillTimer,
-    Boot,
-    Call,
-    Child,
-    ChildCreated,
-    ChildExited,
-    ChildInitFailed,
-    ChildInitialized,
-    CreateChild,
-    Effect,
-    Event,
-    Exit,
-    ExitAnnounced,
-    ExitRequested,
-    KillChild,
-    KillTimeout,
-    Log,
-    Reply,
-    Status,
-    StopChild,
-)
-from .config import BRUTAL_KILL, ChildType
+from .config import BRUTAL_KILL, ChildSpec, ChildType
 from .errors import (
     AlreadyPresent,
     ChildNotFound,
     ChildRestarting,
     ChildRunning,
+    ConfigError,
     StartChildError,
     SupervisorError,
 )
@@ -79,11 +53,152 @@ from .messages import (
     WhichChildren,
 )
 
-#: Why a child that exited before answering its init message failed to start.
-EXITED_DURING_START = "exited before answering its init message"
+# ---- events: what the shell saw ----------------------------------------------------------
 
 
-# ---- the machine -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Boot:
+    """The supervisor's init message: start `specs` in order, then answer `requester`."""
+
+    specs: Sequence[ChildSpec]
+    requester: Any
+
+
+@dataclass(frozen=True)
+class Call:
+    request: SupervisorRequest
+    requester: Any
+
+
+@dataclass(frozen=True)
+class _Incarnation:
+    """About one incarnation of a child, named by `(id, incarnation)`."""
+
+    id: Hashable
+    incarnation: int
+
+
+@dataclass(frozen=True)
+class ChildCreated(_Incarnation):
+    address: Any
+    killable: bool  # the shell knows its process; else "kill" asks it to stop
+
+
+class ChildInitialized(_Incarnation):
+    """The child answered its init message (or has none): it counts as started."""
+
+
+@dataclass(frozen=True)
+class ChildInitFailed(_Incarnation):
+    reason: Any
+
+
+class ChildExited(_Incarnation):
+    """Its process has ended (or, where the shell knows none, Thespian reported its exit)."""
+
+
+@dataclass(frozen=True)
+class ExitAnnounced(_Incarnation):
+    """The child sent `NormalExit`: its exit, which the supervisor then asks for, is normal."""
+
+    reason: str
+
+
+class KillTimeout(_Incarnation):
+    """The child's shutdown time is up (the incarnation tells a stale timer)."""
+
+
+@dataclass(frozen=True)
+class ExitRequested:
+    """A bare `ActorExitRequest`: stop the children and exit, with no requester to answer."""
+
+
+Event = (Boot | Call | ChildCreated | ChildInitialized | ChildInitFailed | ChildExited
+         | ExitAnnounced | KillTimeout | ExitRequested)
+
+# ---- effects: what the shell does --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CreateChild:
+    """Create the actor; send the init message if the spec has one, else report it initialized."""
+
+    spec: ChildSpec
+    incarnation: int
+
+
+@dataclass(frozen=True)
+class StopChild:
+    """Ask the child to stop: send `message`, or `ActorExitRequest` when it is None."""
+
+    address: Any
+    message: Any
+
+
+class KillChild(_Incarnation):
+    """SIGKILL the child's process and its descendants (never asked of one not killable)."""
+
+
+@dataclass(frozen=True)
+class ArmKillTimer(_Incarnation):
+    """Report `KillTimeout(id, incarnation)` after `seconds`, unless the child exited by then."""
+
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Reply:
+    to: Any
+    value: Any
+
+
+@dataclass(frozen=True)
+class Exit:
+    """Every child has stopped: the supervisor exits. `gave_up`: restarts exceeded the intensity."""
+
+    gave_up: bool
+
+
+@dataclass(frozen=True)
+class Log:
+    level: int
+    text: str
+
+
+Effect = CreateChild | StopChild | KillChild | ArmKillTimer | Reply | Exit | Log
+
+# ---- children ----------------------------------------------------------------------------
+
+
+class Status(enum.Enum):
+    STOPPED = "stopped"  # not running: not started yet, exited, or terminated
+    STARTING = "starting"  # created; its init reply is awaited
+    RUNNING = "running"
+    STOPPING = "stopping"  # asked to stop; a kill timer runs unless shutdown is infinity
+    KILLED = "killed"  # killed (or asked to stop, where it cannot be); its exit is awaited
+    RESTARTING = "restarting"  # not running: a restart failed to start it, a retry is queued
+
+
+@dataclass(eq=False)
+class Child:
+    spec: ChildSpec
+    status: Status = Status.STOPPED
+    incarnation: int = 0  # 0: never started
+    address: Any = None
+    killable: bool = False
+    normal_exit: bool = False  # this incarnation announced NormalExit
+
+    @property
+    def id(self) -> Hashable:
+        return self.spec.id
+
+    @property
+    def alive(self) -> bool:
+        """A process of this child may exist."""
+        return self.status not in (Status.STOPPED, Status.RESTARTING)
+
+
+# ---- the engine --------------------------------------------------------------------------
 
 
 class Do(enum.Enum):
@@ -97,12 +212,8 @@ class Do(enum.Enum):
 Step = tuple[Do, Hashable]
 
 
-@dataclass(frozen=True)
-class _Decide:
+class _Decide(_Incarnation):
     """A child exited by itself: restart it or not, once no job runs (Erlang's EXIT message)."""
-
-    id: Hashable
-    incarnation: int
 
 
 @dataclass(frozen=True)
@@ -150,7 +261,6 @@ class SupervisorCore:
         self._job: _Job | None = None
         self._queue: deque[Call | _Decide | _Retry] = deque()
         self._exit_replies: list[Reply] = []  # sent once every child has stopped
-        self._tokens = itertools.count(1)
         self._incarnations = itertools.count(1)  # unique within the supervisor, not per id
 
     # ---- queries for the shell
@@ -167,14 +277,6 @@ class SupervisorCore:
         """No job runs and nothing is queued: every decision taken so far is carried out."""
         return self._job is None and not self._queue
 
-    def counts(self) -> dict[str, int]:
-        """Elixir's `count_children`: specs, active (alive) children, supervisors, workers."""
-        types = [c.spec.type for c in self.children]
-        return {"specs": len(self.children),
-                "active": sum(c.alive for c in self.children),
-                "supervisors": types.count(ChildType.SUPERVISOR),
-                "workers": types.count(ChildType.WORKER)}
-
     # ---- events
 
     def handle(self, event: Event, now: float) -> list[Effect]:
@@ -183,6 +285,10 @@ class SupervisorCore:
 
     def _apply(self, event: Event) -> list[Effect]:
         match event:
+            case _Incarnation(id, incarnation):
+                child = self.find(id)
+                if child is not None and child.incarnation == incarnation and child.alive:
+                    return self._apply_to(child, event)  # else it is stale
             case Boot(specs, requester):
                 self.children = [Child(spec) for spec in specs]
                 self._job = _Job(JobKind.BOOT, deque((Do.START, spec.id) for spec in specs),
@@ -191,56 +297,45 @@ class SupervisorCore:
                 if self.shutting_down:
                     return self._refuse(event)
                 self._queue.append(event)
-            case ChildCreated(id, incarnation, address, process):
-                if child := self._current(id, incarnation):
-                    child.address, child.process = address, process
-            case ChildInitialized(id, incarnation):
-                child = self._current(id, incarnation)
-                if child and child.status is Status.STARTING:
-                    child.status = Status.RUNNING
-                    if self._job is not None and self._job.waiting is child:
-                        self._job.waiting = None
-            case ChildInitFailed(id, incarnation, reason):
-                child = self._current(id, incarnation)
-                if child and self._job and self._job.waiting is child \
-                        and child.status is Status.STARTING:
-                    self._job.failure = reason
-                    return self._stop(child, None)  # the child may live on: make sure it is gone
-            case ChildExited(id, incarnation, during_start):
-                if child := self._current(id, incarnation):
-                    return self._exited(child, during_start)
-            case ExitAnnounced(id, incarnation, reason):
-                # While shutting down, the child is stopped in its turn, not now.
-                child = self._current(id, incarnation)
-                if child and child.status is Status.RUNNING and not self.shutting_down:
-                    child.normal_exit = True
-                    return [Log(logging.INFO, f"child {id!r} exits normally ({reason})"),
-                            *self._stop(child, None)]
-            case KillTimeout(token):
-                child = next((c for c in self.children if c.kill_token == token), None)
-                if child and child.status is Status.STOPPING:
-                    return [Log(logging.WARNING, f"child {child.id!r} did not stop within "
-                                                 f"{child.spec.shutdown} s: killed"),
-                            *self._kill(child)]
             case ExitRequested():
                 return self._exit_request()
         return []
 
-    def _current(self, id: Hashable, incarnation: int) -> Child | None:
-        child = self.find(id)
-        if child is None or child.incarnation != incarnation or not child.alive:
-            return None
-        return child
+    def _apply_to(self, child: Child, event: _Incarnation) -> list[Effect]:
+        """An event about the current incarnation of `child`, which may exist."""
+        job = self._job
+        match event:
+            case ChildCreated(address=address, killable=killable):
+                child.address, child.killable = address, killable
+            case ChildInitialized() if child.status is Status.STARTING:
+                child.status = Status.RUNNING
+                if job is not None and job.waiting is child:
+                    job.waiting = None
+            case ChildInitFailed(reason=reason) if (child.status is Status.STARTING
+                                                    and job and job.waiting is child):
+                job.failure = reason
+                return self._stop(child, None)  # the child may live on: make sure it is gone
+            case ChildExited():
+                return self._exited(child)
+            case ExitAnnounced(reason=reason) if (child.status is Status.RUNNING
+                                                  and not self.shutting_down):
+                # (While shutting down, the child is stopped in its turn, not now.)
+                child.normal_exit = True
+                return [Log(logging.INFO, f"child {child.id!r} exits normally ({reason})"),
+                        *self._stop(child, None)]
+            case KillTimeout() if child.status is Status.STOPPING:
+                return [Log(logging.WARNING, f"child {child.id!r} did not stop within "
+                                             f"{child.spec.shutdown} s: killed"),
+                        *self._kill(child)]
+        return []
 
-    def _exited(self, child: Child, during_start: Any = None) -> list[Effect]:
-        was = child.status
-        child.status, child.address, child.process = Status.STOPPED, None, None
-        child.kill_token = None
+    def _exited(self, child: Child) -> list[Effect]:
+        failure = _start_failure(child) if child.status is Status.STARTING else None
+        child.status, child.address = Status.STOPPED, None
         job = self._job
         if job is not None and job.waiting is child:
             job.waiting = None
-            failure = ((during_start or EXITED_DURING_START) if was is Status.STARTING
-                       else job.failure)
+            failure = failure or job.failure
             if failure is not None:
                 self._job = None
                 return self._failed(job, child, failure)
@@ -291,10 +386,9 @@ class SupervisorCore:
                 error = StartChildError(child.id, reason)
                 self._exit_replies.append(Reply(job.requester, error))
                 return [Log(logging.ERROR, str(error)), *self._shut_down()]
-            case JobKind.START_CHILD:
-                self.children.remove(child)  # Erlang forgets a spec whose child did not start
-                return [Reply(job.requester, StartChildError(child.id, reason))]
-            case JobKind.RESTART_CHILD:
+            case JobKind.START_CHILD | JobKind.RESTART_CHILD:
+                if job.kind is JobKind.START_CHILD:  # Erlang forgets the spec of a new child
+                    self.children.remove(child)  # that did not start
                 return [Reply(job.requester, StartChildError(child.id, reason))]
             case JobKind.RESTART:
                 child.status = Status.RESTARTING
@@ -332,12 +426,15 @@ class SupervisorCore:
     def _arm_kill_timer(self, child: Child) -> list[Effect]:
         if not isinstance(shutdown := child.spec.shutdown, float):  # infinity
             return []
-        child.kill_token = next(self._tokens)
-        return [ArmKillTimer(child.kill_token, shutdown, child.process)]
+        return [ArmKillTimer(child.id, child.incarnation, shutdown)]
 
     def _kill(self, child: Child) -> list[Effect]:
-        child.status, child.kill_token = Status.KILLED, None
-        return [KillChild(child.address, child.process)]
+        child.status = Status.KILLED
+        if child.killable:
+            return [KillChild(child.id, child.incarnation)]
+        return [Log(logging.WARNING, f"cannot kill child {child.id!r} (no process of it is "
+                                     f"known): sent it ActorExitRequest instead"),
+                StopChild(child.address, None)]
 
     def _dispatch(self, item: Call | _Decide | _Retry, now: float) -> list[Effect]:
         match item:
@@ -393,8 +490,12 @@ class SupervisorCore:
                 return [Reply(requester, [
                     (c.id, RESTARTING if c.status is Status.RESTARTING else c.address, c.spec.type)
                     for c in self.children])]
-            case CountChildren():
-                return [Reply(requester, self.counts())]
+            case CountChildren():  # Elixir's: specs, active (alive) children, supervisors, workers
+                types = [c.spec.type for c in self.children]
+                return [Reply(requester, {"specs": len(self.children),
+                                          "active": sum(c.alive for c in self.children),
+                                          "supervisors": types.count(ChildType.SUPERVISOR),
+                                          "workers": types.count(ChildType.WORKER)})]
             case StopSupervisor():
                 self._exit_replies.append(Reply(requester, SupervisorStopped()))
                 return self._shut_down()
@@ -471,3 +572,14 @@ class SupervisorCore:
             if child.status is Status.STOPPING:
                 effects += self._arm_kill_timer(child)
         return effects
+
+
+def _start_failure(child: Child) -> Any:
+    """Why a child that exited before answering its init message failed to start. One placed
+    by the Admin (no process known) most likely had nowhere to go: Thespian found no
+    convention member to create it on (within ms), or it died there at once."""
+    if child.killable or not child.spec.requirements:
+        return "exited before answering its init message"
+    return ConfigError("requirements", f"no actor system in the convention has capabilities "
+                                       f"matching {child.spec.requirements!r} (or the child "
+                                       f"died there before it started)")

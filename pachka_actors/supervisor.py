@@ -1,39 +1,33 @@
 """Elixir's `Supervisor` for Thespian: ordered start, timed reverse shutdown, restarts.
 
 `Supervisor.start(children, system=...)` starts a `SupervisorActor` and returns a
-handle; actors inside the system can send it the same requests as messages
-(`StartChild`, `TerminateChild`, `RestartChild`, `DeleteChild`, `WhichChildren`,
-`CountChildren`, `StopSupervisor`) and get one reply each: the result, or an
-exception instance. Decisions are made by the pure `SupervisorCore`; the actor
-here only translates messages into its events and its effects into actions.
+handle, also a context manager that stops it. Actors in the system send it the
+same requests as messages and get one reply each. Decisions are the pure
+`SupervisorCore`'s; the actor here turns messages into its events and performs
+its effects. What Thespian imposes (more in docs/supervision.md):
 
-How Thespian shapes it (see docs/supervision.md):
-
-- Normal exits. `ChildActorExited` has no reason, so a child that wants to exit
-  normally sends `NormalExit()` to its supervisor, which then stops it. An exit
-  the supervisor asked for is normal too; any other is abnormal.
-- Killing. Thespian cannot kill an actor. On the multi-process bases each child
-  is an OS child process of the supervisor, whose pid the supervisor records at
-  creation; it is killed with SIGKILL, its descendants with it. Where no pid is
-  known (simpleSystemBase, a child placed by the Admin), "kill" falls back to
-  `ActorExitRequest`, which cannot end a handler that never returns.
-- A bare `ActorExitRequest` (say, `ActorSystem.shutdown()`): Thespian ends an
-  actor as soon as its handler returns, then sends `ActorExitRequest` to all its
-  children at once and delivers nothing but `ChildActorExited` until they are
-  gone. On the multi-process bases the supervisor keeps the reverse order
-  anyway: it hides its children from that broadcast and stops them one by one,
-  with kill timers on threads (wakeups are no longer delivered). Under
-  simpleSystemBase nothing can be awaited after the handler: each child is sent
-  its stop request, in reverse order, without waiting.
+- A child's exit is the end of its OS process, seen through a pidfd (`DeathWatch`).
+  `ChildActorExited` only says when to look: it comes just before the process
+  ends (the watch is looked at again on short wakeups), may come twice or for a
+  reused address, and comes for one child only when several die together (each
+  look takes every death). Where no process is known (simpleSystemBase, a child
+  placed by the Admin) the report is the exit. Killing is SIGKILL to the process.
+- A bare `ActorExitRequest` (`ActorSystem.shutdown()`): once its handler returns,
+  Thespian stops all children at once and delivers only `ChildActorExited`. The
+  supervisor hides its children from that and stops them in reverse order; with
+  no wakeups, kill timers run on threads and an expected death is awaited on its
+  pidfd in the handler (nothing else can arrive). simpleSystemBase runs nothing
+  after the handler: each child is only sent its stop request, in reverse order.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import os
 import threading
 import time
 from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Literal
 
@@ -47,11 +41,11 @@ from thespian.actors import (
     WakeupMessage,
 )
 
-from ._ask import Caller, R, ask
-from ._process_old import ProcessId
+from ._ask import Caller, R, Unreachable, ask
+from ._base import Base, child_pid, exit_children, forget_dead_children
+from ._process import DeathWatch
 from ._restart import Restart, RestartIntensity, Strategy
-from ._supervisor_core import SupervisorCore
-from ._supervisor_events import (
+from ._supervisor_core import (
     ArmKillTimer,
     Boot,
     Call,
@@ -72,10 +66,10 @@ from ._supervisor_events import (
     Reply,
     Status,
     StopChild,
+    SupervisorCore,
 )
-from ._thespian import child_process, exit_children, forget_dead_children
 from .config import ChildSpec, ChildType, SupervisorConfig, capabilities_satisfy
-from .errors import ConfigError, SupervisorError
+from .errors import ActorTimeout, SupervisorError
 from .messages import (
     ChildDeleted,
     ChildStarted,
@@ -96,17 +90,31 @@ from .messages import (
 
 log = logging.getLogger(__name__)
 
+#: An awaited death not seen yet is looked for again after FIRST_LOOK, then at doubling
+#: intervals up to LONGEST_LOOK, for PATIENCE seconds: a process ends within milliseconds
+#: of its report or its kill, and a report whose child runs on was for an earlier child
+#: at the same address.
+FIRST_LOOK, LONGEST_LOOK, PATIENCE = 0.005, 0.5, 1.0
 
+
+@dataclass(frozen=True)
+class _Look:
+    """A wakeup: look at the death watch again (`delay` after the last look)."""
+
+    delay: float
 
 
 class SupervisorActor(Actor):  # type: ignore[misc]
     """The supervisor. Start it with `Supervisor.start`, or send it `StartSupervisor(config)`."""
 
+    _base: Base  # known once started
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._core: SupervisorCore | None = None
         self._parent: ActorAddress | None = None
-        self._kill_timers: dict[ProcessId, threading.Timer] = {}
+        self._watch: DeathWatch[tuple[Hashable, int]] = DeathWatch()  # by (id, incarnation)
+        self._awaited: dict[tuple[Hashable, int], float] = {}  # deaths to look for, until
 
     @staticmethod
     def actorSystemCapabilityCheck(capabilities: dict[str, Any],
@@ -119,25 +127,22 @@ class SupervisorActor(Actor):  # type: ignore[misc]
         core = self._core
         if core is None:
             self._unstarted(message, caller)
-            return
-        self._notice_unreported_exits()
-        if isinstance(message, ChildActorExited):
-            child = core.child_at(message.childAddress)
-            # A child reports its exit just before its process ends; a stale report
-            # for a reused address comes while the new child's process runs on.
-            if child is not None and (child.process is None
-                                      or child.process.wait_ended(1.0, os.getpid())):
-                self._exited(child)
+        elif isinstance(message, ChildActorExited):
+            self._reported(core.child_at(message.childAddress))
         elif isinstance(message, ActorExitRequest):
-            self._bare_exit_request()
+            if not core.exit_requested:  # else Thespian's own, come back (_bare_exit_request)
+                self._bare_exit_request()
         elif isinstance(message, WakeupMessage):
             if isinstance(message.payload, KillTimeout):
                 self._handle(message.payload)
+            elif isinstance(message.payload, _Look):
+                self._handle(*self._deaths())
+                if self._awaited:
+                    self._look_again(min(2 * message.payload.delay, LONGEST_LOOK))
         elif (child := core.child_at(sender)) is not None and child.status is Status.STARTING:
-            if isinstance(message, PoisonMessage):
-                self._handle(ChildInitFailed(child.id, child.incarnation, message.details))
-            elif isinstance(message, Exception):
-                self._handle(ChildInitFailed(child.id, child.incarnation, message))
+            if isinstance(message, PoisonMessage | Exception):
+                reason = message.details if isinstance(message, PoisonMessage) else message
+                self._handle(ChildInitFailed(child.id, child.incarnation, reason))
             else:
                 self._handle(ChildInitialized(child.id, child.incarnation))
         elif isinstance(message, NormalExit) and child is not None:
@@ -152,26 +157,9 @@ class SupervisorActor(Actor):  # type: ignore[misc]
         else:
             log.debug("supervisor %s ignores %r", self.myAddress, message)
 
-    def _notice_unreported_exits(self) -> None:
-        """Thespian, after handling one child's `ChildActorExited`, reaps every dead child,
-        and never reports those others: look for such exits before each message."""
-        assert self._core is not None
-        for child in [c for c in self._core.children if c.alive and c.process is not None]:
-            if child.process.ended(os.getpid()):
-                self._exited(child)
-
-    def _exited(self, child: Child) -> None:
-        timer = self._kill_timers.pop(child.process, None)
-        if timer is not None:
-            timer.cancel()
-        self._handle(ChildExited(child.id, child.incarnation, _placement_failure(child)))
-
-    def _answer(self, caller: Caller, reply: Any) -> None:
-        self.send(caller.address, caller.answer(reply))
-
     def _unstarted(self, message: Any, sender: Caller) -> None:
         if isinstance(message, StartSupervisor):
-            config = message.config
+            config, self._base = message.config, Base.of(self)
             self._core = SupervisorCore(
                 config.strategy, RestartIntensity(config.max_restarts, config.max_seconds))
             self._parent = sender.address if message.supervised else None
@@ -180,39 +168,51 @@ class SupervisorActor(Actor):  # type: ignore[misc]
                             | PoisonMessage):
             self._answer(sender, SupervisorError(f"{self.myAddress} is not a started supervisor"))
 
-    def _handle(self, event: Event) -> None:
-        """Feed the core `event`, perform its effects, and feed it what they report."""
+    def _answer(self, caller: Caller, reply: Any) -> None:
+        self.send(caller.address, caller.answer(reply))
+
+    def _handle(self, *events: Event) -> None:
+        """Feed the core the events, perform its effects, and feed it what they report. At a
+        bare exit also the deaths seen meanwhile: no wakeup will look for them, and one
+        may go unreported (Thespian reaped it while it handled another child's report)."""
         assert self._core is not None
-        events = [event]
-        while events:
-            for effect in self._core.handle(events.pop(0), time.monotonic()):
-                events += self._perform(effect)
+        pending = list(events)
+        while pending:
+            for effect in self._core.handle(pending.pop(0), time.monotonic()):
+                pending += self._perform(effect)
+            if not pending and self._core.exit_requested:
+                pending = self._deaths()
 
     def _perform(self, effect: Effect) -> list[Event]:
+        assert self._core is not None
         match effect:
             case CreateChild(spec, incarnation):
                 address = self.createActor(spec.actor_class,
                                            targetActorRequirements=spec.requirements)
-                created = ChildCreated(spec.id, incarnation, address,
-                                       child_process(self, address))
+                if (pid := child_pid(self, address)) is not None:
+                    self._watch.watch((spec.id, incarnation), pid)
+                created = ChildCreated(spec.id, incarnation, address, pid is not None)
                 if isinstance(spec.start, tuple):
                     self.send(address, spec.start[1])
                     return [created]
                 return [created, ChildInitialized(spec.id, incarnation)]
             case StopChild(address, message):
                 self.send(address, ActorExitRequest() if message is None else message)
-                return self._unobservable_exit(address)
-            case KillChild(address, process):
-                return self._kill(address, process)
-            case ArmKillTimer(token, seconds, process):
-                assert self._core is not None
-                if not self._core.exit_requested:  # else wakeups are no longer delivered
-                    self.wakeupAfter(timedelta(seconds=seconds), payload=KillTimeout(token))
-                elif process is not None:
-                    timer = threading.Timer(seconds, process.kill_tree)
-                    timer.daemon = True
-                    timer.start()
-                    self._kill_timers[process] = timer
+                if self._core.exit_requested and self._base.inline:
+                    # Nothing runs after this handler: the child counts as stopped, so that
+                    # the next one is asked at once.
+                    child = self._core.child_at(address)
+                    return [] if child is None else [ChildExited(child.id, child.incarnation)]
+            case KillChild(id, incarnation):
+                if self._watch.kill((id, incarnation)):  # False: it has ended already
+                    self._awaited[id, incarnation] = time.monotonic() + PATIENCE
+                    self._look_again(FIRST_LOOK)
+            case ArmKillTimer(id, incarnation, seconds):
+                if not self._core.exit_requested:
+                    self.wakeupAfter(timedelta(seconds=seconds),
+                                     payload=KillTimeout(id, incarnation))
+                elif (pid := self._watch.pid((id, incarnation))) is not None:
+                    _kill_unless_ended(pid, seconds, id)
             case Reply(to, value):
                 self._answer(to, value)
             case Exit(gave_up):
@@ -221,32 +221,43 @@ class SupervisorActor(Actor):  # type: ignore[misc]
                 log.log(level, "supervisor %s: %s", self.myAddress, text)
         return []
 
-    def _kill(self, address: ActorAddress, process: ProcessId | None) -> list[Event]:
-        """SIGKILL the child and its descendants; its exit is reported here, once its process
-        has ended (Thespian may reap it without a word, see `_notice_unreported_exits`)."""
-        if process is None or not process.killable():
-            log.warning("supervisor %s: cannot kill child %s (no process of it is known); "
-                        "sent it ActorExitRequest instead", self.myAddress, address)
-            self.send(address, ActorExitRequest())
-            return self._unobservable_exit(address)
-        process.kill_tree()
-        assert self._core is not None
-        child = self._core.child_at(address)
-        if child is None or not process.wait_ended(1.0, os.getpid()):
-            return []
-        return [ChildExited(child.id, child.incarnation)]
+    def _reported(self, child: Child | None) -> None:
+        """Thespian reported the exit of `child` (None: of no live child). Where its process
+        is known only its end counts: look for it, and for any other death, now and shortly
+        after; handling this report, Thespian reaps every dead child without a word."""
+        if child is not None and not child.killable:
+            self._handle(ChildExited(child.id, child.incarnation))
+        elif child is not None:
+            self._awaited.setdefault((child.id, child.incarnation), time.monotonic() + PATIENCE)
+        self._handle(*self._deaths())
+        self._look_again(FIRST_LOOK)
 
-    def _unobservable_exit(self, address: ActorAddress) -> list[Event]:
-        """Under simpleSystemBase nothing arrives after a bare ActorExitRequest's handler:
-        a child asked to stop then counts as stopped, so the next one is asked at once."""
+    def _look_again(self, delay: float) -> None:
+        """Look at the watch after `delay`; not at a bare exit, which has no wakeups."""
         assert self._core is not None
-        if not self._core.exit_requested or exit_children(self) is not None:
-            return []
-        child = self._core.child_at(address)
-        return [] if child is None else [ChildExited(child.id, child.incarnation)]
+        if not self._core.exit_requested:
+            self.wakeupAfter(timedelta(seconds=delay), payload=_Look(delay))
+
+    def _deaths(self) -> list[Event]:
+        """The exits the watch has seen, as events; awaited deaths past their time are dropped.
+
+        At a bare exit no wakeup comes to look again, and nothing but exits can
+        arrive: the awaited deaths (of a child that reported its exit, or was
+        killed, a matter of milliseconds) are waited for here, on their pidfds.
+        """
+        assert self._core is not None
+        gone = self._watch.dead()
+        deadline = time.monotonic() + PATIENCE
+        while (self._core.exit_requested and (left := deadline - time.monotonic()) > 0
+               and any(self._watch.pid(name) is not None for name in self._awaited)):
+            gone += self._watch.dead(left)
+        now = time.monotonic()
+        self._awaited = {name: until for name, until in self._awaited.items()
+                         if until > now and self._watch.pid(name) is not None}
+        return [ChildExited(id, incarnation) for id, incarnation in gone]
 
     def _bare_exit_request(self) -> None:
-        """A bare ActorExitRequest: stop the children in reverse order before Thespian ends us.
+        """Stop the children in reverse order before Thespian ends this actor.
 
         Thespian, once this handler returns, would send ActorExitRequest to every
         child in its list at once and wait for them. The list is reduced to this
@@ -255,8 +266,6 @@ class SupervisorActor(Actor):  # type: ignore[misc]
         the core has stopped the children one by one.
         """
         assert self._core is not None
-        if self._core.exit_requested:  # Thespian's own request, coming back: see below
-            return
         self._handle(ExitRequested())
         thespian_children = exit_children(self)
         if not self._core.exited and thespian_children is not None:
@@ -277,24 +286,34 @@ class SupervisorActor(Actor):  # type: ignore[misc]
             self.send(self.myAddress, ActorExitRequest())
 
 
-def _placement_failure(child: Child) -> ConfigError | None:
-    """A placed child that dies before it starts, with no process here: Thespian found no
-    convention member to create it on (within ms), or it died there at once."""
-    requirements = child.spec.requirements
-    if child.status is not Status.STARTING or child.process is not None or not requirements:
-        return None
-    return ConfigError("requirements", f"no actor system in the convention has capabilities "
-                                       f"matching {requirements!r} (or the child died there "
-                                       f"before it started)")
+def _kill_unless_ended(pid: int, seconds: float, id: Hashable) -> None:
+    """A kill timer on a thread, for a bare exit: it waits on a pidfd of its own for the
+    child's end, so that it never kills a pid that has ended (and may be reused)."""
+    watch: DeathWatch[int] = DeathWatch()
+    watch.watch(pid, pid)
+
+    def wait_or_kill() -> None:
+        if not watch.dead(seconds) and watch.kill(pid):
+            log.warning("child %r did not stop within %s s: killed", id, seconds)
+        watch.close()
+
+    threading.Thread(target=wait_or_kill, daemon=True).start()
+
+
+def _config(children: Sequence[ChildSpec], strategy: Strategy | str, max_restarts: int,
+            max_seconds: float) -> SupervisorConfig:
+    return SupervisorConfig.parse({"children": children, "strategy": strategy,
+                                   "max_restarts": max_restarts, "max_seconds": max_seconds})
 
 
 class Supervisor:
-    """A handle to a running supervisor; cheap to make.
+    """A handle to a running supervisor; cheap to make. As a context manager it stops the
+    supervisor when the block ends, also when the block raises (the error then propagates).
 
     Each call is one Thespian `ask` and blocks until the supervisor answers, or
-    `ask_timeout` seconds pass (`ActorTimeout`); None waits forever, as Elixir's
-    supervisor calls do. Requests are served one at a time, after any restart or
-    stop under way.
+    `ask_timeout` seconds pass (`ActorTimeout`, also when the supervisor is
+    gone); None waits forever, as Elixir's supervisor calls do. Requests are
+    served one at a time, after any restart or stop under way.
     """
 
     def __init__(self, system: ActorSystem, address: ActorAddress, *,
@@ -302,6 +321,7 @@ class Supervisor:
         self.system = system
         self.address = address
         self.ask_timeout = ask_timeout
+        self._stopped = False
 
     @classmethod
     def start(cls, children: Sequence[ChildSpec], *, system: ActorSystem,
@@ -313,9 +333,7 @@ class Supervisor:
         the child that failed, once the children already started are stopped
         again in reverse order.
         """
-        config = SupervisorConfig.parse({"children": children, "strategy": strategy,
-                                          "max_restarts": max_restarts,
-                                          "max_seconds": max_seconds})
+        config = _config(children, strategy, max_restarts, max_seconds)
         handle = cls(system, system.createActor(SupervisorActor), ask_timeout=ask_timeout)
         handle._ask(StartSupervisor(config), SupervisorStarted)
         return handle
@@ -329,9 +347,7 @@ class Supervisor:
         """The spec of a supervisor nested under another: it starts and stops its own children
         in order, inside its parent's order. With `requirements` the subtree runs on a
         convention member with those capabilities (docs/scale-out.md)."""
-        config = SupervisorConfig.parse({"children": children, "strategy": strategy,
-                                          "max_restarts": max_restarts,
-                                          "max_seconds": max_seconds})
+        config = _config(children, strategy, max_restarts, max_seconds)
         return ChildSpec(id, (SupervisorActor, StartSupervisor(config, supervised=True)),
                          restart=restart, shutdown=shutdown, type=ChildType.SUPERVISOR,
                          stop_message=StopSupervisor(), requirements=requirements)
@@ -369,12 +385,25 @@ class Supervisor:
         """Stop the children in reverse order, each within its shutdown timeout, then exit.
 
         `timeout` (seconds, None: forever) bounds the wait, not the shutdown: on
-        `ActorTimeout` the supervisor goes on stopping.
+        `ActorTimeout` the supervisor goes on stopping. Once the supervisor has
+        stopped (or is found gone), `stop()` returns at once.
         """
-        ask(self.system, self.address, StopSupervisor(), SupervisorStopped, timeout)
+        if not self._stopped:
+            with contextlib.suppress(Unreachable):  # gone already: stopped some other way
+                ask(self.system, self.address, StopSupervisor(), SupervisorStopped, timeout)
+            self._stopped = True
+
+    def __enter__(self) -> Supervisor:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
 
     def _ask(self, request: Any, reply_type: type[R]) -> R:
-        return ask(self.system, self.address, request, reply_type, self.ask_timeout)
+        try:
+            return ask(self.system, self.address, request, reply_type, self.ask_timeout)
+        except Unreachable as gone:  # a private class: raised as the public one it refines
+            raise ActorTimeout(str(gone)) from None
 
     def __repr__(self) -> str:
         return f"Supervisor({self.address})"

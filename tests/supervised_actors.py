@@ -7,6 +7,7 @@ They report through the sinks' file log (`<directory>/log.jsonl`, read with
 from __future__ import annotations
 
 import os
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 from sinks import RecordingSink
 from thespian.actors import Actor, ActorAddress, ActorExitRequest
 
-from pachka_actors._thespian import child_process
+from pachka_actors._base import child_pid
 from pachka_actors.messages import NormalExit
 
 
@@ -22,13 +23,15 @@ from pachka_actors.messages import NormalExit
 class Init:
     """A `Worker`'s init message. `fail`: answer it with an exception (also while a file
     `<name>-fails` exists in `directory`); `stuck`: never return from the ActorExitRequest
-    handler; `spawn`: start a child of its own."""
+    handler; `spawn`: start a child of its own; `linger`: keep its process alive after the
+    actor exited, until a file `<name>-release` exists (a non-daemon thread)."""
 
     directory: str
     name: str
     fail: bool = False
     stuck: bool = False
     spawn: bool = False
+    linger: bool = False
 
 
 @dataclass(frozen=True)
@@ -46,8 +49,10 @@ class Worker(Actor):  # type: ignore[misc]
             log = RecordingSink(message.directory)
             grandchild = None
             if message.spawn:
-                process = child_process(self, self.createActor(Plain))
-                grandchild = process.pid if process else None
+                grandchild = child_pid(self, self.createActor(Plain))
+            if message.linger:
+                release = os.path.join(message.directory, f"{message.name}-release")
+                threading.Thread(target=_wait_for_file, args=(release,)).start()
             log.record(call="start", name=message.name, grandchild=grandchild)
             fail = message.fail or os.path.exists(
                 os.path.join(message.directory, f"{message.name}-fails"))
@@ -64,6 +69,13 @@ class Worker(Actor):  # type: ignore[misc]
         elif message == "hang":
             while True:
                 time.sleep(1)
+
+
+def _wait_for_file(path: str) -> None:
+    """Keeps the process alive (a non-daemon thread) until `path` exists, at most a minute."""
+    deadline = time.monotonic() + 60
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.01)
 
 
 class Plain(Actor):  # type: ignore[misc]

@@ -8,6 +8,7 @@ restart under way, so a reply also shows what was decided before it.
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import time
@@ -36,8 +37,9 @@ from pachka_actors.messages import RESTARTING, ChildStarted, StartChild, WhichCh
 
 
 def worker(directory: Path, name: str, *, fail: bool = False, stuck: bool = False,
-           spawn: bool = False, **spec: Any) -> ChildSpec:
-    return ChildSpec(name, (Worker, Init(str(directory), name, fail, stuck, spawn)), **spec)
+           spawn: bool = False, linger: bool = False, **spec: Any) -> ChildSpec:
+    return ChildSpec(name, (Worker, Init(str(directory), name, fail, stuck, spawn, linger)),
+                     **spec)
 
 
 def logged(directory: Path, call: str) -> list[str]:
@@ -184,6 +186,98 @@ def test_a_bare_exit_request_to_the_supervisor_stops_in_order(tcp_system: ActorS
     wait_for(lambda: exited(sup))
 
 
+# ---- deaths: a child has exited once its process has ended --------------------------------
+
+
+def test_children_killed_together_are_all_restarted(tcp_system: ActorSystem,
+                                                    tmp_path: Path) -> None:
+    """Thespian reports one of several children that die together (it reaps the others
+    without a word): each look at the death watch takes every death."""
+    names = ["a", "b", "c", "d"]
+    sup = start(tcp_system, [worker(tmp_path, name) for name in names], max_restarts=100)
+
+    def started(times: int) -> bool:
+        return len(logged(tmp_path, "start")) == times * len(names)
+
+    for times in (2, 3, 4):
+        for process in [pid(tmp_path, name) for name in names]:
+            os.kill(process, signal.SIGKILL)
+        wait_for(functools.partial(started, times))
+        assert sorted(logged(tmp_path, "start")[-len(names):]) == names
+        assert running(sup) == names
+    sup.stop()
+    assert logged(tmp_path, "stop") == ["d", "c", "b", "a"]
+
+
+def test_children_killed_as_the_supervisor_exits_leave_nothing_behind(
+        tcp_system: ActorSystem, tmp_path: Path) -> None:
+    """Deaths and a bare ActorExitRequest at once: whatever the supervisor saw first
+    (restarts may begin), every child process ends and the supervisor exits."""
+    sup = start(tcp_system, [worker(tmp_path, name, shutdown=1.0) for name in "abcd"])
+    for name in "bc":
+        os.kill(pid(tmp_path, name), signal.SIGKILL)
+    tcp_system.tell(sup.address, ActorExitRequest())
+    wait_for(lambda: exited(sup))
+    wait_for(lambda: all(process_gone(e["pid"]) for e in calls(tmp_path, "start")))
+    assert {"a", "d"} <= set(logged(tmp_path, "stop"))
+
+
+def test_a_child_whose_process_outlives_its_actor_blocks_no_call(tcp_system: ActorSystem,
+                                                                 tmp_path: Path) -> None:
+    """Thespian reports a child's exit as its actor ends; its process may run on (here a
+    non-daemon thread keeps it). The supervisor looks for the process's end on wakeups,
+    never waiting inside a handler: calls are answered meanwhile. The child counts as
+    exited, and is restarted, once its process has ended."""
+    sup = start(tcp_system, [worker(tmp_path, "a", linger=True)])
+    first = pid(tmp_path, "a")
+    tcp_system.tell(sup.which_children()[0][1], ActorExitRequest())
+    wait_for(lambda: logged(tmp_path, "stop") == ["a"])
+    slowest, until = 0.0, time.monotonic() + 1.5
+    while time.monotonic() < until:
+        began = time.monotonic()
+        assert sup.count_children()["active"] == 1  # its process runs on
+        slowest = max(slowest, time.monotonic() - began)
+    assert slowest < 0.5, f"a call waited {slowest:.2f} s"
+    assert logged(tmp_path, "start") == ["a"] and not process_gone(first)
+    (tmp_path / "a-release").touch()
+    wait_for(lambda: logged(tmp_path, "start") == ["a", "a"])
+    assert process_gone(first)
+    sup.stop()
+
+
+def test_terminate_child_returns_once_the_process_has_ended(tcp_system: ActorSystem,
+                                                            tmp_path: Path) -> None:
+    """The actor stopped when asked, its process did not: it is killed after its shutdown
+    timeout, and only then counts as terminated."""
+    sup = start(tcp_system, [worker(tmp_path, "a", linger=True, shutdown=0.3),
+                             worker(tmp_path, "b", linger=True, shutdown=0.3)])
+    first = pid(tmp_path, "a")
+    began = time.monotonic()
+    sup.terminate_child("a")
+    assert process_gone(first)
+    assert time.monotonic() - began >= 0.3
+    assert logged(tmp_path, "stop") == ["a"]
+    # The same at a bare exit, where no wakeup comes: the kill timer runs on a thread.
+    second = pid(tmp_path, "b")
+    tcp_system.tell(sup.address, ActorExitRequest())
+    wait_for(lambda: process_gone(second))
+    wait_for(lambda: exited(sup))
+    assert logged(tmp_path, "stop") == ["a", "b"]
+
+
+def test_queue_base_sees_a_kill_at_once(queue_system: ActorSystem, tmp_path: Path) -> None:
+    """multiprocQueueBase reports a killed child only after its ~2 s poll; the supervisor
+    watches the process itself."""
+    sup = start(queue_system, [worker(tmp_path, "a"), worker(tmp_path, "b",
+                                                            shutdown=BRUTAL_KILL)])
+    began = time.monotonic()
+    sup.terminate_child("b")
+    assert time.monotonic() - began < 1.0
+    assert process_gone(pid(tmp_path, "b"))
+    sup.stop()
+    assert logged(tmp_path, "stop") == ["a"]
+
+
 # ---- restarts ----------------------------------------------------------------------------
 
 
@@ -306,6 +400,41 @@ def test_handle_operations(tcp_system: ActorSystem, tmp_path: Path) -> None:
     # "e" was ended after its failed start; "d" stops itself on Halt.
     assert logged(tmp_path, "stop") == ["e", "d", "d", "a"]
     assert logged(tmp_path, "halt") == ["d", "d"]
+
+
+def test_the_handle_stops_the_supervisor_at_the_end_of_a_with_block(
+        tcp_system: ActorSystem, tmp_path: Path) -> None:
+    with start(tcp_system, [worker(tmp_path, "a"), worker(tmp_path, "b")]) as sup:
+        assert running(sup) == ["a", "b"]
+    assert logged(tmp_path, "stop") == ["b", "a"]
+    wait_for(lambda: exited(sup))
+    # Also when the block raises; the exception then propagates.
+    with pytest.raises(KeyError, match="boom"), start(tcp_system, [worker(tmp_path, "c")]):
+        raise KeyError("boom")
+    assert logged(tmp_path, "stop") == ["b", "a", "c"]
+    wait_for(lambda: process_gone(pid(tmp_path, "c")))
+
+
+def test_a_second_stop_returns_at_once(any_system: ActorSystem, tmp_path: Path) -> None:
+    """And a call to a stopped supervisor raises a public error (`ActorTimeout`), never a
+    private class."""
+    sup = start(any_system, [worker(tmp_path, "a")])
+    sup.stop()
+    began = time.monotonic()
+    sup.stop()
+    assert time.monotonic() - began < 0.5
+    with pytest.raises(ActorTimeout) as error:
+        sup.count_children()
+    assert type(error.value) is ActorTimeout
+    assert logged(tmp_path, "stop") == ["a"]
+
+
+def test_stop_of_a_supervisor_stopped_elsewhere_returns(tcp_system: ActorSystem,
+                                                       tmp_path: Path) -> None:
+    sup = start(tcp_system, [worker(tmp_path, "a")])
+    sup.stop()
+    Supervisor(tcp_system, sup.address, ask_timeout=5).stop(5)  # gone: nothing to stop
+    assert logged(tmp_path, "stop") == ["a"]
 
 
 def test_actors_use_the_supervisor_by_message(tcp_system: ActorSystem, tmp_path: Path) -> None:

@@ -19,8 +19,7 @@ from supervised_actors import Plain
 
 from pachka_actors import BRUTAL_KILL, ChildSpec, StartChildError, SupervisorError
 from pachka_actors._restart import Restart, RestartIntensity, Strategy
-from pachka_actors._supervisor_core import SupervisorCore
-from pachka_actors._supervisor_events import (
+from pachka_actors._supervisor_core import (
     ArmKillTimer,
     Boot,
     Call,
@@ -39,6 +38,7 @@ from pachka_actors._supervisor_events import (
     Reply,
     Status,
     StopChild,
+    SupervisorCore,
 )
 from pachka_actors.errors import AlreadyPresent, ChildNotFound, ChildRestarting, ChildRunning
 from pachka_actors.messages import (
@@ -79,16 +79,18 @@ class SupervisorModel(RuleBasedStateMachine):
 
     @initialize(strategy=st.sampled_from(Strategy), max_restarts=st.integers(0, 3),
                 max_seconds=st.sampled_from([1.0, 5.0]),
-                children=st.lists(specs, max_size=4, unique_by=lambda s: s.id))
+                children=st.lists(specs, max_size=4, unique_by=lambda s: s.id),
+                unkillable=st.sets(st.sampled_from([f"c{i}" for i in range(6)])))
     def boot(self, strategy: Strategy, max_restarts: int, max_seconds: float,
-             children: list[ChildSpec]) -> None:
+             children: list[ChildSpec], unkillable: set[str]) -> None:
         self.core = SupervisorCore(strategy, RestartIntensity(max_restarts, max_seconds))
+        self.unkillable = unkillable  # no process known to the shell (simpleSystemBase, placed)
         self.now = 0.0
         self.alive: dict[str, tuple[Hashable, int]] = {}  # address -> (id, incarnation)
         self.dead: list[tuple[Hashable, int]] = []
         self.awaiting_init: str | None = None
         self.asked: set[str] = set()  # asked to stop, or killed
-        self.timers: list[int] = []
+        self.timers: list[tuple[Hashable, int]] = []
         self.requests: dict[Any, Any] = {"boot": None}
         self.replies: dict[Any, list[Any]] = {}
         self.exits: list[Exit] = []
@@ -138,14 +140,16 @@ class SupervisorModel(RuleBasedStateMachine):
                 address = f"{spec.id}#{incarnation}"
                 self.alive[address] = (spec.id, incarnation)
                 self.awaiting_init = address
-                return [ChildCreated(spec.id, incarnation, address, address)]
-            case StopChild(address) | KillChild(address):
-                assert address in self.alive
-                self.check_stop_order(address)
-                self.asked.add(address)
-            case ArmKillTimer(token, seconds):
+                return [ChildCreated(spec.id, incarnation, address,
+                                     spec.id not in self.unkillable)]
+            case StopChild(address):
+                self.asked_to_stop(address)
+            case KillChild(id, incarnation):
+                assert id not in self.unkillable  # the core asks those to stop instead
+                self.asked_to_stop(f"{id}#{incarnation}")
+            case ArmKillTimer(id, incarnation, seconds):
                 assert seconds == 1.0
-                self.timers.append(token)
+                self.timers.append((id, incarnation))
             case Reply(to, value):
                 self.replies.setdefault(to, []).append(value)
                 if isinstance(value, ChildTerminated):
@@ -160,16 +164,18 @@ class SupervisorModel(RuleBasedStateMachine):
                 pass
         return []
 
-    def check_stop_order(self, address: str) -> None:
-        """In a shutdown, a child is asked to stop once every later child has exited."""
-        if self.stopping_at_shutdown is None or address in self.asked \
-                or address in self.stopping_at_shutdown:
-            return
-        addresses = [c.address for c in self.core.children]
-        child = self.core.child_at(address)
-        assert child is not None
-        later = self.core.children[self.core.children.index(child) + 1:]
-        assert not any(c.alive for c in later), f"{address} stopped before {addresses}"
+    def asked_to_stop(self, address: str) -> None:
+        """A live child is asked to stop, or killed; in a shutdown, once every later child
+        has exited."""
+        assert address in self.alive
+        if self.stopping_at_shutdown is not None and address not in self.asked \
+                and address not in self.stopping_at_shutdown:
+            addresses = [c.address for c in self.core.children]
+            child = self.core.child_at(address)
+            assert child is not None
+            later = self.core.children[self.core.children.index(child) + 1:]
+            assert not any(c.alive for c in later), f"{address} stopped before {addresses}"
+        self.asked.add(address)
 
     def exit_child(self, address: str) -> None:
         self.dead.append(self.alive.pop(address))
@@ -210,7 +216,7 @@ class SupervisorModel(RuleBasedStateMachine):
     @precondition(lambda self: self.timers)
     @rule(data=st.data())
     def fire_kill_timer(self, data: st.DataObject) -> None:
-        self.feed(KillTimeout(data.draw(st.sampled_from(self.timers))))
+        self.feed(KillTimeout(*data.draw(st.sampled_from(self.timers))))
 
     @precondition(lambda self: self.dead)
     @rule(data=st.data())

@@ -15,8 +15,7 @@ from supervised_actors import Plain
 
 from pachka_actors import ChildSpec, ChildType
 from pachka_actors._restart import RestartIntensity, Strategy
-from pachka_actors._supervisor_core import SupervisorCore
-from pachka_actors._supervisor_events import (
+from pachka_actors._supervisor_core import (
     Boot,
     Call,
     ChildCreated,
@@ -29,6 +28,7 @@ from pachka_actors._supervisor_events import (
     Exit,
     Reply,
     Status,
+    SupervisorCore,
 )
 from pachka_actors.errors import ChildRestarting, ChildRunning
 from pachka_actors.messages import (
@@ -60,7 +60,7 @@ class World:
             self.effects.append(effect)
             if isinstance(effect, CreateChild):
                 self.feed(ChildCreated(effect.spec.id, effect.incarnation,
-                                       f"{effect.spec.id}#{effect.incarnation}", None))
+                                       f"{effect.spec.id}#{effect.incarnation}", True))
 
     def incarnation(self, id: str) -> int:
         child = self.core.find(id)
