@@ -15,11 +15,13 @@ passed in); a shell performs the `Ship` and `AskRoom` actions it drains from
 - The grant being filled ships when its room is used up, `linger` after its
   first message, or on `flush`; shipments leave in the order the messages were
   taken. Once half its room is used, the next grant is asked for ahead of need
-  (one request in flight at a time).
+  (one request in flight at a time, and after the shipment that used the room).
 - A grant held unused for `idle` seconds is given back (an empty shipment): an
   idle producer holds no room, and a stopping server does not wait for it.
-- A refusal matters only to a producer that holds no room: it is raised once by
-  the next `take` that finds none, which then asks again.
+- A refusal matters only when the request was made holding no room: it is
+  raised once by the next `take` that finds none, which then asks again. (A
+  request made ahead is answered counting the room still held, so its refusal
+  says little; the next request, made after the shipment, will be exact.)
 - A request given up on (no answer in time) is forgotten; a grant answering it
   later is given back at once, and so is every grant after `close`.
 - Every message taken is either held, or confirmed by the server, or counted in
@@ -75,6 +77,7 @@ class Credits:
         self.current: _Grant | None = None  # the grant being filled
         self.spare: _Grant | None = None  # the next one, asked for ahead of need
         self.asking: int | None = None  # the ref of the request for room in flight
+        self.ahead = False  # ...made while room was held
         self.given_up: set[int] = set()  # requests no longer waited for
         self.refused: Exception | None = None  # raised once by the next `take` with no room
         self.closed = False  # hold nothing: every grant goes back until the next `take`
@@ -122,7 +125,8 @@ class Credits:
             grant.bytes = max(0, grant.bytes - size)
         if not grant.count or grant.bytes == 0:
             self._ship(grant)
-        elif 2 * grant.count <= self.size:
+        current = self.current
+        if self.asking is None and (current is None or 2 * current.count <= self.size):
             self.reserve()
         return True
 
@@ -131,6 +135,7 @@ class Credits:
         refusal no longer says how full the server is)."""
         if self.asking is None and self.spare is None:
             self.asking, self.refused = self._refs(), None
+            self.ahead = self.current is not None
             self.outbox.append(AskRoom(self.asking, self.size, wait))
 
     def answered(self, ref: int, now: float, credit: int | None, count: int = 0,
@@ -145,7 +150,7 @@ class Credits:
         else:
             return False
         if credit is None:
-            if not (late or self.closed) and self.current is None:
+            if not (late or self.closed or self.ahead):
                 self.refused = refused
         elif late or self.closed:
             self._ship(_Grant(credit, count, size, now))
@@ -160,7 +165,7 @@ class Credits:
         if ref == self.asking:
             self.asking = None
             self.given_up.add(ref)
-            if not self.closed and self.current is None:
+            if not (self.closed or self.ahead):
                 self.refused = error
 
     def due(self, now: float) -> None:

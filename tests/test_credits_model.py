@@ -35,6 +35,7 @@ class CreditsModel(RuleBasedStateMachine):
         self.granted: dict[int, tuple[int, int | None]] = {}  # credit: (count, bytes)
         self.shipped_credits: set[int] = set()
         self.asks: dict[int, AskRoom] = {}  # sent, not answered yet
+        self.needed: set[int] = set()  # asks sent holding no room (their refusal counts)
         self.given_up: set[int] = set()
         self.ships: dict[int, Ship] = {}  # sent, not confirmed yet
         self.confirmed = 0
@@ -50,6 +51,8 @@ class CreditsModel(RuleBasedStateMachine):
             if isinstance(action, AskRoom):
                 assert len(self.asks.keys() - self.given_up) == 0, "one request at a time"
                 self.asks[action.ref] = action
+                if self.credits.current is None:
+                    self.needed.add(action.ref)
                 continue
             assert action.credit in self.granted, "shipped under a credit never granted"
             assert action.credit not in self.shipped_credits, "a grant shipped twice"
@@ -137,7 +140,7 @@ class CreditsModel(RuleBasedStateMachine):
             assert self.credits.answered(ref, self.now, credit, count, size=size)
         else:
             assert self.credits.answered(ref, self.now, None, 0, Overloaded("full"))
-            if not (late or self.closed) and self.credits.current is None:
+            if not (late or self.closed) and ref in self.needed:
                 self.refusal_due = True
         closed = self.closed
         self.perform()
@@ -151,7 +154,7 @@ class CreditsModel(RuleBasedStateMachine):
         assert ref is not None
         self.credits.give_up(ref, Overloaded("no answer"))
         self.given_up.add(ref)
-        if not self.closed and self.credits.current is None:
+        if not self.closed and ref in self.needed:
             self.refusal_due = True
         assert self.credits.asking is None
 
@@ -215,7 +218,7 @@ def test_a_message_larger_than_the_room_goes_alone() -> None:
     (ask,) = credits.drain()
     assert isinstance(ask, AskRoom) and credits.answered(ask.ref, 0.0, 7, 4, size=5)
     assert credits.take("big", 10, 0.0)  # an empty grant takes any one message
-    assert [type(a) for a in credits.drain()] == [Ship]
+    assert [type(a) for a in credits.drain()] == [Ship, AskRoom]  # then the next room
 
 
 def test_a_refusal_while_room_is_held_is_not_raised() -> None:
