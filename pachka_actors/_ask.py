@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 from thespian.actors import ActorAddress, ActorSystem, PoisonMessage
 
 from ._base import Base, is_status_of, status_request
-from .errors import ActorTimeout, NotStarted, PachkaError
+from .errors import ActorGone, ActorTimeout, PachkaError
 
 log = logging.getLogger(__name__)
 
@@ -77,9 +77,8 @@ def ask(system: ActorSystem, address: ActorAddress, request: Any, reply_type: ty
         timeout: float | None, *, ref: int | None = None, inline: bool | None = None) -> R:
     """Send `request` and wait for its own reply (`timeout` None: forever).
 
-    An exception as the reply is raised; no reply in time raises `ActorTimeout`;
-    an actor found gone raises `NotStarted` (multiprocTCPBase answers a send to
-    an exited actor with an empty reply within milliseconds); a `PoisonMessage`
+    An exception as the reply is raised; no reply in time raises `ActorTimeout`,
+    `ActorGone` when Thespian gave up early or the actor was found gone; a `PoisonMessage`
     (the actor's handler raised), or a message Thespian could not send, raises
     `PachkaError`. Replies to earlier requests that arrive meanwhile are dropped.
     After each `PROBE_AFTER` seconds of silence the actor is asked for
@@ -121,7 +120,7 @@ def ask(system: ActorSystem, address: ActorAddress, request: Any, reply_type: ty
 
 
 def _gone(name: str, address: ActorAddress, inline: bool, probed: bool,
-          timeout: float | None) -> PachkaError:
+          timeout: float | None) -> ActorTimeout:
     """Thespian returned early: no reply can come in time."""
     if inline:
         within = "" if timeout is None else f" within {timeout:g} s"
@@ -129,7 +128,7 @@ def _gone(name: str, address: ActorAddress, inline: bool, probed: bool,
                             f"simpleSystemBase nothing runs before then (no message is "
                             f"pending, and no timer of the server is due sooner)")
     how = "killed, or it exited without answering" if probed else "it has exited?"
-    return NotStarted(f"no reply to {name}: the actor at {address} is gone ({how})")
+    return ActorGone(f"no reply to {name}: the actor at {address} is gone ({how})")
 
 
 def _reply(request: Any, reply: Any, reply_type: type[R]) -> R:

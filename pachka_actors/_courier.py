@@ -37,6 +37,7 @@ from ._base import Base, private_endpoint, system_key
 from ._credits import AskRoom, Credits, Ship
 from .config import HandleOptions
 from .errors import (
+    ActorGone,
     ActorTimeout,
     MessagesLost,
     NotStarted,
@@ -122,7 +123,10 @@ class Courier:
         self.checks_pickling = not base.inline  # messages cross processes: check they pickle
         self.key = system_key(system)
         self.cond = threading.Condition(threading.RLock())
-        self.credits = Credits(options.buffer_size, options.linger or 0.0, IDLE_GRANT, new_ref)
+        # Asking on demand: this handle can wait for room (a refused request counts at the
+        # server as a refused message), unlike an actor (producer.py).
+        self.credits = Credits(options.buffer_size, options.linger or 0.0, IDLE_GRANT, new_ref,
+                               ahead=False)
         self.jobs: deque[_Job] = deque()
         self.current: _Job | None = None  # the job the thread runs
         self.late: set[int] = set()  # refs of requests that timed out: replies may come
@@ -147,7 +151,7 @@ class Courier:
         while True:
             with self.cond:
                 if self.gone is not None:
-                    raise NotStarted(self.gone)
+                    raise ActorGone(self.gone)
                 now = time.monotonic()
                 try:
                     taken = self.credits.take(message, 0, now, max(0.0, until - now))
@@ -172,7 +176,7 @@ class Courier:
         job = _Call(request, reply_type, deadline)
         with self.cond:
             if self.gone is not None:
-                raise NotStarted(self.gone)
+                raise ActorGone(self.gone)
             self.credits.flush()
             self._push()  # the buffer goes first
             self.jobs.append(job)
@@ -353,8 +357,8 @@ class Courier:
         try:
             return ask(endpoint, self.address, request, reply_type, timeout, ref=ref,
                        inline=self.inline)
-        except NotStarted as exc:
-            self.down(f"the Pachka server at {self.address} is gone: {exc}")
+        except ActorGone as exc:
+            self.down(str(exc))
             raise
         except ActorTimeout:
             with self.cond:
@@ -440,7 +444,7 @@ class Courier:
             why = f"cannot be loaded by the server's process ({UNLOADABLE})"
             try:
                 bad = unloadable(messages, functools.partial(self._loads, endpoint))
-            except (ActorTimeout, NotStarted):
+            except ActorTimeout:
                 return None
         if not bad:
             return None
@@ -451,7 +455,7 @@ class Courier:
         """Whether the server's process loads `messages` (no answer raises)."""
         try:
             self._ask(endpoint, CheckLoadable(messages), Accepted, self.ask_timeout)
-        except (ActorTimeout, NotStarted):
+        except ActorTimeout:
             raise
         except PachkaError:
             return False

@@ -14,8 +14,11 @@ passed in); a shell performs the `Ship` and `AskRoom` actions it drains from
   message, so a message larger than a grant's bytes still goes, alone.
 - The grant being filled ships when its room is used up, `linger` after its
   first message, or on `flush`; shipments leave in the order the messages were
-  taken. Once half its room is used, the next grant is asked for ahead of need
-  (one request in flight at a time, and after the shipment that used the room).
+  taken. With `ahead`, once half its room is used the next grant is asked for
+  ahead of need (after the shipment that used the room): a producer that cannot
+  wait (an actor) then rarely has to. Otherwise room is asked for when a message
+  needs it: the server counts a refused request as a refused message. One
+  request is in flight at a time.
 - A grant held unused for `idle` seconds is given back (an empty shipment): an
   idle producer holds no room, and a stopping server does not wait for it.
 - A refusal matters only when the request was made holding no room: it is
@@ -69,10 +72,11 @@ class _Grant:
 class Credits:
     """One producer's grants, its request for room and its shipments (module docstring)."""
 
-    def __init__(self, size: int, linger: float, idle: float,
-                 refs: Callable[[], int]) -> None:
+    def __init__(self, size: int, linger: float, idle: float, refs: Callable[[], int], *,
+                 ahead: bool) -> None:
         """`size`: the room asked for; `refs`: unique refs, for requests and shipments."""
         self.size, self.linger, self.idle, self._refs = size, linger, idle, refs
+        self.ahead_of_need = ahead
         self.outbox: list[Action] = []
         self.current: _Grant | None = None  # the grant being filled
         self.spare: _Grant | None = None  # the next one, asked for ahead of need
@@ -126,7 +130,8 @@ class Credits:
         if not grant.count or grant.bytes == 0:
             self._ship(grant)
         current = self.current
-        if self.asking is None and (current is None or 2 * current.count <= self.size):
+        if self.ahead_of_need and self.asking is None and (
+                current is None or 2 * current.count <= self.size):
             self.reserve()
         return True
 

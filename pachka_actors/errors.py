@@ -75,6 +75,17 @@ class ActorTimeout(PachkaError, TimeoutError):
     """An actor did not answer in time (Thespian's ask returned None)."""
 
 
+class ActorGone(ActorTimeout):
+    """The actor asked is gone (it exited, or was killed): no answer can ever come.
+
+    Thespian says so well before the timeout (multiprocTCPBase answers a send to an
+    exited actor within milliseconds), and an actor silent for a while is asked
+    whether it still exists. A handle turns it into what its call means: `Overloaded`
+    (terminating) for a send, `NotStarted` for `status()`, `MessagesLost` when it
+    cost messages.
+    """
+
+
 class AlreadyStarted(PachkaError):
     """A server with this name runs already (Pachka's `{:error, {:already_started, pid}}`)."""
 

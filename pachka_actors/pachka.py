@@ -40,7 +40,7 @@ from .config import (
     parse_requirements,
     with_options,
 )
-from .errors import ActorTimeout, AlreadyStarted, ConfigError, NotStarted, Overloaded
+from .errors import ActorGone, ActorTimeout, AlreadyStarted, ConfigError, NotStarted, Overloaded
 from .messages import (
     Accepted,
     GetStats,
@@ -128,7 +128,7 @@ class Pachka:
                 if address != probed:
                     server._courier.end(timeout)
                     raise
-            except (ActorTimeout, NotStarted):
+            except ActorTimeout:  # ActorGone too: the name led to a server that exited
                 server._courier.end(timeout)
                 if config.name is None or (deadline is not None
                                            and time.monotonic() >= deadline):
@@ -212,7 +212,7 @@ class Pachka:
                 raise accepted.refused
             courier.put(message, wait)  # room at the server, then at once under its credit
             courier.flush(self.ask_timeout)
-        except NotStarted:
+        except ActorGone:
             self._hear(lambda why: Overloaded(why, terminating=True))
             raise
 
@@ -230,7 +230,7 @@ class Pachka:
         try:
             accepted: Accepted = self._courier.call(SendMessages(list(messages)), Accepted,
                                                     self.ask_timeout)
-        except NotStarted:
+        except ActorGone:
             self._hear(None)
             return 0
         return accepted.count
@@ -276,7 +276,7 @@ class Pachka:
             deadline = None if timeout is None else time.monotonic() + timeout
             courier.flush(timeout, release=True)  # no credit left open: the server waits for it
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            with contextlib.suppress(NotStarted):  # it exited already: stopped elsewhere
+            with contextlib.suppress(ActorGone):  # it exited already: stopped elsewhere
                 courier.call(Stop(), Stopped, left)
             courier.down(f"the Pachka server at {self.address} was stopped")
         courier.end(self.ask_timeout)
@@ -314,7 +314,7 @@ class Pachka:
             self._hear(NotStarted)
         try:
             return self._courier.call(request, reply_type, self.ask_timeout)
-        except NotStarted:
+        except ActorGone:
             self._hear(NotStarted)
             raise
 

@@ -71,7 +71,8 @@ class BufferedProducer:
         self.server, self.on_ready, self.ask_timeout = server, on_ready, handle.ask_timeout
         self._actor = actor
         self._id = new_ref()
-        self._credits = Credits(handle.buffer_size, handle.linger, IDLE_GRANT, new_ref)
+        self._credits = Credits(handle.buffer_size, handle.linger, IDLE_GRANT, new_ref,
+                                ahead=True)
         self._wake: float | None = None  # the earliest wakeup asked for `due`
         self._waiting = False  # `send` returned False: call `on_ready` at the answer
         self._closed = False

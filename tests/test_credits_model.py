@@ -23,9 +23,12 @@ class CreditsModel(RuleBasedStateMachine):
     credits: Credits
 
     @initialize(size=st.integers(1, 6), linger=st.sampled_from([0.0, 1.0, 5.0]),
-                idle=st.sampled_from([0.5, 3.0]), bytes_limited=st.booleans())
-    def start(self, size: int, linger: float, idle: float, bytes_limited: bool) -> None:
-        self.credits = Credits(size, linger, idle, refs=itertools.count(1).__next__)
+                idle=st.sampled_from([0.5, 3.0]), bytes_limited=st.booleans(),
+                ahead=st.booleans())
+    def start(self, size: int, linger: float, idle: float, bytes_limited: bool,
+              ahead: bool) -> None:
+        self.credits = Credits(size, linger, idle, itertools.count(1).__next__, ahead=ahead)
+        self.ahead = ahead
         self.bytes_limited = bytes_limited
         self.now = 0.0
         self.taken: list[int] = []  # messages are 0, 1, 2, ... in the order taken
@@ -86,6 +89,9 @@ class CreditsModel(RuleBasedStateMachine):
             if taken:
                 self.taken.append(message)
                 self.sizes[message] = size
+                if not self.ahead:
+                    assert not any(isinstance(a, AskRoom) for a in self.credits.outbox), \
+                        "asked for room no message needed"
             else:
                 assert self.credits.current is None
                 assert self.credits.asking is not None, "no room and nobody asking"
@@ -213,7 +219,7 @@ TestCredits = CreditsModel.TestCase
 
 
 def test_a_message_larger_than_the_room_goes_alone() -> None:
-    credits = Credits(4, 1.0, 1.0, itertools.count(1).__next__)
+    credits = Credits(4, 1.0, 1.0, itertools.count(1).__next__, ahead=True)
     assert not credits.take("a", 10, 0.0)
     (ask,) = credits.drain()
     assert isinstance(ask, AskRoom) and credits.answered(ask.ref, 0.0, 7, 4, size=5)
@@ -222,7 +228,7 @@ def test_a_message_larger_than_the_room_goes_alone() -> None:
 
 
 def test_a_refusal_while_room_is_held_is_not_raised() -> None:
-    credits = Credits(2, 1.0, 1.0, itertools.count(1).__next__)
+    credits = Credits(2, 1.0, 1.0, itertools.count(1).__next__, ahead=True)
     credits.reserve()
     (first,) = credits.drain()
     assert isinstance(first, AskRoom)
