@@ -189,8 +189,9 @@ class Credits:
             self._ship(self.current)
 
     def close(self) -> None:
-        """Ship what is taken, give back all room, and every grant that comes, until `take`."""
-        self.closed = True
+        """Ship what is taken, give back all room, and every grant that comes, until `take`
+        (which then asks afresh: an older refusal says nothing any more)."""
+        self.closed, self.refused = True, None
         for grant in (self.current, self.spare):
             if grant is not None:
                 self._ship(grant)

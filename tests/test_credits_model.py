@@ -76,6 +76,7 @@ class CreditsModel(RuleBasedStateMachine):
         message = len(self.taken)
         if not self.bytes_limited:
             size = 0
+        self.closed = False  # a take opens again
         try:
             taken = self.credits.take(message, size, self.now, wait)
         except Overloaded:
@@ -85,7 +86,6 @@ class CreditsModel(RuleBasedStateMachine):
             self.refusal_due = False
         else:
             assert not (self.refusal_due and self.credits.current is None and not held)
-            self.closed = False
             if taken:
                 self.taken.append(message)
                 self.sizes[message] = size
@@ -114,7 +114,7 @@ class CreditsModel(RuleBasedStateMachine):
 
     @rule()
     def close(self) -> None:
-        self.closed = True
+        self.closed, self.refusal_due = True, False
         self.credits.close()
         assert self.credits.current is None and self.credits.spare is None
         self.perform()

@@ -15,6 +15,7 @@ from sinks import RecordingSink, delivered
 from support import start
 from thespian.actors import ActorSystem
 
+import pachka_actors._options
 import pachka_actors.config
 from pachka_actors import BufferedProducer, NotStarted, Pachka, errors
 from pachka_actors.config import HANDLE_OPTIONS, SERVER_OPTIONS, HandleOptions, PachkaConfig
@@ -75,7 +76,7 @@ def test_help_shows_every_option_with_its_default(function: Any, configs: list[t
 def test_options_are_validated_once_per_start(simple_system: ActorSystem, tmp_path: Path,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     validated: list[str] = []
-    original = pachka_actors.config.validate_fields
+    original = pachka_actors._options.validate_fields
 
     def counting(instance: object, schema: Any) -> None:
         validated.append(type(instance).__name__)
