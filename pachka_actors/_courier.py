@@ -28,11 +28,11 @@ import weakref
 from collections import deque
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from thespian.actors import ActorAddress, ActorSystem
 
-from ._ask import Answer, ask, new_ref
+from ._ask import Answer, R, ask, new_ref
 from ._base import Base, private_endpoint, system_key
 from ._credits import AskRoom, Credits, Ship
 from .config import HandleOptions
@@ -170,7 +170,7 @@ class Courier:
             if taken:
                 return
 
-    def call(self, request: Any, reply_type: type[Any], timeout: float | None) -> Any:
+    def call(self, request: Any, reply_type: type[R], timeout: float | None) -> R:
         """Ship the buffer, then send `request` and wait for its reply (`timeout` None: forever)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         job = _Call(request, reply_type, deadline)
@@ -185,7 +185,7 @@ class Courier:
                     type(request).__name__)
         if job.error is not None:
             raise job.error
-        return job.reply
+        return cast(R, job.reply)
 
     def flush(self, timeout: float | None, release: bool = False) -> None:
         """Ship the buffer (`release`: and give back all room) and wait until every queued

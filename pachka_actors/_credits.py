@@ -76,12 +76,12 @@ class Credits:
                  ahead: bool) -> None:
         """`size`: the room asked for; `refs`: unique refs, for requests and shipments."""
         self.size, self.linger, self.idle, self._refs = size, linger, idle, refs
-        self.ahead_of_need = ahead
+        self.ahead = ahead  # ask for the next grant once half of one is used
         self.outbox: list[Action] = []
         self.current: _Grant | None = None  # the grant being filled
         self.spare: _Grant | None = None  # the next one, asked for ahead of need
         self.asking: int | None = None  # the ref of the request for room in flight
-        self.ahead = False  # ...made while room was held
+        self.asked_ahead = False  # ...while room was held
         self.given_up: set[int] = set()  # requests no longer waited for
         self.refused: Exception | None = None  # raised once by the next `take` with no room
         self.closed = False  # hold nothing: every grant goes back until the next `take`
@@ -130,7 +130,7 @@ class Credits:
         if not grant.count or grant.bytes == 0:
             self._ship(grant)
         current = self.current
-        if self.ahead_of_need and self.asking is None and (
+        if self.ahead and self.asking is None and (
                 current is None or 2 * current.count <= self.size):
             self.reserve()
         return True
@@ -140,7 +140,7 @@ class Credits:
         refusal no longer says how full the server is)."""
         if self.asking is None and self.spare is None:
             self.asking, self.refused = self._refs(), None
-            self.ahead = self.current is not None
+            self.asked_ahead = self.current is not None
             self.outbox.append(AskRoom(self.asking, self.size, wait))
 
     def answered(self, ref: int, now: float, credit: int | None, count: int = 0,
@@ -155,7 +155,7 @@ class Credits:
         else:
             return False
         if credit is None:
-            if not (late or self.closed or self.ahead):
+            if not (late or self.closed or self.asked_ahead):
                 self.refused = refused
         elif late or self.closed:
             self._ship(_Grant(credit, count, size, now))
@@ -170,7 +170,7 @@ class Credits:
         if ref == self.asking:
             self.asking = None
             self.given_up.add(ref)
-            if not (self.closed or self.ahead):
+            if not (self.closed or self.asked_ahead):
                 self.refused = error
 
     def due(self, now: float) -> None:

@@ -5,11 +5,9 @@ a message is worth, so by default the handle lingers: `send_message` reserves
 room at the server in advance (a credit grant, one round trip per `buffer_size`
 messages), keeps the messages locally, and ships them as one list at most
 `linger` seconds later. Overload stays exact: a message is only buffered under a
-grant, so `send_message` still returns only once the message counts against the
-server's capacity, and raises `Overloaded` otherwise. All traffic of a handle
-goes through its courier (`_courier.py`), which makes it safe to share between
-threads. A message the handle accepted is delivered, or its loss is reported:
-`MessagesLost`, by the next call and by `stop()`.
+grant. All traffic goes through the handle's courier (`_courier.py`), which
+makes it safe to share between threads. A message the handle accepted is
+delivered, or its loss is reported (`MessagesLost`) by the next call and by `stop()`.
 """
 
 from __future__ import annotations
@@ -27,6 +25,7 @@ from typing import Any
 
 from thespian.actors import ActorAddress, ActorExitRequest, ActorSystem
 
+from ._ask import R
 from ._base import Base, system_key
 from ._courier import Courier, check_picklable, system_lock
 from ._options import seconds
@@ -125,7 +124,7 @@ class Pachka:
             try:
                 server._courier.call(StartServer(config), Started, probe)
             except AlreadyStarted:
-                if address != probed:
+                if address != probed:  # else our earlier probe got there after all
                     server._courier.end(timeout)
                     raise
             except ActorTimeout:  # ActorGone too: the name led to a server that exited
@@ -228,25 +227,22 @@ class Pachka:
         if self._courier.gone is not None:
             return 0  # what a terminating server answers: none accepted
         try:
-            accepted: Accepted = self._courier.call(SendMessages(list(messages)), Accepted,
-                                                    self.ask_timeout)
+            return self._courier.call(SendMessages(list(messages)), Accepted,
+                                      self.ask_timeout).count
         except ActorGone:
             self._hear(None)
             return 0
-        return accepted.count
 
     # ---- asking ------------------------------------------------------------------------
 
     def status(self) -> ServerStatus:
         """A snapshot of the server (state, queue and batch lengths, reserved room, the
         running timer), after a flush. `NotStarted` once the server stopped or is gone."""
-        result: ServerStatus = self._ask(GetStatus(), ServerStatus)
-        return result
+        return self._ask(GetStatus(), ServerStatus)
 
     def stats(self) -> Stats:
         """The server's counters since it started (see docs/metrics.md), after a flush."""
-        result: Stats = self._ask(GetStats(), Stats)
-        return result
+        return self._ask(GetStats(), Stats)
 
     def flush(self, timeout: float | None = None) -> None:
         """Ship buffered messages now and wait until the server has them.
@@ -309,7 +305,7 @@ class Pachka:
         except Exception:
             log.exception("%s: could not finish while leaving on %r", self, error)
 
-    def _ask(self, request: Any, reply_type: type[Any]) -> Any:
+    def _ask(self, request: Any, reply_type: type[R]) -> R:
         if self._courier.trouble:
             self._hear(NotStarted)
         try:

@@ -129,7 +129,7 @@ class BufferedProducer:
         On `ActorExitRequest` it ships the buffer (`close`) and returns False, so
         the actor's own exit handling runs too.
         """
-        credits, now = self._credits, time.monotonic()
+        credits, now, lost = self._credits, time.monotonic(), self._credits.lost
         if isinstance(message, PoisonMessage) and isinstance(message.poisonMessage, Ask):
             failed = message.poisonMessage
             message = Answer(failed.ref, PachkaError(
@@ -143,10 +143,11 @@ class BufferedProducer:
                 refused = reply if isinstance(reply, Exception) else PachkaError(
                     f"unexpected answer from {self.server}: {reply!r}")
                 mine = credits.answered(message.ref, now, None, 0, refused) or credits.shipped(
-                    message.ref, reply.count if isinstance(reply, Accepted) else 0,
-                    f"{reply!r} from {self.server}")
-                if mine and credits.why and not isinstance(reply, Accepted | Exception):
-                    log.error("messages shipped to %s were not taken: %s", self.server, reply)
+                    message.ref, reply.count if isinstance(reply, Accepted) else 0, "")
+                if credits.lost > lost:
+                    log.error("%d messages shipped to %s under a credit were not taken (%r): "
+                              "the server stopped or failed first", credits.lost - lost,
+                              self.server, reply)
         elif isinstance(message, WakeupMessage) and isinstance(message.payload, _Tick) \
                 and message.payload.owner == self._id:
             tick, mine = message.payload, True

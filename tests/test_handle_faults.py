@@ -68,39 +68,40 @@ def test_unpicklable_item_of_send_messages_is_named(tcp_system: ActorSystem,
     assert delivered(tmp_path) == [4, 5]
 
 
-def late_class() -> type:
+@pytest.fixture
+def late() -> Iterator[type]:
     """A class the server's process cannot load: its module exists only in this process,
     made after the system started (as a class defined in __main__ then would be)."""
     module = types.ModuleType("late_module")
     sys.modules["late_module"] = module
     exec("class Late:\n    pass\n", module.__dict__)
-    late: type = module.Late
-    return late
+    yield module.Late
+    del sys.modules["late_module"]
+
+
+def buffer_with(server: Pachka, late: type) -> None:
+    for message in [1, late(), 2]:
+        server.send_message(message)  # it pickles here: accepted into the buffer
 
 
 def test_message_the_server_cannot_load_costs_only_itself(tcp_system: ActorSystem,
-                                                          tmp_path: Path) -> None:
+                                                          tmp_path: Path, late: type) -> None:
     server = start(tcp_system, tmp_path, linger=3600, credit_timeout=30)
-    late = late_class()
-    try:
-        for message in [1, late(), 2]:
-            server.send_message(message)  # it pickles here: accepted into the buffer
-        with pytest.raises(MessagesLost, match="message 1, a Late, cannot be loaded") as lost:
-            server.flush()  # dropped alone: the others were shipped
-        assert lost.value.count == 1
-        with pytest.raises(UnpicklableMessage, match="message 1, a Late, cannot be loaded"):
-            server.send_messages([3, late(), 4])
-        unbuffered = Pachka.connect(tcp_system, server.address, linger=None)
-        with pytest.raises(UnpicklableMessage, match="message 0, a Late, cannot be loaded"):
-            unbuffered.send_message(late())
-        server.send_message(5)
-        began = time.monotonic()
-        with pytest.raises(MessagesLost) as again:
-            server.stop()  # stops, then says it again: a program may check only stop()
-        assert again.value.count == 1
-        assert time.monotonic() - began < 10  # the grant was closed by the good ones
-    finally:
-        del sys.modules["late_module"]
+    buffer_with(server, late)
+    with pytest.raises(MessagesLost, match="message 1, a Late, cannot be loaded") as lost:
+        server.flush()  # dropped alone: the others were shipped
+    assert lost.value.count == 1
+    with pytest.raises(UnpicklableMessage, match="message 1, a Late, cannot be loaded"):
+        server.send_messages([3, late(), 4])
+    unbuffered = Pachka.connect(tcp_system, server.address, linger=None)
+    with pytest.raises(UnpicklableMessage, match="message 0, a Late, cannot be loaded"):
+        unbuffered.send_message(late())
+    server.send_message(5)
+    began = time.monotonic()
+    with pytest.raises(MessagesLost) as again:
+        server.stop()  # stops, then says it again: a program may check only stop()
+    assert again.value.count == 1
+    assert time.monotonic() - began < 10  # the grant was closed by the good ones
     assert delivered(tmp_path) == [1, 2, 5]
 
 
@@ -327,18 +328,13 @@ def test_messages_lost_with_a_server_shut_down_elsewhere(tmp_path: Path) -> None
 
 
 def test_stop_after_a_refused_shipment_stops_then_reports(tcp_system: ActorSystem,
-                                                          tmp_path: Path) -> None:
+                                                          tmp_path: Path, late: type) -> None:
     """17.4: a shipment problem found by `stop()` does not make it stop nothing (before:
     "reported by this later call, which did nothing", and the server ran on)."""
     server = start(tcp_system, tmp_path, linger=3600, credit_timeout=30)
-    late = late_class()
-    try:
-        for message in [1, late(), 2]:
-            server.send_message(message)  # it pickles here: accepted into the buffer
-        with pytest.raises(MessagesLost, match="cannot be loaded") as lost:
-            server.stop()
-    finally:
-        del sys.modules["late_module"]
+    buffer_with(server, late)
+    with pytest.raises(MessagesLost, match="cannot be loaded") as lost:
+        server.stop()
     assert lost.value.count == 1
     assert delivered(tmp_path) == [1, 2]  # stopped: the rest delivered
     with pytest.raises(NotStarted):
