@@ -12,12 +12,9 @@ delivered, or its loss is reported (`MessagesLost`) by the next call and by `sto
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import logging
-import threading
 import time
-import weakref
 from collections.abc import Hashable, Iterable, Mapping
 from datetime import timedelta
 from types import TracebackType
@@ -28,6 +25,7 @@ from thespian.actors import ActorAddress, ActorExitRequest, ActorSystem
 from ._ask import R
 from ._base import Base, system_key
 from ._courier import Courier, check_picklable, system_lock
+from ._exit_patch import track
 from ._options import seconds
 from ._placement import create_placed
 from .config import (
@@ -56,9 +54,6 @@ from .server import PachkaServer
 
 log = logging.getLogger(__name__)
 
-#: Longest wait, per handle, of the work done for it at interpreter exit and before
-#: `ActorSystem.shutdown()`: shipping its buffer, stopping a server it started.
-EXIT_TIMEOUT = 10.0
 #: Seconds a named start waits for its server before asking the admin for the name again.
 NAME_PROBE = 1.0
 
@@ -91,7 +86,7 @@ class Pachka:
         self._courier = Courier(system, address, self.options, Base.of(system))
         #: Started by this handle and neither stopped nor closed: stopped at interpreter exit.
         self._owns_server = False
-        _track(self)
+        track(self)  # ships (and stops a server it started) at exit
 
     @classmethod
     @with_options((PachkaConfig, SERVER_OPTIONS), (HandleOptions, HANDLE_OPTIONS))
@@ -324,76 +319,3 @@ class Pachka:
 
     def __repr__(self) -> str:
         return f"Pachka({self.address})"
-
-    # ---- exit hooks: until the server's own exit link replaces them --------------------
-
-    def _before_shutdown(self) -> None:
-        """`ActorSystem.shutdown()` is about to run: the server must have our messages first.
-
-        simpleSystemBase sends actors no `ActorExitRequest` at shutdown, so a server
-        this handle started is stopped (drained) here, or its queue would be lost.
-        """
-        if self._owns_server and self._courier.inline:
-            try:
-                self.stop(_bound(self.ask_timeout))
-            except Exception as exc:
-                log.error("%s: could not stop the server before the actor system shut down: "
-                          "%s; its queued messages are lost", self, exc)
-        self._owns_server = False
-        try:
-            self._courier.end(_bound(self.ask_timeout))
-        except Exception as exc:
-            log.error("%s: could not ship the buffer before the actor system shut down: %s",
-                      self, exc)
-        self._courier.down("the actor system was shut down")
-
-    def _at_exit(self) -> None:
-        if self._courier.gone is not None:
-            return
-        try:
-            if self._owns_server:
-                self.stop(_bound(self.ask_timeout))
-            else:
-                self._courier.end(_bound(self.ask_timeout))
-        except Exception as exc:
-            log.error("at exit, %s: %s (%d messages not confirmed by the server)", self, exc,
-                      self._courier.credits.pending)
-
-
-def _bound(timeout: float | None) -> float:
-    return EXIT_TIMEOUT if timeout is None else min(timeout, EXIT_TIMEOUT)
-
-
-_LIVE: weakref.WeakSet[Pachka] = weakref.WeakSet()
-_HOOKS = threading.Lock()
-_hooked = False
-
-
-def _track(handle: Pachka) -> None:
-    """Ship (and stop servers the process started) at interpreter exit, and ship before
-    any `ActorSystem.shutdown()`, whatever order the program's own exit hooks run in:
-    a process-wide patch of `ActorSystem.shutdown`, until the server's exit link."""
-    global _hooked
-    with _HOOKS:
-        _LIVE.add(handle)
-        if not _hooked:
-            _hooked = True
-            original = ActorSystem.shutdown
-
-            def shutdown(system: ActorSystem) -> None:
-                key = system_key(system)
-                if key is not None:
-                    for live in list(_LIVE):
-                        if live._courier.key == key:
-                            live._before_shutdown()
-                original(system)
-
-            shutdown.__doc__ = original.__doc__
-            ActorSystem.shutdown = shutdown
-        atexit.unregister(_at_exit)
-        atexit.register(_at_exit)  # runs before exit hooks registered earlier
-
-
-def _at_exit() -> None:
-    for handle in list(_LIVE):
-        handle._at_exit()
