@@ -111,8 +111,8 @@ class Credits:
         """
         self.closed = False
         grant = self.current
-        if grant is not None and grant.messages and grant.bytes is not None \
-                and size > grant.bytes:
+        if grant is not None and grant.bytes is not None and size > grant.bytes \
+                and grant.messages:
             self._ship(grant)  # full in bytes
             grant = self.current
         if grant is None:

@@ -24,7 +24,7 @@ from thespian.actors import ActorAddress, ActorExitRequest, ActorSystem
 
 from ._ask import R
 from ._base import Base, system_key
-from ._courier import Courier, check_picklable, system_lock
+from ._courier import PLAIN, Courier, check_picklable, system_lock
 from ._exit_patch import track
 from ._options import seconds
 from ._placement import create_placed
@@ -192,7 +192,7 @@ class Pachka:
             self._hear(lambda why: Overloaded(why, terminating=True))
         if not (wait == 0 and type(wait) in _ZERO_TYPES):
             wait = seconds("wait", wait)
-        if courier.checks_pickling:
+        if courier.checks_pickling and type(message) not in PLAIN:
             check_picklable(message)
         try:
             if self.linger is not None:
