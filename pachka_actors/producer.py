@@ -101,10 +101,12 @@ class BufferedProducer:
         check_picklable(message)
         if self._closed:
             raise Overloaded("the producer is closed: its actor exits", terminating=True)
+        credits = self._credits
         try:
-            taken = self._credits.take(message, 0, time.monotonic())
+            taken = credits.take(message, 0, time.monotonic())
         finally:
-            self._perform()
+            if credits.outbox or credits.buffered == 1:  # else nothing to send or to time
+                self._perform()
         self._waiting = not taken
         return taken
 
