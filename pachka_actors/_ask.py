@@ -18,8 +18,8 @@ from typing import Any, TypeVar
 
 from thespian.actors import ActorAddress, ActorSystem, PoisonMessage
 
-from ._thespian import is_status_of, runs_in_caller_thread, status_request
-from .errors import ActorTimeout, PachkaError
+from ._base import Base, is_status_of, status_request
+from .errors import ActorGone, ActorTimeout, PachkaError
 
 log = logging.getLogger(__name__)
 
@@ -73,70 +73,62 @@ FOREVER = 20 * 24 * 3600.0
 PROBE_AFTER = 2.0
 
 
-class Unreachable(ActorTimeout):
-    """Thespian gave up on the request well before its timeout: the actor is gone.
-
-    multiprocTCPBase answers a send to an exited actor with an empty reply within
-    milliseconds. (simpleSystemBase returns early too, when nothing is left to
-    run: no reply can ever come, but the actor may well exist.)
-    """
-
-
 def ask(system: ActorSystem, address: ActorAddress, request: Any, reply_type: type[R],
-        timeout: float | None) -> R:
+        timeout: float | None, *, ref: int | None = None, inline: bool | None = None) -> R:
     """Send `request` and wait for its own reply (`timeout` None: forever).
 
-    An exception as the reply is raised; no reply in time raises `ActorTimeout`
-    (`Unreachable` when Thespian gave up early, or when the actor is found gone);
-    a `PoisonMessage` (the actor's handler raised) raises `PachkaError`. Replies
-    to earlier requests that arrive meanwhile are dropped. After each
-    `PROBE_AFTER` seconds of silence the actor is asked for Thespian's status: a
-    reply that can never come (the actor was killed, or dropped the request while
-    exiting, as Thespian does silently) must end even a wait with no timeout.
+    An exception as the reply is raised; no reply in time raises `ActorTimeout`,
+    `ActorGone` when Thespian gave up early or the actor was found gone; a `PoisonMessage`
+    (the actor's handler raised), or a message Thespian could not send, raises
+    `PachkaError`. Replies to earlier requests that arrive meanwhile are dropped.
+    After each `PROBE_AFTER` seconds of silence the actor is asked for
+    Thespian's status: a reply that can never come (the actor was killed, or
+    dropped the request while exiting, as Thespian does silently) must end even
+    a wait with no timeout. `ref` (default: a new one) lets a caller recognise a
+    late reply; `inline` is `Base.of(system).inline`, if the caller knows it.
     """
-    ref = new_ref()
+    ref = new_ref() if ref is None else ref
     deadline = time.monotonic() + (FOREVER if timeout is None else timeout)
-    inline = runs_in_caller_thread(system)  # no probes: nothing runs between calls there
+    inline = Base.of(system).inline if inline is None else inline  # no probes: nothing runs
+    name = type(request).__name__
     outgoing: Any = Ask(ref, request)
     while True:
         began = time.monotonic()
         if began >= deadline:
-            raise ActorTimeout(f"no reply to {type(request).__name__} within {timeout:g} s")
+            raise ActorTimeout(f"no reply to {name} within {timeout:g} s")
         wait = deadline - began if inline else min(deadline - began, PROBE_AFTER)
         sent, outgoing = outgoing, None
-        message: Any = system.listen(wait) if sent is None else system.ask(address, sent, wait)
+        try:
+            message: Any = system.listen(wait) if sent is None else system.ask(address, sent,
+                                                                                wait)
+        except Exception as exc:  # pickling, transport: Thespian's own errors stay inside
+            raise PachkaError(f"Thespian failed on {name} to {address}: {exc!r}") from exc
         if isinstance(message, Answer) and message.ref == ref:
             return _reply(request, message.reply, reply_type)
         if isinstance(message, PoisonMessage) and isinstance(message.poisonMessage, Ask) \
                 and message.poisonMessage.ref == ref:
-            raise PachkaError(f"the actor failed on {type(request).__name__}: "
-                              f"{message.details}")
+            raise PachkaError(f"the actor failed on {name}: {message.details}")
         if message is None:
             early = began + wait - time.monotonic() > min(1.0, wait / 2)
             if early and (sent is not None or inline):
-                raise _gone(request, address, inline, probed=not isinstance(sent, Ask),
+                raise _gone(name, address, inline, probed=not isinstance(sent, Ask),
                             timeout=timeout)
             if not inline:
                 outgoing = status_request()  # silence: is the actor still there?
         elif not is_status_of(message, address):
-            log.debug("dropped a reply that was not to %s (ref %d): %r",
-                      type(request).__name__, ref, message)
+            log.debug("dropped a reply that was not to %s (ref %d): %r", name, ref, message)
 
 
-def _gone(request: Any, address: ActorAddress, inline: bool, probed: bool,
+def _gone(name: str, address: ActorAddress, inline: bool, probed: bool,
           timeout: float | None) -> ActorTimeout:
     """Thespian returned early: no reply can come in time."""
-    name = type(request).__name__
     if inline:
         within = "" if timeout is None else f" within {timeout:g} s"
         return ActorTimeout(f"no reply to {name}{within}, and none can come: on "
                             f"simpleSystemBase nothing runs before then (no message is "
                             f"pending, and no timer of the server is due sooner)")
-    if probed:
-        return Unreachable(f"no reply to {name}: the actor at {address} is gone (killed, or "
-                           f"it exited without answering)")
-    return Unreachable(f"no reply to {name}: the actor at {address} is unreachable "
-                       f"(it has exited?)")
+    how = "killed, or it exited without answering" if probed else "it has exited?"
+    return ActorGone(f"no reply to {name}: the actor at {address} is gone ({how})")
 
 
 def _reply(request: Any, reply: Any, reply_type: type[R]) -> R:

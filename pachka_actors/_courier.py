@@ -7,22 +7,19 @@ shipments of the buffer and the handle's calls. Hence a handle can be shared
 by threads; handles in different threads do not meet on the program's
 endpoint; and a request always reaches the server after the shipments queued
 before it, so a refused credit means the server is full, not that our own
-shipment is still on its way.
+shipment is still on its way. What is taken under which credit, and when it
+ships, is decided by `Credits` (`_credits.py`); the courier performs it.
 
 On simpleSystemBase actors run in the caller's thread and nothing may run in
 another, so there the jobs run inline, under the system's lock: the buffer
 ships when full, at the first `send_message` after `linger`, and before every
 call that must see the server. Nothing waits longer than it would have: on
 that base the server runs only during calls anyway.
-
-A little over this project's ~400-line guide: the buffer, the credit it lives
-under and the thread that ships it share one lock and one set of invariants,
-and read best in one place.
 """
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import logging
 import pickle
 import threading
@@ -30,14 +27,24 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, cast
 
 from thespian.actors import ActorAddress, ActorSystem
 
-from ._ask import Answer, Unreachable, ask
-from ._thespian import private_endpoint
-from .errors import ActorTimeout, PachkaError, UnpicklableMessage
+from ._ask import Answer, R, ask, new_ref
+from ._base import Base, private_endpoint, system_key
+from ._credits import AskRoom, Credits, Ship
+from .config import HandleOptions
+from .errors import (
+    ActorGone,
+    ActorTimeout,
+    MessagesLost,
+    NotStarted,
+    Overloaded,
+    PachkaError,
+    UnpicklableMessage,
+)
 from .messages import Accepted, CheckLoadable, Granted, RequestCredit, SendMessages, Stop
 
 log = logging.getLogger(__name__)
@@ -46,10 +53,14 @@ log = logging.getLogger(__name__)
 UNLOADABLE = "a class defined in __main__ after the actor system started?"
 
 #: Types that always pickle: `send_message` skips the check for them.
-_PLAIN = frozenset({int, float, str, bytes, bool, type(None)})
+PLAIN = frozenset({int, float, str, bytes, bool, type(None)})
 
-#: Seconds a courier thread with nothing to do and no open grant waits before it ends.
+#: Seconds a courier thread with nothing to do and no grant held waits before it ends.
 IDLE = 30.0
+
+#: Seconds a grant may stay unused before it is given back: an idle producer then holds no
+#: room at the server (a stopping server waits for open grants), long before `credit_timeout`.
+IDLE_GRANT = 1.0
 
 #: Seconds a courier keeps listening for the reply to a request that timed out.
 LATE_WINDOW = 600.0
@@ -66,17 +77,9 @@ def system_lock(key: Hashable) -> threading.RLock:
         return _SYSTEM_LOCKS.setdefault(key, threading.RLock())
 
 
-def _join_inline(key: Hashable, courier: Courier) -> weakref.WeakSet[Courier]:
-    """Register an inline courier with its system's others; their set."""
-    with _SYSTEM_LOCKS_GUARD:
-        neighbours = _INLINE.setdefault(key, weakref.WeakSet())
-        neighbours.add(courier)
-        return neighbours
-
-
 def check_picklable(message: Any) -> None:
     """Refuse at the call a message that could never cross to the server's process."""
-    if type(message) in _PLAIN:
+    if type(message) in PLAIN:
         return
     try:
         pickle.dumps(message, pickle.HIGHEST_PROTOCOL)
@@ -95,124 +98,116 @@ def _pickles(message: Any) -> bool:
 
 
 @dataclass(eq=False)
-class _Request:
+class _Call:
+    """A handle's request, whose reply (or error) a caller waits for."""
+
     request: Any
     reply_type: type[Any]
     deadline: float | None
+    ref: int = field(default_factory=new_ref)
     done: bool = False
     reply: Any = None
     error: BaseException | None = None
 
 
-@dataclass(eq=False)
-class _Shipment:
-    credit: int
-    messages: list[Any]
+_Job = _Call | Ship | AskRoom
 
 
 class Courier:
-    """One handle's buffer, its credit and its queue of jobs (see the module docstring)."""
+    """One handle's credits and its queue of jobs (see the module docstring)."""
 
-    def __init__(self, system: ActorSystem, address: ActorAddress, key: Hashable, *,
-                 ask_timeout: float | None, linger: float | None, buffer_size: int,
-                 threaded: bool, checks_pickling: bool) -> None:
-        self.system = system
-        self.address = address
-        self.ask_timeout = ask_timeout
-        self.linger = linger
-        self.buffer_size = buffer_size
-        self.threaded = threaded
-        self.checks_pickling = checks_pickling
-        self.inline_lock = None if threaded else system_lock(key)
-        #: The system's inline couriers, this one among them (None: threaded).
-        self.neighbours = None if threaded else _join_inline(key, self)
+    def __init__(self, system: ActorSystem, address: ActorAddress, options: HandleOptions,
+                 base: Base) -> None:
+        self.system, self.address, self.ask_timeout = system, address, options.ask_timeout
+        self.inline = base.inline
+        self.checks_pickling = not base.inline  # messages cross processes: check they pickle
+        self.key = system_key(system)
         #: The condition's lock, entered directly on the hot path (`put`): entering the
         #: RLock costs a fraction of the condition's Python-level `__enter__`.
         self.lock = threading.RLock()
         self.cond = threading.Condition(self.lock)
-        self.buffer: list[Any] = []
-        self.credit: int | None = None
-        self.room = 0
-        self.oldest = 0.0
-        self.renewing = False
-        self.jobs: deque[_Request | _Shipment] = deque()
-        self.busy = False
-        self.current: _Request | _Shipment | None = None
-        #: Replies still expected to requests that timed out, and until when.
-        self.late = 0
+        # Asking on demand: this handle can wait for room (a refused request counts at the
+        # server as a refused message), unlike an actor (producer.py).
+        self.credits = Credits(options.buffer_size, options.linger or 0.0, IDLE_GRANT, new_ref,
+                               ahead=False)
+        self.jobs: deque[_Job] = deque()
+        self.current: _Job | None = None  # the job the thread runs
+        self.late: set[int] = set()  # refs of requests that timed out: replies may come
         self.late_until = 0.0
         self.thread: threading.Thread | None = None
         self.ending = False
-        self.crash: BaseException | None = None
-        #: Errors of shipments, raised once by the next call (which then does nothing).
-        self.problems: list[PachkaError] = []
-        #: Set when no traffic is possible any more (the system was shut down).
-        self.down: PachkaError | None = None
+        self.crash: BaseException | None = None  # the thread's, not reported yet
+        self.crashes = 0
+        self.gone: str | None = None  # why no traffic is possible any more
+        self.reported = 0  # of `credits.lost`
+        self.trouble = False  # for the next call to hear: losses, a crash, the server gone
+        if self.inline:
+            with _SYSTEM_LOCKS_GUARD:
+                _INLINE.setdefault(self.key, weakref.WeakSet()).add(self)
 
     # ---- what the handle calls ------------------------------------------------------------
 
-    def put(self, message: Any, wait: float = 0.0) -> None:
-        """Buffer one message under credit; ask for credit when there is no room left,
-        waiting up to `wait` seconds at the server for room when it is full."""
-        if self.checks_pickling and type(message) not in _PLAIN:
-            check_picklable(message)
-        cond, lock = self.cond, self.lock
+    def put(self, message: Any, wait: float) -> None:
+        """Take one message under credit, waiting up to `wait` seconds at the server for
+        room when there is none (`Overloaded` then, as the server answered)."""
+        credits, until = self.credits, None
         while True:
-            with lock:
-                if self.problems or self.down:
-                    self._raise_problems()
-                if self.crash is not None:
-                    self._ensure_thread()
-                if self.room:
-                    if not self.buffer:
-                        self.oldest = time.monotonic()
-                        if self.threaded:
-                            cond.notify_all()  # the courier thread starts the linger clock
-                    self.buffer.append(message)
-                    self.room -= 1
-                    if self.threaded or time.monotonic() - self.oldest < (self.linger or 0.0):
-                        return
-                    self._hand_over()  # inline, and the linger ran out: ship now
-                    renew = False
-                elif self.renewing:  # another thread is asking for credit: wait for it
-                    cond.wait(0.05)
-                    continue
-                else:
-                    self.renewing = renew = True
-            if not renew:
-                self._run_inline()
+            with self.lock:
+                if self.gone is not None:
+                    raise ActorGone(self.gone)
+                now = time.monotonic()
+                until = now + wait if until is None else until
+                try:
+                    taken = credits.take(message, 0, now, max(0.0, until - now))
+                except Overloaded as refused:
+                    if refused.terminating or now >= until:
+                        raise
+                    continue  # a shorter wait than ours ran out: ask again
+                current = credits.current
+                if taken and current is not None and len(current.messages) > 1 \
+                        and not credits.outbox and not (self.inline and current.due <= now):
+                    return  # the hot path: nothing to ship, ask or watch
+                asking = credits.asking
+                if self.inline:
+                    credits.due(now)
+                jobs = self._push()
+                if taken and not (jobs and self.inline):
+                    return
+            # Inline: run the jobs now; threaded: wait for the room asked for.
+            self._drive(functools.partial(self._asked, asking), None, "RequestCredit")
+            if taken:
                 return
-            try:
-                self._renew(wait)
-            finally:
-                with cond:
-                    self.renewing = False
-                    cond.notify_all()
 
-    def call(self, request: Any, reply_type: type[Any], timeout: float | None) -> Any:
+    def call(self, request: Any, reply_type: type[R], timeout: float | None) -> R:
         """Ship the buffer, then send `request` and wait for its reply (`timeout` None: forever)."""
-        with self.cond:
-            self._raise_problems()
-            self._hand_over()
-        return self._request(request, reply_type, timeout)
-
-    def flush(self, timeout: float | None) -> None:
-        """Ship the buffer and wait until every queued job is done."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        job = _Call(request, reply_type, deadline)
         with self.cond:
-            self._raise_problems()
-            self._hand_over()
-        if self.threaded:
-            self._wait(lambda: not self.jobs and not self.busy, deadline, "flush")
-        else:
-            self._run_inline()
+            if self.gone is not None:
+                raise ActorGone(self.gone)
+            self.credits.flush()
+            self._push()  # the buffer goes first
+            self.jobs.append(job)
+            self._wake()
+        self._drive(lambda: job.done, None if deadline is None else deadline + 2.0,
+                    type(request).__name__)
+        if job.error is not None:
+            raise job.error
+        return cast(R, job.reply)
+
+    def flush(self, timeout: float | None, release: bool = False) -> None:
+        """Ship the buffer (`release`: and give back all room) and wait until every queued
+        job is done; what could not be shipped is counted lost, not raised."""
         with self.cond:
-            self._raise_problems()
+            (self.credits.close if release else self.credits.flush)()
+            self._push()
+        self._drive(lambda: not self.jobs and self.current is None,
+                    None if timeout is None else time.monotonic() + timeout, "flush")
 
     def end(self, timeout: float | None) -> None:
-        """Flush, then end the courier thread; the handle may start another by its next call."""
+        """Flush, give back all room, then end the courier thread (a later call starts one)."""
         try:
-            self.flush(timeout)
+            self.flush(timeout, release=True)
         finally:
             with self.cond:
                 self.ending = True
@@ -221,280 +216,263 @@ class Courier:
             if thread is not None and thread is not threading.current_thread():
                 thread.join(5.0)
 
-    def shut_down(self, reason: str, timeout: float | None) -> None:
-        """Before the actor system goes down: ship what we can, then refuse every call."""
-        try:
-            self.end(timeout)
-        except Exception as exc:
-            log.error("could not ship the buffer to %s before the actor system shut down: %s",
-                      self.address, exc)
+    def down(self, why: str) -> None:
+        """No traffic is possible any more: what is held or unconfirmed is lost."""
         with self.cond:
-            self.down = PachkaError(reason)
-            self.ending = True
-            self.cond.notify_all()
-            lost = self.pending()
-        if lost:
-            log.error("%d messages accepted by the handle to %s are lost: %s", lost,
-                      self.address, reason)
+            if self.gone is None:
+                self.gone, self.trouble = why, True
+                if lost := self.credits.lose_all(why):
+                    log.error("%d messages accepted by the handle to %s are lost: %s", lost,
+                              self.address, why)
+                self.cond.notify_all()
 
-    def pending(self) -> int:
-        """Messages accepted by this handle and not yet confirmed by the server."""
+    def check(self, total: bool = False) -> None:
+        """Raise what the next call must hear: `MessagesLost` for messages lost since the
+        last report (`total`: since the start), or the thread's crash."""
         with self.cond:
-            jobs = [*self.jobs, self.current]
-            return len(self.buffer) + sum(len(job.messages) for job in jobs
-                                          if isinstance(job, _Shipment))
+            lost, since = self.credits.lost, 0 if total else self.reported
+            if lost > since:
+                self.reported = lost
+                raise MessagesLost(lost - since, "; ".join(self.credits.why))
+            if self.crash is not None:
+                crash, self.crash = self.crash, None
+                raise PachkaError(f"the courier thread of the handle to {self.address} failed "
+                                  f"({crash!r}); its messages were kept, and a new thread "
+                                  f"ships them") from crash
+            self.trouble = self.gone is not None
 
     # ---- under the lock -------------------------------------------------------------------
 
-    def _raise_problems(self) -> None:
-        if self.down is not None:
-            raise PachkaError(str(self.down))
-        if self.problems:
-            problems, self.problems = self.problems, []
-            text = ("; ".join(str(problem) for problem in problems)
-                    + " (reported by this later call, which did nothing: call it again)")
-            raise (type(problems[0]) if len(problems) == 1 else PachkaError)(text)
+    def _asked(self, ref: int | None) -> bool:
+        return self.credits.asking != ref  # the request for room was answered or given up
 
-    def _hand_over(self) -> None:
-        """The open grant and its messages become a shipment, queued in order."""
-        if self.credit is not None:
-            self.jobs.append(_Shipment(self.credit, self.buffer))
-            self.credit, self.buffer, self.room = None, [], 0
-            self.cond.notify_all()
+    def _push(self) -> bool:
+        """Queue what the credits decided; wake the thread. Whether there are jobs to run."""
+        actions = self.credits.drain()
+        self.jobs.extend(actions)
+        if actions or self.credits.buffered == 1:  # jobs, or a linger clock to watch
+            self._wake()
+        return bool(self.jobs)
 
-    # ---- asking ----------------------------------------------------------------------------
+    def _wake(self) -> None:
+        """The courier thread runs, and looks again at its jobs and deadlines."""
+        self.cond.notify_all()
+        if not self.inline and (self.thread is None or not self.thread.is_alive()):
+            self.ending = False
+            self.thread = threading.Thread(target=self._run, daemon=True,
+                                           name=f"pachka-courier-{self.address}")
+            self.thread.start()
 
-    def _renew(self, wait: float = 0.0) -> None:
-        """Hand the full buffer over and reserve room for the next one.
+    # ---- running the jobs ------------------------------------------------------------------
 
-        The shipment goes first, so a refusal means the server is full with our
-        messages counted, as Pachka's `send_message` would find it.
-        """
+    def _drive(self, done: Callable[[], bool], deadline: float | None, what: str) -> None:
+        """Run the jobs inline, or wait until `done` for the courier thread (starting it if
+        needed); a crash of the thread meanwhile is raised (its jobs are kept)."""
+        if self.inline:
+            return self._run_inline()
         with self.cond:
-            self._hand_over()
-        timeout = None if self.ask_timeout is None else self.ask_timeout + wait
-        granted = self._request(RequestCredit(self.buffer_size, wait), Granted, timeout)
-        if granted.credit is None:
-            assert granted.refused is not None
-            raise granted.refused
-        with self.cond:
-            self.credit, self.room = granted.credit, granted.count
-
-    def _request(self, request: Any, reply_type: type[Any], timeout: float | None) -> Any:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        job = _Request(request, reply_type, deadline)
-        with self.cond:
-            if self.down is not None:
-                raise PachkaError(str(self.down))
-            self.jobs.append(job)
-            self.cond.notify_all()
-        if self.threaded:
-            self._wait(lambda: job.done, None if deadline is None else deadline + 2.0,
-                       type(request).__name__)
-        else:
-            self._run_inline()
-        if job.error is not None:
-            raise job.error
-        return job.reply
-
-    def _wait(self, condition: Callable[[], bool], deadline: float | None, what: str) -> None:
-        """Wait for the courier thread, starting it if needed; never for a dead one."""
-        with self.cond:
-            while not condition():
-                self._ensure_thread()
+            crashes = self.crashes
+            while not done():
+                if self.crashes != crashes:
+                    crashes = self.crashes
+                    self.check()
+                self._wake()
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
                     raise ActorTimeout(f"{what}: the server did not answer in time; "
-                                       f"{self.pending()} messages wait in the handle")
+                                       f"{self.credits.pending} messages wait in the handle")
                 self.cond.wait(0.5 if left is None else min(left, 0.5))
-
-    def _ensure_thread(self) -> None:
-        """Under the lock: a courier thread runs. A crashed one is reported once (its
-        jobs and buffer are kept), and the next call starts a new one."""
-        if self.thread is not None and self.thread.is_alive():
-            return
-        if self.down is not None:
-            raise PachkaError(str(self.down))
-        if self.crash is not None:
-            crash, self.crash, self.thread = self.crash, None, None
-            raise PachkaError(
-                f"the courier thread of the handle to {self.address} failed: {crash!r}; "
-                f"{self.pending()} messages are kept and shipped by the next call") from crash
-        self.ending = False
-        self.thread = threading.Thread(target=self._run, daemon=True,
-                                       name=f"pachka-courier-{self.address}")
-        self.thread.start()
 
     def _run_inline(self) -> None:
         """Run our jobs in the caller's thread, after the buffers of the system's other
         handles: they were accepted before this call, and only a call ships them (a
         `stop()` through one handle must not wait for messages lingering in another)."""
-        assert self.inline_lock is not None and self.neighbours is not None
-        with self.inline_lock:
+        with system_lock(self.key):
             with _SYSTEM_LOCKS_GUARD:
-                others = [c for c in self.neighbours if c is not self]
-            for other in others:
-                with other.cond:
-                    other._hand_over()
-                other._run_jobs()
-            self._run_jobs()
-
-    def _run_jobs(self) -> None:
-        while True:
-            with self.cond:
-                if not self.jobs:
-                    return
-                job = self.jobs.popleft()
-            self._do(self.system, job)
-
-    # ---- the courier thread ----------------------------------------------------------------
+                others = [c for c in _INLINE[self.key] if c is not self]
+            for courier in [*others, self]:
+                while True:
+                    with courier.cond:
+                        if courier is not self:
+                            courier.credits.flush()
+                        if not courier._push():
+                            break
+                        job = courier.jobs.popleft()
+                    try:
+                        courier._do(self.system, job)
+                    except BaseException:
+                        courier.jobs.appendleft(job)  # Ctrl-C: the next call runs it again
+                        raise
 
     def _run(self) -> None:
         try:
             with private_endpoint(self.system) as endpoint:
                 while (job := self._next(endpoint)) is not None:
-                    if self._do(endpoint, job):
-                        with self.cond:
-                            self.late += 1
-                            self.late_until = time.monotonic() + LATE_WINDOW
+                    self._do(endpoint, job)
         except BaseException as exc:
             with self.cond:
                 if self.current is not None:  # its work may be partly done: at least once
                     self.jobs.appendleft(self.current)
-                self.crash = exc
+                self.crash, self.trouble, self.crashes = exc, True, self.crashes + 1
             log.error("the courier thread of the handle to %s failed (%r); %d messages "
-                      "are kept for the next call", self.address, exc, self.pending())
+                      "are kept for the next call", self.address, exc, self.credits.pending)
         finally:
             with self.cond:
-                self.busy = False
                 self.current = None
                 self.cond.notify_all()
 
-    def _next(self, endpoint: ActorSystem) -> _Request | _Shipment | None:
-        """The next job; meanwhile ship the buffer once its oldest message reaches `linger`.
+    def _next(self, endpoint: ActorSystem) -> _Job | None:
+        """The next job; meanwhile ship what `Credits.due` says (linger, idle grants), and
+        listen for the replies to requests that timed out: Thespian's sender retries a
+        reply no one takes for minutes, and an exiting server waits for its replies.
 
-        None ends the thread: when asked to, or after `IDLE` seconds with no open
-        grant (so a forgotten handle holds no thread; the next call starts one).
+        None ends the thread: when asked to, or after `IDLE` seconds with no grant
+        held (so a forgotten handle holds no thread; the next call starts one).
         """
-        linger = self.linger or 0.0
         with self.cond:
-            self.busy = False
             self.current = None
             self.cond.notify_all()
             idle_until = time.monotonic() + IDLE
-            while not self.jobs:
+            while not self._push():
                 now = time.monotonic()
-                wait: float | None
-                if self.buffer:
-                    wait = self.oldest + linger - now
-                    if wait <= 0:
-                        self._hand_over()
-                        continue
-                elif self.ending or (self.credit is None and now >= idle_until
-                                     and not self.late):
+                deadline = self.credits.deadline()
+                if deadline is None and (self.ending or (now >= idle_until and not self.late)):
                     return None
-                else:
-                    wait = idle_until - now if self.credit is None else None
-                if self.late and now < self.late_until:
-                    self._take_late_reply(endpoint, 0.1 if wait is None else min(wait, 0.1))
-                else:
-                    self.late = 0
+                wait = (idle_until if deadline is None else deadline) - now
+                if not (self.late and now < self.late_until):
+                    self.late.clear()
                     self.cond.wait(wait)
-            self.busy = True
+                else:
+                    self.cond.release()
+                    try:
+                        reply = endpoint.listen(min(wait, 0.1))
+                    finally:
+                        self.cond.acquire()
+                    if isinstance(reply, Answer) and reply.ref in self.late:
+                        self.late.discard(reply.ref)  # a late grant: given back
+                        if isinstance(reply.reply, Granted):
+                            self.credits.answered(reply.ref, time.monotonic(),
+                                                  reply.reply.credit, reply.reply.count)
+                self.credits.due(time.monotonic())
             self.current = self.jobs.popleft()
             return self.current
 
-    def _take_late_reply(self, endpoint: ActorSystem, timeout: float) -> None:
-        """Under the lock: listen a while for the reply to a request that timed out.
-
-        Thespian's sender retries a reply no one takes (for minutes), and an
-        exiting server waits for its replies: so the endpoint keeps listening.
-        """
-        self.cond.release()
+    def _ask(self, endpoint: ActorSystem, request: Any, reply_type: type[Any],
+             timeout: float | None, ref: int | None = None) -> Any:
+        """`ask`; a server found gone ends all traffic, a timeout leaves its reply to be
+        listened for."""
+        ref = new_ref() if ref is None else ref
         try:
-            reply = endpoint.listen(timeout)
-        finally:
-            self.cond.acquire()
-        if isinstance(reply, Answer):
-            log.debug("dropped a late reply: %r", reply)
-            self.late -= 1
+            return ask(endpoint, self.address, request, reply_type, timeout, ref=ref,
+                       inline=self.inline)
+        except ActorGone as exc:
+            self.down(str(exc))
+            raise
+        except ActorTimeout:
+            with self.cond:
+                self.late.add(ref)
+                self.late_until = time.monotonic() + LATE_WINDOW
+            raise
 
-    def _do(self, endpoint: ActorSystem, job: _Request | _Shipment) -> bool:
-        """Run one job; True when its reply may still come (the request timed out)."""
-        if isinstance(job, _Shipment):
-            return self._ship(endpoint, job)
-        try:
-            left = None if job.deadline is None else job.deadline - time.monotonic()
-            if left is not None and left <= 0 and not isinstance(job.request, Stop):
-                raise ActorTimeout(f"no reply to {type(job.request).__name__} within the "
-                                   f"timeout: it waited behind earlier shipments")
-            job.reply = ask(endpoint, self.address, job.request, job.reply_type,
-                            None if left is None else max(left, 0.01))
-        except BaseException as exc:
-            job.error = exc
-        with self.cond:
-            job.done = True
-            self.cond.notify_all()
-        return _timed_out(job.error)
-
-    def _ship(self, endpoint: ActorSystem, shipment: _Shipment) -> bool:
-        """One list under its credit. A message that does not pickle (mutated since it was
-        checked) costs only itself: the others go, and the credit is closed."""
-        messages = shipment.messages
-        try:
-            ask(endpoint, self.address, SendMessages(messages, shipment.credit), Accepted,
-                self.ask_timeout)
-            return False
-        except Exception as exc:
-            failure: Exception = exc
-        bad = {i for i, m in enumerate(messages) if not _pickles(m)} \
-            if self.checks_pickling else set()
-        why = "no longer pickle"
-        if not bad and self.checks_pickling and not isinstance(failure, ActorTimeout):
-            with contextlib.suppress(ActorTimeout):  # no answer: the messages may be fine
-                bad = unloadable(messages, probe(lambda request: ask(
-                    endpoint, self.address, request, Accepted, self.ask_timeout)))
-            why = f"cannot be loaded by the server's process ({UNLOADABLE})"
-        problem: PachkaError
-        if bad:
-            good = [m for i, m in enumerate(messages) if i not in bad]
-            first = messages[min(bad)]
-            problem = UnpicklableMessage(
-                f"{len(bad)} buffered messages {why} and were dropped (first: a "
-                f"{type(first).__qualname__}); the other {len(good)} were shipped")
+    def _do(self, endpoint: ActorSystem, job: _Job) -> None:
+        if isinstance(job, Ship):
+            self._ship(endpoint, job)
+        elif isinstance(job, AskRoom):
+            timeout = None if self.ask_timeout is None else self.ask_timeout + job.wait
             try:
-                ask(endpoint, self.address, SendMessages(good, shipment.credit), Accepted,
-                    self.ask_timeout)
-            except Exception as exc:
-                problem = PachkaError(f"{len(messages)} buffered messages could not be "
-                                      f"shipped to {self.address}: {exc}")
+                room = self._ask(endpoint, RequestCredit(job.count, job.wait), Granted,
+                                 timeout, job.ref)
+            except PachkaError as exc:
+                with self.cond:
+                    self.credits.give_up(job.ref, exc)
+            else:
+                with self.cond:
+                    self.credits.answered(job.ref, time.monotonic(), room.credit, room.count,
+                                          room.refused)
         else:
-            problem = PachkaError(f"{len(messages)} buffered messages could not be shipped "
-                                  f"to {self.address} (the server may have some): {failure}")
-        log.error("%s", problem)
+            left = None if job.deadline is None else job.deadline - time.monotonic()
+            try:
+                if left is not None and left <= 0 and not isinstance(job.request, Stop):
+                    raise ActorTimeout(f"no reply to {type(job.request).__name__} within the "
+                                       f"timeout: it waited behind earlier shipments")
+                job.reply = self._ask(endpoint, job.request, job.reply_type,
+                                      None if left is None else max(left, 0.01), job.ref)
+            except PachkaError as exc:
+                job.error = exc
+                batch = job.request.messages if isinstance(job.request, SendMessages) else []
+                if bad := self._unshippable(endpoint, batch, exc):
+                    job.error = UnpicklableMessage(f"{bad[1]}; none of the {len(batch)} was "
+                                                   f"queued")
+                    job.error.__cause__ = exc
         with self.cond:
-            self.problems.append(problem)
-        return _timed_out(failure)
+            if isinstance(job, _Call):
+                job.done = True
+            self._push()
 
-
-def probe(ask_server: Callable[[CheckLoadable], Any]) -> Callable[[list[Any]], bool]:
-    """Whether the server's process loads a list, asked with `ask_server`; a server that
-    does not answer raises `ActorTimeout` (it says nothing about the messages)."""
-    def loads(messages: list[Any]) -> bool:
+    def _ship(self, endpoint: ActorSystem, ship: Ship) -> None:
+        """One list under its credit. Messages that cannot cross (one changed since it was
+        checked, or of a class the server's process cannot load) cost only themselves: the
+        others go, under the same credit. What the server did not take is counted lost."""
+        messages, accepted = ship.messages, 0
+        why = f"the server at {self.address} had stopped"
         try:
-            ask_server(CheckLoadable(messages))
+            accepted = self._ask(endpoint, SendMessages(messages, ship.credit), Accepted,
+                                 self.ask_timeout, ship.ref).count
+        except PachkaError as exc:
+            why = f"{exc} (the server may have some)" if isinstance(exc, ActorTimeout) \
+                else str(exc)
+            if bad := self._unshippable(endpoint, messages, exc):
+                good = [m for i, m in enumerate(messages) if i not in bad[0]]
+                why = bad[1]
+                try:
+                    accepted = self._ask(endpoint, SendMessages(good, ship.credit), Accepted,
+                                         self.ask_timeout).count
+                except PachkaError as again:
+                    why = f"{why}; the other {len(good)} could not be shipped either: {again}"
+        with self.cond:
+            lost = self.credits.lost
+            self.credits.shipped(ship.ref, accepted, why)
+            if self.credits.lost > lost:
+                self.trouble = True
+                log.error("%d buffered messages were not shipped to %s: %s",
+                          self.credits.lost - lost, self.address, why)
+
+    def _unshippable(self, endpoint: ActorSystem, messages: list[Any],
+                     failure: PachkaError) -> tuple[set[int], str] | None:
+        """Which of `messages` made sending them fail, and why: those that do not pickle,
+        else those the server's process cannot load (found by halving with
+        `CheckLoadable`). None when they are not the cause, or the failure (no answer)
+        says nothing about them."""
+        if not (messages and self.checks_pickling) or isinstance(
+                failure, ActorTimeout | NotStarted | Overloaded):
+            return None
+        bad = {i for i, message in enumerate(messages) if not _pickles(message)}
+        why = "does not pickle"
+        if not bad:
+            why = f"cannot be loaded by the server's process ({UNLOADABLE})"
+            try:
+                bad = unloadable(messages, functools.partial(self._loads, endpoint))
+            except ActorTimeout:
+                return None
+        if not bad:
+            return None
+        first, more = min(bad), f" ({len(bad)} of the {len(messages)} such)" * (len(bad) > 1)
+        return bad, f"message {first}, a {type(messages[first]).__qualname__}, {why}{more}"
+
+    def _loads(self, endpoint: ActorSystem, messages: list[Any]) -> bool:
+        """Whether the server's process loads `messages` (no answer raises)."""
+        try:
+            self._ask(endpoint, CheckLoadable(messages), Accepted, self.ask_timeout)
         except ActorTimeout:
             raise
-        except Exception:
+        except PachkaError:
             return False
         return True
-    return loads
 
 
 def unloadable(messages: list[Any], loads: Callable[[list[Any]], bool]) -> set[int]:
-    """The indices of `messages` the server's process cannot load, found by halving with
-    `loads` (a `CheckLoadable` round trip); none when even an empty list fails, for then
-    the messages are not the cause."""
+    """The indices of `messages` that `loads` refuses, found by halving; none when even an
+    empty list fails, for then the messages are not the cause."""
     if not loads([]):
         return set()
     bad: set[int] = set()
@@ -508,7 +486,3 @@ def unloadable(messages: list[Any], loads: Callable[[list[Any]], bool]) -> set[i
         else:
             spans += [span[len(span) // 2:], span[:len(span) // 2]]
     return bad
-
-
-def _timed_out(error: BaseException | None) -> bool:
-    return isinstance(error, ActorTimeout) and not isinstance(error, Unreachable)

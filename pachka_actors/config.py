@@ -8,13 +8,16 @@ starts; and the tables of docs/options.md are generated from the same schemas.
 from __future__ import annotations
 
 import builtins
+import dataclasses
 import enum
+import inspect
 import math
 import os
+import textwrap
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, Final, Literal, TypeAlias
+from typing import Any, Final, Literal, TypeAlias, TypeVar
 
 from ._options import (
     Option,
@@ -38,6 +41,8 @@ Timers = Literal["wakeup", "manual"]
 
 #: Seconds a buffered message may wait in the producing process (Kafka's linger.ms idea).
 DEFAULT_LINGER = 0.005
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _name(name: str, value: Any) -> str | None:
@@ -207,6 +212,30 @@ class HandleOptions:
     def parse(cls, options: Mapping[str, Any]) -> HandleOptions:
         """From keyword options; raises `ConfigError` naming the first bad or unknown one."""
         return build(cls, HANDLE_OPTIONS, options)
+
+
+def with_options(*schemas: tuple[type, Sequence[Option]]) -> Callable[[F], F]:
+    """Show the options of `schemas` in `help()` and `inspect.signature`: the function's
+    `**options` become keyword-only parameters with the dataclasses' defaults (the
+    schema is the one source), and the options' docs end its docstring."""
+    def decorate(function: F) -> F:
+        signature = inspect.signature(function)
+        parameters = [p for p in signature.parameters.values() if p.kind is not p.VAR_KEYWORD]
+        docs = [inspect.cleandoc(function.__doc__ or ""), "", "Options:"]
+        for cls, schema in schemas:
+            defaults = {f.name: f.default for f in dataclasses.fields(cls)}
+            for option in schema:
+                default = defaults.get(option.name, dataclasses.MISSING)
+                parameters.append(inspect.Parameter(
+                    option.name, inspect.Parameter.KEYWORD_ONLY,
+                    default=inspect.Parameter.empty if default is dataclasses.MISSING
+                    else default))
+                docs.append(textwrap.fill(f"{option.name} ({option.type_doc}): {option.doc}",
+                                          88, initial_indent="  ", subsequent_indent="    "))
+        vars(function)["__signature__"] = signature.replace(parameters=parameters)
+        function.__doc__ = "\n".join(docs)
+        return function
+    return decorate
 
 
 def options_table() -> str:

@@ -53,8 +53,37 @@ class UnpicklableMessage(PachkaError, TypeError):
     """
 
 
+class MessagesLost(PachkaError):
+    """`count` messages a handle accepted cannot be accounted for, and `reason` says why.
+
+    Its server ended elsewhere, or refused a shipment of its buffer (a message
+    that no longer pickles, or that the server's process cannot load). Raised by
+    the handle's next call, and again by `stop()` and `close()` with the total,
+    so that a program that only checks `stop()` learns of the loss too.
+    """
+
+    def __init__(self, count: int, reason: str) -> None:
+        super().__init__(count, reason)
+        self.count = count
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"{self.count} messages accepted by the handle were lost: {self.reason}"
+
+
 class ActorTimeout(PachkaError, TimeoutError):
     """An actor did not answer in time (Thespian's ask returned None)."""
+
+
+class ActorGone(ActorTimeout):
+    """The actor asked is gone (it exited, or was killed): no answer can ever come.
+
+    Thespian says so well before the timeout (multiprocTCPBase answers a send to an
+    exited actor within milliseconds), and an actor silent for a while is asked
+    whether it still exists. A handle turns it into what its call means: `Overloaded`
+    (terminating) for a send, `NotStarted` for `status()`, `MessagesLost` when it
+    cost messages.
+    """
 
 
 class AlreadyStarted(PachkaError):

@@ -5,48 +5,43 @@ a message is worth, so by default the handle lingers: `send_message` reserves
 room at the server in advance (a credit grant, one round trip per `buffer_size`
 messages), keeps the messages locally, and ships them as one list at most
 `linger` seconds later. Overload stays exact: a message is only buffered under a
-grant, so `send_message` still returns only once the message counts against the
-server's capacity, and raises `Overloaded` otherwise. All traffic of a handle
-goes through its courier (`_courier.py`), which makes it safe to share between
-threads.
+grant. All traffic goes through the handle's courier (`_courier.py`), which
+makes it safe to share between threads. A message the handle accepted is
+delivered, or its loss is reported (`MessagesLost`) by the next call and by `stop()`.
 """
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import logging
-import threading
 import time
-import weakref
 from collections.abc import Hashable, Iterable, Mapping
 from datetime import timedelta
+from types import TracebackType
 from typing import Any
 
 from thespian.actors import ActorAddress, ActorExitRequest, ActorSystem
 
-from ._ask import Unreachable
-from ._courier import UNLOADABLE, Courier, check_picklable, probe, system_lock, unloadable
+from ._ask import R
+from ._base import Base, system_key
+from ._courier import PLAIN, Courier, check_picklable, system_lock
+from ._exit_patch import track
 from ._options import seconds
 from ._placement import create_placed
-from ._thespian import runs_in_caller_thread, system_key
-from .config import DEFAULT_LINGER, ChildSpec, HandleOptions, PachkaConfig, parse_requirements
-from .errors import (
-    ActorTimeout,
-    AlreadyStarted,
-    ConfigError,
-    NotStarted,
-    Overloaded,
-    PachkaError,
-    UnpicklableMessage,
+from .config import (
+    HANDLE_OPTIONS,
+    SERVER_OPTIONS,
+    ChildSpec,
+    HandleOptions,
+    PachkaConfig,
+    parse_requirements,
+    with_options,
 )
+from .errors import ActorGone, ActorTimeout, AlreadyStarted, ConfigError, NotStarted, Overloaded
 from .messages import (
     Accepted,
     GetStats,
     GetStatus,
-    Granted,
-    RequestCredit,
-    SendMessage,
     SendMessages,
     ServerStatus,
     Started,
@@ -59,18 +54,12 @@ from .server import PachkaServer
 
 log = logging.getLogger(__name__)
 
-#: Longest wait, per handle, of the work done for it at interpreter exit and before
-#: `ActorSystem.shutdown()`: shipping its buffer, stopping a server it started.
-EXIT_TIMEOUT = 10.0
 #: Seconds a named start waits for its server before asking the admin for the name again.
 NAME_PROBE = 1.0
 
-#: `send_message(timeout=0)`, the default, needs no validation (a hot path).
+#: `send_message(wait=0)`, the default, needs no validation (a hot path).
 _ZERO_TYPES = (float, int)
-
-_LIVE: weakref.WeakSet[Pachka] = weakref.WeakSet()
-_HOOKS = threading.Lock()
-_hooked = False
+_HANDLE_NAMES = frozenset(option.name for option in HANDLE_OPTIONS)
 
 
 class Pachka:
@@ -82,98 +71,93 @@ class Pachka:
     thread may run, so a buffer ships when full, at the first `send_message`
     after `linger`, or at any other call into the system. Calls that must see
     the server as it is (`send_messages`, `status`, `flush`, `stop`) ship the
-    buffer first, so order is kept.
+    buffer first, so order is kept. As a context manager it stops, on leaving,
+    a server it started, and closes otherwise.
     """
 
-    def __init__(self, system: ActorSystem, address: ActorAddress, *,
-                 ask_timeout: float | None = 60.0, linger: float | None = DEFAULT_LINGER,
-                 buffer_size: int = 1000) -> None:
-        inline = runs_in_caller_thread(system)
-        options = HandleOptions(ask_timeout, linger, buffer_size)
-        self.system = system
-        self.address = address
-        self.ask_timeout = options.ask_timeout
-        self.linger = options.linger
-        self.buffer_size = options.buffer_size
-        self._key = system_key(system)
-        self._courier = Courier(system, address, self._key, ask_timeout=self.ask_timeout,
-                                linger=self.linger, buffer_size=self.buffer_size,
-                                threaded=not inline, checks_pickling=not inline)
-        #: Why the server can no longer take messages (set when it stopped or is gone).
-        self._gone: str | None = None
+    @with_options((HandleOptions, HANDLE_OPTIONS))
+    def __init__(self, system: ActorSystem, address: ActorAddress,
+                 options: HandleOptions | None = None, **handle: Any) -> None:
+        self.options = HandleOptions.parse(handle) if options is None else options
+        self.system, self.address = system, address
+        self.ask_timeout = self.options.ask_timeout
+        self.linger = self.options.linger
+        self.buffer_size = self.options.buffer_size
+        self._courier = Courier(system, address, self.options, Base.of(system))
         #: Started by this handle and neither stopped nor closed: stopped at interpreter exit.
         self._owns_server = False
-        _track(self)
+        track(self)  # ships (and stops a server it started) at exit
 
     @classmethod
-    def start(cls, *, system: ActorSystem, ask_timeout: float | None = 60.0,
-              linger: float | None = DEFAULT_LINGER, buffer_size: int = 1000,
-              requirements: Mapping[str, Any] | None = None, **options: Any) -> Pachka:
-        """Validate `options` (see docs/options.md), start the server and wait until it runs.
+    @with_options((PachkaConfig, SERVER_OPTIONS), (HandleOptions, HANDLE_OPTIONS))
+    def start(cls, system: ActorSystem, *, requirements: Mapping[str, Any] | None = None,
+              **options: Any) -> Pachka:
+        """Start a server with `options` (see docs/options.md) and wait until it runs.
 
         `requirements`: capabilities of the convention member to run the server on
         (docs/scale-out.md). Raises `ConfigError` before any actor starts (also when
         no member has such capabilities), `AlreadyStarted` if `name` is taken.
         The server is linked to this process as with Pachka's `start_link`: if
-        neither `stop()` nor `close()` was called, interpreter exit stops it.
+        neither `stop()` nor `close()` was called, interpreter exit stops it, and
+        so does leaving `with Pachka.start(...) as server:`.
         """
+        handle = HandleOptions.parse({k: options.pop(k) for k in _HANDLE_NAMES & set(options)})
         config = PachkaConfig.parse(options)
-        # Refuse bad ones before any actor.
-        HandleOptions(ask_timeout, linger, buffer_size)
         placement = parse_requirements("requirements", requirements)
-        deadline = None if ask_timeout is None else time.monotonic() + ask_timeout
+        timeout = handle.ask_timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
         probed: ActorAddress | None = None
         while True:
             with system_lock(system_key(system)):
                 address = create_placed(system, PachkaServer, placement,
                                         globalName=config.name)
-            handle = cls(system, address, ask_timeout=ask_timeout, linger=linger,
-                         buffer_size=buffer_size)
+            server = cls(system, address, handle)
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            # A name just given up by a stopped server can still lead to it for a moment:
+            # probe briefly, then ask the admin again, until `ask_timeout`.
+            probe = left if config.name is None else min(NAME_PROBE, left or NAME_PROBE)
             try:
-                # A name just given up by a stopped server can still lead to it for a moment:
-                # probe briefly, then ask the admin again, until `ask_timeout`.
-                probe = left if config.name is None else min(NAME_PROBE, left or NAME_PROBE)
-                handle._courier.call(StartServer(config), Started, probe)
-                break
+                server._courier.call(StartServer(config), Started, probe)
             except AlreadyStarted:
-                if address != probed:
-                    handle._courier.end(ask_timeout)
+                if address != probed:  # else our earlier probe got there after all
+                    server._courier.end(timeout)
                     raise
-                break  # our earlier probe got there after all
-            except (ActorTimeout, NotStarted):  # the name's last server is still exiting
-                handle._courier.end(ask_timeout)
+            except (ActorTimeout, NotStarted):  # ActorGone too; NotStarted: it is exiting
+                server._courier.end(timeout)
                 if config.name is None or (deadline is not None
                                            and time.monotonic() >= deadline):
                     raise
                 probed = address
                 time.sleep(0.05)
+                continue
             except BaseException:
-                handle._courier.end(ask_timeout)
+                server._courier.end(timeout)
                 raise
-        handle._owns_server = True
-        return handle
+            server._owns_server = True
+            return server
 
     @classmethod
+    @with_options((HandleOptions, HANDLE_OPTIONS))
     def connect(cls, system: ActorSystem, server: str | ActorAddress, **handle: Any) -> Pachka:
         """A handle to a started server, by its `name` or its actor address."""
-        HandleOptions.parse(handle)
+        options = HandleOptions.parse(handle)
         if not isinstance(server, str):
-            return cls(system, server, **handle)
+            return cls(system, server, options)
         with system_lock(system_key(system)):
             address = system.createActor(PachkaServer, globalName=server)
-        connected = cls(system, address, **handle)
+        connected = cls(system, address, options)
         try:
             connected.status()
         except NotStarted:
             # createActor with a free globalName made a blank server: do not leave it behind.
-            with system_lock(connected._key):
-                system.tell(connected.address, ActorExitRequest())
+            with system_lock(system_key(system)):
+                system.tell(address, ActorExitRequest())
             connected.close()
             raise NotStarted(f"no Pachka server named {server!r} is started") from None
         return connected
 
     @staticmethod
+    @with_options((PachkaConfig, SERVER_OPTIONS))
     def child_spec(*, id: Hashable, restart: str = "permanent",
                    shutdown: float | timedelta | str | None = 5.0,
                    requirements: Mapping[str, Any] | None = None, **options: Any) -> ChildSpec:
@@ -191,191 +175,147 @@ class Pachka:
         return ChildSpec(id, (PachkaServer, StartServer(config)), restart=restart,
                          shutdown=shutdown, stop_message=Stop(), requirements=requirements)
 
-    def send_message(self, message: Any, *, timeout: float = 0.0) -> None:
+    # ---- feeding the server ------------------------------------------------------------
+
+    def send_message(self, message: Any, *, wait: float = 0.0) -> None:
         """Queue one message; raises `Overloaded` when the queue is full or the server stops.
 
-        `timeout` (seconds, Kafka's `max.block.ms`): when the queue is full, wait up
+        `wait` (seconds, Kafka's `max.block.ms`): when the queue is full, wait up
         to that long for room, at the server, in turn with other waiting producers,
         before raising `Overloaded`; no busy loop. 0 refuses at once, as Pachka does.
         A message that cannot be pickled (on a multi-process base) raises
         `UnpicklableMessage` here and is not queued; nothing else is affected.
+        `MessagesLost` reports earlier messages lost; this one is then not queued.
         """
-        if self._gone is not None:
-            raise Overloaded(self._gone, terminating=True)
-        wait = 0.0 if timeout == 0 and type(timeout) in _ZERO_TYPES else seconds("timeout", timeout)
+        courier = self._courier
+        if courier.trouble:
+            self._hear(lambda why: Overloaded(why, terminating=True))
+        if not (wait == 0 and type(wait) in _ZERO_TYPES):
+            wait = seconds("wait", wait)
+        if courier.checks_pickling and type(message) not in PLAIN:
+            check_picklable(message)
         try:
             if self.linger is not None:
-                self._courier.put(message, wait)
+                courier.put(message, wait)
                 return
-            if self._courier.checks_pickling:
-                check_picklable(message)
-            try:
-                accepted = self._courier.call(SendMessage(message), Accepted, self.ask_timeout)
-            except Exception as exc:
-                self._name_unpicklable("send_message", [message], exc)
-                raise
-            if accepted.refused is not None and not accepted.refused.terminating and wait:
-                accepted = self._send_when_room(message, wait)
-        except Unreachable as exc:
-            raise self._lost_server(exc) from exc
-        if accepted.refused is not None:
-            raise accepted.refused
-
-    def _send_when_room(self, message: Any, wait: float) -> Accepted:
-        """Wait at the server for room for one message, then send it under that credit."""
-        timeout = None if self.ask_timeout is None else self.ask_timeout + wait
-        granted = self._courier.call(RequestCredit(1, wait), Granted, timeout)
-        if granted.credit is None:
-            return Accepted(0, granted.refused)
-        result: Accepted = self._courier.call(SendMessages([message], granted.credit), Accepted,
-                                              self.ask_timeout)
-        return result
+            accepted = courier.call(SendMessages([message]), Accepted, self.ask_timeout)
+            if accepted.count:
+                return
+            assert accepted.refused is not None
+            if accepted.refused.terminating or not wait:
+                raise accepted.refused
+            courier.put(message, wait)  # room at the server, then at once under its credit
+            courier.flush(self.ask_timeout)
+        except ActorGone:
+            self._hear(lambda why: Overloaded(why, terminating=True))
+            raise
 
     def send_messages(self, messages: Iterable[Any]) -> int:
         """Queue what fits of `messages`, in order; returns how many were accepted.
 
         On a multi-process base a message that cannot be pickled raises
-        `UnpicklableMessage` naming its index, and none of the list is queued.
+        `UnpicklableMessage` naming its index, and none of the list is queued. A
+        server that stopped accepts none (0).
         """
-        if self._gone is not None:
+        if self._courier.trouble:
+            self._hear(None)
+        if self._courier.gone is not None:
             return 0  # what a terminating server answers: none accepted
-        batch = list(messages)
         try:
-            accepted = self._courier.call(SendMessages(batch), Accepted, self.ask_timeout)
-        except Unreachable as exc:
-            raise self._lost_server(exc) from exc
-        except Exception as exc:
-            self._name_unpicklable("send_messages", batch, exc)
-            raise
-        return int(accepted.count)
+            return self._courier.call(SendMessages(list(messages)), Accepted,
+                                      self.ask_timeout).count
+        except ActorGone:
+            self._hear(None)
+            return 0
 
-    def _name_unpicklable(self, call: str, batch: list[Any], failure: Exception) -> None:
-        """`call` failed, maybe because a message did not cross to the server's process
-        (multi-process bases): if so, raise `UnpicklableMessage` naming it."""
-        if not self._courier.checks_pickling or isinstance(failure, PachkaError):
-            return
-        for index, message in enumerate(batch):
-            try:
-                check_picklable(message)
-            except UnpicklableMessage as exc:
-                raise UnpicklableMessage(f"{call}: message {index}: {exc}; none of the "
-                                         f"{len(batch)} was queued") from failure
-        bad = unloadable(batch, probe(lambda request: self._courier.call(
-            request, Accepted, self.ask_timeout)))
-        if bad:
-            index = min(bad)
-            raise UnpicklableMessage(
-                f"{call}: message {index}, a {type(batch[index]).__qualname__}, cannot "
-                f"be loaded by the server's process ({UNLOADABLE}); none of the {len(batch)} "
-                f"was queued") from failure
+    # ---- asking ------------------------------------------------------------------------
 
     def status(self) -> ServerStatus:
-        if self._gone is not None:
-            raise NotStarted(self._gone)
-        result: ServerStatus = self._courier.call(GetStatus(), ServerStatus, self.ask_timeout)
-        return result
+        """A snapshot of the server (state, queue and batch lengths, reserved room, the
+        running timer), after a flush. `NotStarted` once the server stopped or is gone."""
+        return self._ask(GetStatus(), ServerStatus)
 
     def stats(self) -> Stats:
         """The server's counters since it started (see docs/metrics.md), after a flush."""
-        if self._gone is not None:
-            raise NotStarted(self._gone)
-        result: Stats = self._courier.call(GetStats(), Stats, self.ask_timeout)
-        return result
+        return self._ask(GetStats(), Stats)
 
     def flush(self, timeout: float | None = None) -> None:
         """Ship buffered messages now and wait until the server has them.
 
-        `timeout` (seconds) defaults to the handle's `ask_timeout`.
+        `timeout` (seconds) defaults to the handle's `ask_timeout`. `MessagesLost`
+        when some could not be shipped.
         """
+        if self._courier.trouble:
+            self._hear(None)
         self._courier.flush(self.ask_timeout if timeout is None else timeout)
+        self._courier.check()
+
+    # ---- ending ------------------------------------------------------------------------
 
     def stop(self, timeout: float | None = None) -> None:
         """Block until every accepted message is delivered or drained and the server exits.
 
         `timeout` (seconds, None: forever) bounds the wait, not the drain: on
         `ActorTimeout` the server goes on draining. Once the server stopped, a
-        second `stop()` returns at once.
+        second `stop()` returns at once. Raises `MessagesLost`, once the server
+        stopped, when any message this handle accepted was lost, even if an
+        earlier call said so.
         """
-        if self._gone is not None:
-            return
+        courier = self._courier
         self._owns_server = False
-        with contextlib.suppress(Unreachable):  # it exited already: stopped by someone else
-            self._courier.call(Stop(), Stopped, timeout)
-        self._gone = f"the Pachka server at {self.address} was stopped"
-        self._courier.end(self.ask_timeout)
+        if courier.gone is None:
+            deadline = None if timeout is None else time.monotonic() + timeout
+            courier.flush(timeout, release=True)  # no credit left open: the server waits for it
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            with contextlib.suppress(ActorGone):  # it exited already: stopped elsewhere
+                courier.call(Stop(), Stopped, left)
+            courier.down(f"the Pachka server at {self.address} was stopped")
+        courier.end(self.ask_timeout)
+        courier.check(total=True)
 
     def close(self) -> None:
-        """Ship what is buffered and end the handle's thread; the server runs on.
+        """Ship what is buffered, give back reserved room and end the handle's thread; the
+        server runs on (one started by this handle then outlives the process too).
 
-        A server started by this handle then outlives the process too.
+        Raises `MessagesLost`, after closing, when any message this handle accepted
+        was lost. A later call starts a new thread.
         """
         self._owns_server = False
         self._courier.end(self.ask_timeout)
+        self._courier.check(total=True)
 
-    def _lost_server(self, exc: Unreachable) -> Overloaded:
-        self._gone = f"the Pachka server at {self.address} is gone (stopped?): {exc}"
-        return Overloaded(self._gone, terminating=True)
+    def __enter__(self) -> Pachka:
+        return self
 
-    def _before_shutdown(self) -> None:
-        """`ActorSystem.shutdown()` is about to run: the server must have our messages first.
-
-        simpleSystemBase sends actors no `ActorExitRequest` at shutdown, so a server
-        this handle started is stopped (drained) here, or its queue would be lost.
-        """
-        if self._owns_server and not self._courier.threaded:
-            try:
-                self.stop(_bound(self.ask_timeout))
-            except Exception as exc:
-                log.error("%s: could not stop the server before the actor system shut down: "
-                          "%s; its queued messages are lost", self, exc)
-        self._gone = "the actor system was shut down"
-        self._owns_server = False
-        self._courier.shut_down(self._gone, _bound(self.ask_timeout))
-
-    def _at_exit(self) -> None:
-        if self._courier.down is not None:
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        """Stop the server this handle started (else close); on an exception, that
+        exception goes on, and a failure to stop is logged."""
+        finish = self.stop if self._owns_server else self.close
+        if error is None:
+            finish()
             return
         try:
-            if self._owns_server:
-                self.stop(_bound(self.ask_timeout))
-            else:
-                self._courier.end(_bound(self.ask_timeout))
-        except Exception as exc:
-            log.error("at exit, %s: %s (%d messages not confirmed by the server)", self, exc,
-                      self._courier.pending())
+            finish()
+        except Exception:
+            log.exception("%s: could not finish while leaving on %r", self, error)
+
+    def _ask(self, request: Any, reply_type: type[R]) -> R:
+        if self._courier.trouble:
+            self._hear(NotStarted)
+        try:
+            return self._courier.call(request, reply_type, self.ask_timeout)
+        except ActorGone:
+            self._hear(NotStarted)
+            raise
+
+    def _hear(self, gone: Any) -> None:
+        """Raise what this call must hear first (lost messages, a crash of the thread),
+        then `gone(why)` if the server stopped or is gone (None: nothing more)."""
+        self._courier.check()
+        why = self._courier.gone
+        if why is not None and gone is not None:
+            raise gone(why)
 
     def __repr__(self) -> str:
         return f"Pachka({self.address})"
-
-
-def _bound(timeout: float | None) -> float:
-    return EXIT_TIMEOUT if timeout is None else min(timeout, EXIT_TIMEOUT)
-
-
-def _track(handle: Pachka) -> None:
-    """Ship (and stop servers the process started) at interpreter exit, and ship before
-    any `ActorSystem.shutdown()`, whatever order the program's own exit hooks run in."""
-    global _hooked
-    with _HOOKS:
-        _LIVE.add(handle)
-        if not _hooked:
-            _hooked = True
-            original = ActorSystem.shutdown
-
-            def shutdown(system: ActorSystem) -> None:
-                key = system_key(system)
-                if key is not None:
-                    for live in list(_LIVE):
-                        if live._key == key:
-                            live._before_shutdown()
-                original(system)
-
-            shutdown.__doc__ = original.__doc__
-            ActorSystem.shutdown = shutdown
-        atexit.unregister(_at_exit)
-        atexit.register(_at_exit)  # runs before exit hooks registered earlier
-
-
-def _at_exit() -> None:
-    for handle in list(_LIVE):
-        handle._at_exit()

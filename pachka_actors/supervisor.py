@@ -41,7 +41,7 @@ from thespian.actors import (
     WakeupMessage,
 )
 
-from ._ask import Caller, R, Unreachable, ask
+from ._ask import Caller, R, ask
 from ._base import Base, child_pid, exit_children, forget_dead_children
 from ._process import DeathWatch
 from ._restart import Restart, RestartIntensity, Strategy
@@ -69,7 +69,7 @@ from ._supervisor_core import (
     SupervisorCore,
 )
 from .config import ChildSpec, ChildType, SupervisorConfig, capabilities_satisfy
-from .errors import ActorTimeout, SupervisorError
+from .errors import ActorGone, SupervisorError
 from .messages import (
     ChildDeleted,
     ChildStarted,
@@ -389,7 +389,7 @@ class Supervisor:
         stopped (or is found gone), `stop()` returns at once.
         """
         if not self._stopped:
-            with contextlib.suppress(Unreachable):  # gone already: stopped some other way
+            with contextlib.suppress(ActorGone):  # gone already: stopped some other way
                 ask(self.system, self.address, StopSupervisor(), SupervisorStopped, timeout)
             self._stopped = True
 
@@ -400,10 +400,7 @@ class Supervisor:
         self.stop()
 
     def _ask(self, request: Any, reply_type: type[R]) -> R:
-        try:
-            return ask(self.system, self.address, request, reply_type, self.ask_timeout)
-        except Unreachable as gone:  # a private class: raised as the public one it refines
-            raise ActorTimeout(str(gone)) from None
+        return ask(self.system, self.address, request, reply_type, self.ask_timeout)
 
     def __repr__(self) -> str:
         return f"Supervisor({self.address})"

@@ -14,8 +14,9 @@ from support import start, touch
 from thespian.actors import Actor, ActorAddress, ActorExitRequest, ActorSystem
 
 from pachka_actors import ActorTimeout, Pachka, _ask
-from pachka_actors._ask import Unreachable, ask
-from pachka_actors._thespian import private_endpoint
+from pachka_actors._ask import ask
+from pachka_actors._base import private_endpoint
+from pachka_actors.errors import ActorGone
 from pachka_actors.messages import ServerStatus, State, Stop, Stopped
 
 
@@ -68,7 +69,7 @@ def test_a_silent_actor_that_is_there_keeps_the_wait(tcp_system: ActorSystem,
     began = time.monotonic()
     with pytest.raises(ActorTimeout) as error:
         ask(tcp_system, silent, "anyone?", str, 1.5)
-    assert not isinstance(error.value, Unreachable)
+    assert not isinstance(error.value, ActorGone)
     assert time.monotonic() - began >= 1.5
 
 
@@ -112,4 +113,4 @@ def test_a_request_dropped_by_an_exiting_actor_ends_the_wait(
     waiting.start()
     waiting.join(10)
     assert not waiting.is_alive(), "the wait goes on for an actor that is gone"
-    assert isinstance(outcome[0], Unreachable)
+    assert isinstance(outcome[0], ActorGone)  # public, and still an ActorTimeout

@@ -1,4 +1,4 @@
-"""send_message(..., timeout=...): wait for room at the server, then raise Overloaded."""
+"""send_message(..., wait=...): wait for room at the server, then raise Overloaded."""
 
 from __future__ import annotations
 
@@ -30,18 +30,18 @@ def test_a_blocking_send_waits_for_room_then_goes_in(tcp_system: ActorSystem, tm
     assert not refused.value.terminating
     began = time.monotonic()
     with pytest.raises(Overloaded):
-        server.send_message(4, timeout=0.3)  # nothing frees room in time
+        server.send_message(4, wait=0.3)  # nothing frees room in time
     assert time.monotonic() - began >= 0.3
     threading.Timer(0.3, os.remove, [tmp_path / "block"]).start()
-    server.send_message(4, timeout=30)  # the export finishes, the queue moves: room
+    server.send_message(4, wait=30)  # the export finishes, the queue moves: room
     server.stop()
     assert delivered(tmp_path) == [0, 1, 2, 3, 4]
 
 
-def test_blocking_send_refuses_a_bad_timeout(tcp_system: ActorSystem, tmp_path: Path) -> None:
+def test_blocking_send_refuses_a_bad_wait(tcp_system: ActorSystem, tmp_path: Path) -> None:
     server = start(tcp_system, tmp_path)
     with pytest.raises(ConfigError) as error:
-        server.send_message(1, timeout=-1)
-    assert error.value.option == "timeout"
+        server.send_message(1, wait=-1)
+    assert error.value.option == "wait"
     server.stop()
     assert delivered(tmp_path) == []

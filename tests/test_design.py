@@ -10,7 +10,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "pachka_actors"
 
 #: State machines and policies: no Thespian, no clock, no I/O, not even through the package.
-PURE = ["core", "_core_events", "_timers", "_restart", "_supervisor_core"]
+PURE = ["core", "_core_events", "_timers", "_restart", "_supervisor_core", "_credits"]
 
 
 def imports_of(module: str) -> tuple[set[str], set[str]]:

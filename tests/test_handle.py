@@ -112,7 +112,7 @@ def test_interpreter_exit_ships_the_buffer(tmp_path: Path) -> None:
     tests = Path(__file__).parent
     result = subprocess.run([sys.executable, str(tests / "linger_exit.py"), str(tmp_path)],
                             capture_output=True, text=True, timeout=60,
-                            env={**os.environ, "PYTHONPATH": str(tests)})
+                            env={**os.environ, "PYTHONPATH": f"{tests}:{tests.parent}"})
     assert result.returncode == 0, result.stderr
     assert not session_pids(int(result.stdout.split()[0]))
     assert delivered(tmp_path) == [0, 1, 2]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 import sys
 import threading
 import time
@@ -16,9 +18,18 @@ from sinks import RecordingSink, delivered, wait_for
 from support import actor_system, start, touch
 from thespian.actors import ActorSystem
 
-from pachka_actors import ActorTimeout, Overloaded, Pachka, PachkaError, UnpicklableMessage
+from pachka_actors import (
+    ActorTimeout,
+    MessagesLost,
+    NotStarted,
+    Overloaded,
+    Pachka,
+    PachkaError,
+    UnpicklableMessage,
+)
 from pachka_actors._courier import Courier
 from pachka_actors.messages import State
+from pachka_actors.systems import RECORDS, SystemRecord, free_port
 
 
 @pytest.fixture(params=["multiprocTCPBase", "multiprocQueueBase"])
@@ -49,7 +60,7 @@ def test_unpicklable_message_is_refused_at_its_call(multiproc_system: ActorSyste
 def test_unpicklable_item_of_send_messages_is_named(tcp_system: ActorSystem,
                                                      tmp_path: Path) -> None:
     server = start(tcp_system, tmp_path)
-    with pytest.raises(UnpicklableMessage, match="message 1: cannot send a lock") as error:
+    with pytest.raises(UnpicklableMessage, match="message 1, a lock, does not pickle") as error:
         server.send_messages([1, threading.Lock(), 3])
     assert "none of the 3 was queued" in str(error.value)
     assert server.send_messages([4, 5]) == 2  # the handle works on
@@ -57,36 +68,40 @@ def test_unpicklable_item_of_send_messages_is_named(tcp_system: ActorSystem,
     assert delivered(tmp_path) == [4, 5]
 
 
-def late_class() -> type:
+@pytest.fixture
+def late() -> Iterator[type]:
     """A class the server's process cannot load: its module exists only in this process,
     made after the system started (as a class defined in __main__ then would be)."""
     module = types.ModuleType("late_module")
     sys.modules["late_module"] = module
     exec("class Late:\n    pass\n", module.__dict__)
-    late: type = module.Late
-    return late
+    yield module.Late
+    del sys.modules["late_module"]
+
+
+def buffer_with(server: Pachka, late: type) -> None:
+    for message in [1, late(), 2]:
+        server.send_message(message)  # it pickles here: accepted into the buffer
 
 
 def test_message_the_server_cannot_load_costs_only_itself(tcp_system: ActorSystem,
-                                                          tmp_path: Path) -> None:
+                                                          tmp_path: Path, late: type) -> None:
     server = start(tcp_system, tmp_path, linger=3600, credit_timeout=30)
-    late = late_class()
-    try:
-        for message in [1, late(), 2]:
-            server.send_message(message)  # it pickles here: accepted into the buffer
-        with pytest.raises(UnpicklableMessage, match="1 buffered messages cannot be loaded"):
-            server.flush()
-        with pytest.raises(UnpicklableMessage, match="message 1, a Late, cannot be loaded"):
-            server.send_messages([3, late(), 4])
-        unbuffered = Pachka.connect(tcp_system, server.address, linger=None)
-        with pytest.raises(UnpicklableMessage, match="message 0, a Late, cannot be loaded"):
-            unbuffered.send_message(late())
-        server.send_message(5)
-        began = time.monotonic()
-        server.stop()
-        assert time.monotonic() - began < 10  # the grant was closed by the good ones
-    finally:
-        del sys.modules["late_module"]
+    buffer_with(server, late)
+    with pytest.raises(MessagesLost, match="message 1, a Late, cannot be loaded") as lost:
+        server.flush()  # dropped alone: the others were shipped
+    assert lost.value.count == 1
+    with pytest.raises(UnpicklableMessage, match="message 1, a Late, cannot be loaded"):
+        server.send_messages([3, late(), 4])
+    unbuffered = Pachka.connect(tcp_system, server.address, linger=None)
+    with pytest.raises(UnpicklableMessage, match="message 0, a Late, cannot be loaded"):
+        unbuffered.send_message(late())
+    server.send_message(5)
+    began = time.monotonic()
+    with pytest.raises(MessagesLost) as again:
+        server.stop()  # stops, then says it again: a program may check only stop()
+    assert again.value.count == 1
+    assert time.monotonic() - began < 10  # the grant was closed by the good ones
     assert delivered(tmp_path) == [1, 2, 5]
 
 
@@ -98,10 +113,11 @@ def test_message_spoiled_after_its_call_costs_only_itself(tcp_system: ActorSyste
     server.send_message(box)  # pickles now...
     server.send_message("after")
     box.append(threading.Lock())  # ...but no longer when the buffer ships
-    with pytest.raises(UnpicklableMessage, match="1 buffered messages no longer pickle"):
+    with pytest.raises(MessagesLost, match="message 1, a list, does not pickle"):
         server.flush()
     began = time.monotonic()
-    server.stop()
+    with pytest.raises(MessagesLost):
+        server.stop()
     assert time.monotonic() - began < 10  # the grant was closed by the others' shipment
     assert delivered(tmp_path) == ["before", "after"]
 
@@ -161,14 +177,14 @@ def test_courier_crash_keeps_messages(tcp_system: ActorSystem, tmp_path: Path,
     ship = Courier._ship
     crashes: list[int] = []
 
-    def crash_once(self: Courier, endpoint: ActorSystem, shipment: Any) -> bool:
+    def crash_once(self: Courier, endpoint: ActorSystem, shipment: Any) -> None:
         if not crashes:
             crashes.append(1)
             raise SystemExit("injected")  # not an Exception: ends the thread
         return ship(self, endpoint, shipment)
 
     monkeypatch.setattr(Courier, "_ship", crash_once)
-    with pytest.raises(PachkaError, match=r"courier thread .* failed.*10 messages are kept"):
+    with pytest.raises(PachkaError, match=r"courier thread .* failed.*messages were kept"):
         server.flush()
     for i in range(10, 20):
         server.send_message(i)
@@ -183,7 +199,7 @@ def test_flush_has_a_timeout(tcp_system: ActorSystem, tmp_path: Path,
     release = threading.Event()
     ship = Courier._ship
 
-    def stuck(self: Courier, endpoint: ActorSystem, shipment: Any) -> bool:
+    def stuck(self: Courier, endpoint: ActorSystem, shipment: Any) -> None:
         release.wait(30)
         return ship(self, endpoint, shipment)
 
@@ -280,3 +296,72 @@ def test_server_stopped_elsewhere_answers_at_once(tcp_system: ActorSystem,
     with pytest.raises(Overloaded):
         lingering.send_message("late")  # its credit request finds no one
     assert time.monotonic() - began < 5
+
+
+# ---- issue 17: what the handle accepted is delivered, or its loss reported -----------------
+
+
+def shut_down_elsewhere(port: int) -> None:
+    """Another program shuts the actor system down, as `asys.shutdown()` there would."""
+    code = ("from thespian.actors import ActorSystem; "
+            f"ActorSystem('multiprocTCPBase', {{'Admin Port': {port}}}).shutdown()")
+    with open(os.devnull, "w") as out:
+        subprocess.run([sys.executable, "-c", code], stdout=out, stderr=out, timeout=30,
+                       check=True)
+
+
+def test_messages_lost_with_a_server_shut_down_elsewhere(tmp_path: Path) -> None:
+    """17.3: the next call and `stop()` say how many accepted messages are lost (before:
+    `Overloaded: ... is gone` with no count, or a private error, and `stop()` returned)."""
+    port = free_port()
+    with actor_system("multiprocTCPBase", {"Admin Port": port}) as asys:
+        server = start(asys, tmp_path, linger=3600, buffer_size=100)
+        for i in range(5):
+            server.send_message(i)  # buffered under the server's credit
+        shut_down_elsewhere(port)
+        with pytest.raises(MessagesLost) as lost:
+            server.status()
+        assert lost.value.count == 5 and "gone" in lost.value.reason
+        with pytest.raises(MessagesLost) as again:
+            server.stop()  # said again: a program may check only stop()
+        assert again.value.count == 5
+
+
+def test_stop_after_a_refused_shipment_stops_then_reports(tcp_system: ActorSystem,
+                                                          tmp_path: Path, late: type) -> None:
+    """17.4: a shipment problem found by `stop()` does not make it stop nothing (before:
+    "reported by this later call, which did nothing", and the server ran on)."""
+    server = start(tcp_system, tmp_path, linger=3600, credit_timeout=30)
+    buffer_with(server, late)
+    with pytest.raises(MessagesLost, match="cannot be loaded") as lost:
+        server.stop()
+    assert lost.value.count == 1
+    assert delivered(tmp_path) == [1, 2]  # stopped: the rest delivered
+    with pytest.raises(NotStarted):
+        Pachka.connect(tcp_system, server.address, linger=None).status()  # the server is gone
+
+
+@pytest.mark.multiproc
+def test_ctrl_c_while_waiting_for_room_lets_stop_return_promptly(tmp_path: Path) -> None:
+    """17.5: the grant that answers an interrupted wait is not left open at the server
+    (before: `stop()` waited for it to expire, `credit_timeout`, 30 s here)."""
+    touch(tmp_path, "block")
+    tests = Path(__file__).parent
+    with open(tmp_path / "out", "w") as out, open(tmp_path / "err", "w") as err:
+        child = subprocess.Popen([sys.executable, str(tests / "interrupt_wait.py"),
+                                  str(tmp_path)], stdout=out, stderr=err,
+                                 env={**os.environ, "PYTHONPATH": f"{tests}:{tests.parent}"})
+    try:
+        wait_for(lambda: (tmp_path / "waiting").exists() or child.poll() is not None, 30)
+        time.sleep(0.5)  # into the wait (were it not, the request would not be asked at all)
+        child.send_signal(signal.SIGINT)
+        wait_for(lambda: (tmp_path / "stopping").exists() or child.poll() is not None, 10)
+        os.remove(tmp_path / "block")  # room frees: the server grants the given-up request
+        assert child.wait(90) == 0, (tmp_path / "err").read_text()
+    finally:
+        if child.poll() is None:
+            child.kill()
+    sid, took = (tmp_path / "out").read_text().split()
+    RECORDS.append(SystemRecord("of a child process", int(sid)))
+    assert float(took) < 10, (tmp_path / "err").read_text()
+    assert delivered(tmp_path) == [0, 1, 2, 3]

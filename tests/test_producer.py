@@ -167,7 +167,8 @@ def test_refusal_raised_once_then_asked_again() -> None:
     assert not producer.send("a") and len(actor.requests(RequestCredit)) == 2
     producer.receive(Answer(actor.sent[-1].ref, Granted(7, 1)))
     assert ready == [1, 1] and producer.send("a") and producer.unconfirmed == 1
-    assert actor.sent[-2].request == SendMessages(["a"], 7)  # full: shipped at once
+    assert actor.sent[-2].request == SendMessages(["a"], 7)  # full: shipped at once...
+    assert isinstance(actor.sent[-1].request, RequestCredit)  # ...then the next room asked
 
 
 def test_unanswered_request_times_out_and_late_room_goes_back() -> None:

@@ -1,0 +1,247 @@
+"""Hypothesis stateful test of the credit rules (`_credits.py`) both producers follow.
+
+Any interleaving of takes, answers (grants, refusals, late ones), requests given
+up, time passing, flushes, closes, confirmations and the server vanishing keeps
+the promises: a message is taken only under room granted; nothing taken is lost
+or duplicated unless counted lost; shipments keep the order of taking; every
+grant is shipped or given back exactly once, or still held.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+
+from pachka_actors._credits import AskRoom, Credits, Ship
+from pachka_actors.errors import Overloaded
+
+
+class CreditsModel(RuleBasedStateMachine):
+    credits: Credits
+
+    @initialize(size=st.integers(1, 6), linger=st.sampled_from([0.0, 1.0, 5.0]),
+                idle=st.sampled_from([0.5, 3.0]), bytes_limited=st.booleans(),
+                ahead=st.booleans())
+    def start(self, size: int, linger: float, idle: float, bytes_limited: bool,
+              ahead: bool) -> None:
+        self.credits = Credits(size, linger, idle, itertools.count(1).__next__, ahead=ahead)
+        self.ahead = ahead
+        self.bytes_limited = bytes_limited
+        self.now = 0.0
+        self.taken: list[int] = []  # messages are 0, 1, 2, ... in the order taken
+        self.sizes: dict[int, int] = {}
+        self.shipped: list[int] = []  # every message shipped, in shipping order
+        self.dropped: list[int] = []  # held when the server vanished
+        self.granted: dict[int, tuple[int, int | None]] = {}  # credit: (count, bytes)
+        self.shipped_credits: set[int] = set()
+        self.asks: dict[int, AskRoom] = {}  # sent, not answered yet
+        self.needed: set[int] = set()  # asks sent holding no room (their refusal counts)
+        self.given_up: set[int] = set()
+        self.ships: dict[int, Ship] = {}  # sent, not confirmed yet
+        self.confirmed = 0
+        self.lost = 0
+        self.next_credit = 1000
+        self.gone = False
+        self.closed = False
+        self.refusal_due = False  # a refusal that the next take finding no room must raise
+
+    def perform(self) -> None:
+        """What a shell does after every call: send the actions, in order."""
+        for action in self.credits.drain():
+            if isinstance(action, AskRoom):
+                assert len(self.asks.keys() - self.given_up) == 0, "one request at a time"
+                self.asks[action.ref] = action
+                if self.credits.current is None:
+                    self.needed.add(action.ref)
+                continue
+            assert action.credit in self.granted, "shipped under a credit never granted"
+            assert action.credit not in self.shipped_credits, "a grant shipped twice"
+            count, room = self.granted[action.credit]
+            assert len(action.messages) <= count, "more messages than the grant's room"
+            if room is not None and len(action.messages) > 1:
+                assert sum(self.sizes[m] for m in action.messages) <= room
+            self.shipped_credits.add(action.credit)
+            self.shipped += action.messages
+            self.ships[action.ref] = action
+
+    # ---- the producer's side -------------------------------------------------------------
+
+    @precondition(lambda self: not self.gone)
+    @rule(size=st.integers(0, 5), wait=st.sampled_from([0.0, 2.0]))
+    def take(self, size: int, wait: float) -> None:
+        held = self.credits.current is not None
+        message = len(self.taken)
+        if not self.bytes_limited:
+            size = 0
+        self.closed = False  # a take opens again
+        try:
+            taken = self.credits.take(message, size, self.now, wait)
+        except Overloaded:
+            assert self.refusal_due, "a refusal raised that no longer says anything"
+            assert self.credits.current is None, "a refusal raised while room is held"
+            assert not held
+            self.refusal_due = False
+        else:
+            assert not (self.refusal_due and self.credits.current is None and not held)
+            if taken:
+                self.taken.append(message)
+                self.sizes[message] = size
+                if not self.ahead:
+                    assert not any(isinstance(a, AskRoom) for a in self.credits.outbox), \
+                        "asked for room no message needed"
+            else:
+                assert self.credits.current is None
+                assert self.credits.asking is not None, "no room and nobody asking"
+        self.perform()
+
+    @precondition(lambda self: not self.gone)
+    @rule()
+    def reserve(self) -> None:
+        asking = self.credits.asking
+        self.credits.reserve()
+        if self.credits.asking != asking:
+            self.refusal_due = False
+        self.perform()
+
+    @rule()
+    def flush(self) -> None:
+        self.credits.flush()
+        assert not self.credits.buffered
+        self.perform()
+
+    @rule()
+    def close(self) -> None:
+        self.closed, self.refusal_due = True, False
+        self.credits.close()
+        assert self.credits.current is None and self.credits.spare is None
+        self.perform()
+
+    @rule(seconds=st.sampled_from([0.1, 0.5, 1.0, 5.0]))
+    def time_passes(self, seconds: float) -> None:
+        self.now += seconds
+        self.credits.due(self.now)
+        for grant in (self.credits.current, self.credits.spare):
+            assert grant is None or grant.due > self.now, "a grant overdue after due()"
+        self.perform()
+
+    # ---- the server's side ---------------------------------------------------------------
+
+    @precondition(lambda self: self.asks)
+    @rule(data=st.data(), fraction=st.sampled_from([0.0, 0.5, 1.0]),
+          room=st.sampled_from([None, 0, 3, 8]))
+    def answer(self, data: st.DataObject, fraction: float, room: int | None) -> None:
+        ref = data.draw(st.sampled_from(sorted(self.asks)))
+        ask = self.asks.pop(ref)
+        late = ref in self.given_up
+        self.given_up.discard(ref)
+        count = int(ask.count * fraction)
+        before = len(self.shipped_credits)
+        if count:
+            credit, self.next_credit = self.next_credit, self.next_credit + 1
+            size = room if self.bytes_limited else None
+            self.granted[credit] = (count, size)
+            assert self.credits.answered(ref, self.now, credit, count, size=size)
+        else:
+            assert self.credits.answered(ref, self.now, None, 0, Overloaded("full"))
+            if not (late or self.closed) and ref in self.needed:
+                self.refusal_due = True
+        closed = self.closed
+        self.perform()
+        if count and (late or closed):
+            assert len(self.shipped_credits) == before + 1, "a late grant not given back"
+
+    @precondition(lambda self: self.credits.asking is not None)
+    @rule()
+    def give_up(self) -> None:
+        ref = self.credits.asking
+        assert ref is not None
+        self.credits.give_up(ref, Overloaded("no answer"))
+        self.given_up.add(ref)
+        if not self.closed and ref in self.needed:
+            self.refusal_due = True
+        assert self.credits.asking is None
+
+    @precondition(lambda self: self.ships)
+    @rule(data=st.data(), missing=st.integers(0, 2))
+    def confirm(self, data: st.DataObject, missing: int) -> None:
+        ref = data.draw(st.sampled_from(sorted(self.ships)))
+        ship = self.ships.pop(ref)
+        accepted = max(0, len(ship.messages) - missing)
+        assert self.credits.shipped(ref, accepted, "refused")
+        self.confirmed += accepted
+        self.lost += len(ship.messages) - accepted
+
+    @precondition(lambda self: not self.gone)
+    @rule()
+    def server_vanishes(self) -> None:
+        self.dropped = list(self.credits.current.messages) if self.credits.current else []
+        unconfirmed = sum(len(ship.messages) for ship in self.ships.values())
+        assert self.credits.lose_all("gone") == len(self.dropped) + unconfirmed
+        self.lost += len(self.dropped) + unconfirmed
+        self.ships.clear()
+        self.asks.clear()
+        self.gone = True
+
+    # ---- promises --------------------------------------------------------------------------
+
+    @invariant()
+    def nothing_lost_or_twice_and_in_order(self) -> None:
+        if not hasattr(self, "credits"):
+            return
+        held = list(self.credits.current.messages) if self.credits.current else []
+        assert self.shipped + self.dropped + held == self.taken
+
+    @invariant()
+    def every_grant_shipped_once_or_held(self) -> None:
+        if not hasattr(self, "credits"):
+            return
+        held = [g.credit for g in (self.credits.current, self.credits.spare) if g is not None]
+        assert len(set(held)) == len(held) and not set(held) & self.shipped_credits
+        if not self.gone:
+            assert set(held) | self.shipped_credits == set(self.granted)
+        assert self.credits.spare is None or self.credits.current is not None
+        for grant in (self.credits.current, self.credits.spare):
+            if grant is not None:
+                assert len(grant.messages) <= self.granted[grant.credit][0]
+
+    @invariant()
+    def every_message_accounted_for(self) -> None:
+        if not hasattr(self, "credits"):
+            return
+        assert self.credits.lost == self.lost
+        assert len(self.taken) == self.credits.pending + self.confirmed + self.lost
+
+
+TestCredits = CreditsModel.TestCase
+
+
+def test_a_message_larger_than_the_room_goes_alone() -> None:
+    credits = Credits(4, 1.0, 1.0, itertools.count(1).__next__, ahead=True)
+    assert not credits.take("a", 10, 0.0)
+    (ask,) = credits.drain()
+    assert isinstance(ask, AskRoom) and credits.answered(ask.ref, 0.0, 7, 4, size=5)
+    assert credits.take("big", 10, 0.0)  # an empty grant takes any one message
+    assert [type(a) for a in credits.drain()] == [Ship, AskRoom]  # then the next room
+
+
+def test_a_refusal_while_room_is_held_is_not_raised() -> None:
+    credits = Credits(2, 1.0, 1.0, itertools.count(1).__next__, ahead=True)
+    credits.reserve()
+    (first,) = credits.drain()
+    assert isinstance(first, AskRoom)
+    credits.answered(first.ref, 0.0, 1, 2)
+    assert credits.take("a", 0, 0.0)  # half used: asks ahead
+    (ahead,) = credits.drain()
+    assert isinstance(ahead, AskRoom)
+    credits.answered(ahead.ref, 0.0, None, 0, Overloaded("full"))
+    assert credits.take("b", 0, 0.0)  # the stale refusal is not raised: room was held
+    assert not credits.take("c", 0, 0.0)  # no room now: asks again
+    ship, again = credits.drain()
+    assert isinstance(ship, Ship) and ship.messages == ["a", "b"] and isinstance(again, AskRoom)
+    credits.answered(again.ref, 0.0, None, 0, Overloaded("full"))
+    with pytest.raises(Overloaded):
+        credits.take("c", 0, 0.0)  # this refusal counts, once
+    assert not credits.take("c", 0, 0.0)
