@@ -47,17 +47,19 @@ class Answer:
 
 @dataclass(frozen=True)
 class Caller:
-    """Where a reply goes: an actor address, and the ref of a wrapped request (or None)."""
+    """Where a reply goes: an actor address, and the ref of a wrapped request (or None);
+    or, for a request that came over a server's link (`_exit`), that link."""
 
     address: ActorAddress
     ref: int | None = None
+    link: Any = None
 
     @staticmethod
-    def of(message: Any, sender: ActorAddress) -> tuple[Any, Caller]:
+    def of(message: Any, sender: ActorAddress, link: Any = None) -> tuple[Any, Caller]:
         """The request inside `message`, and who to answer."""
         if isinstance(message, Ask):
-            return message.request, Caller(sender, message.ref)
-        return message, Caller(sender)
+            return message.request, Caller(sender, message.ref, link)
+        return message, Caller(sender, None, link)
 
     def answer(self, reply: Any) -> Any:
         """What to send back: `reply`, wrapped if the request was."""

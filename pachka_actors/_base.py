@@ -114,6 +114,27 @@ def forget_dead_children(actor: Actor) -> None:
 
 
 @contextlib.contextmanager
+def reopened(system: ActorSystem, base: Any) -> Iterator[None]:
+    """simpleSystemBase only: `system` as it was before `shutdown()`, for the time of the
+    block. That base's shutdown ends no actor (it sends them no `ActorExitRequest`): it
+    only drops the system's base, which `base` (taken while it ran) still is, so a handle
+    can still stop its server, drained, at interpreter exit."""
+    if getattr(system, "_systemBase", None) is not None:
+        yield
+        return
+    system._systemBase = base
+    try:
+        yield
+    finally:
+        system._systemBase = None
+
+
+def base_of(system: ActorSystem) -> Any:
+    """What `reopened` needs: the running system's base."""
+    return getattr(system, "_systemBase", None)
+
+
+@contextlib.contextmanager
 def private_endpoint(system: ActorSystem) -> Iterator[ActorSystem]:
     """A new external endpoint of `system`, for one thread, closed on exit.
 

@@ -33,8 +33,10 @@ from typing import Any, cast
 from thespian.actors import ActorAddress, ActorSystem
 
 from ._ask import Answer, R, ask, new_ref
-from ._base import Base, private_endpoint, system_key
+from ._base import Base, base_of, private_endpoint, system_key
 from ._credits import AskRoom, Credits, Ship
+from ._exit import Lifeline
+from ._link import GetLink, LinkName
 from .config import HandleOptions
 from .errors import (
     ActorGone,
@@ -120,6 +122,8 @@ class Courier:
                  base: Base) -> None:
         self.system, self.address, self.ask_timeout = system, address, options.ask_timeout
         self.inline = base.inline
+        #: simpleSystemBase: its base, to stop the server after a shutdown (`_base.reopened`).
+        self.base = base_of(system) if self.inline else None
         self.checks_pickling = not base.inline  # messages cross processes: check they pickle
         self.key = system_key(system)
         #: The condition's lock, entered directly on the hot path (`put`): entering the
@@ -139,6 +143,9 @@ class Courier:
         self.crash: BaseException | None = None  # the thread's, not reported yet
         self.crashes = 0
         self.gone: str | None = None  # why no traffic is possible any more
+        self.lifeline: Lifeline | None = None  # to the server's link (multi-process bases)
+        self.linked = False  # whether there is a lifeline is known
+        self.exiting = False  # the server said it exits: the lifeline ships
         self.reported = 0  # of `credits.lost`
         self.trouble = False  # for the next call to hear: losses, a crash, the server gone
         if self.inline:
@@ -212,19 +219,51 @@ class Courier:
             with self.cond:
                 self.ending = True
                 self.cond.notify_all()
-                thread = self.thread
+                thread, lifeline = self.thread, self.lifeline
+                if not self.exiting:
+                    self.lifeline, self.linked = None, False
             if thread is not None and thread is not threading.current_thread():
                 thread.join(5.0)
+            if lifeline is not None and not self.exiting:
+                lifeline.close()
 
-    def down(self, why: str) -> None:
-        """No traffic is possible any more: what is held or unconfirmed is lost."""
+    def down(self, why: str, final: bool = False) -> None:
+        """No traffic is possible any more: what is held or unconfirmed is lost. Not yet
+        while the server exits and the lifeline ships (`final`: its line has closed)."""
         with self.cond:
             if self.gone is None:
                 self.gone, self.trouble = why, True
-                if lost := self.credits.lose_all(why):
-                    log.error("%d messages accepted by the handle to %s are lost: %s", lost,
-                              self.address, why)
                 self.cond.notify_all()
+            if self.lifeline is not None and not final and self.exiting:
+                return
+            if lost := self.credits.lose_all(self.gone):
+                log.error("%d messages accepted by the handle to %s are lost: %s", lost,
+                          self.address, self.gone)
+
+    # ---- the server's exit (`_exit.Lifeline`) ----------------------------------------------
+
+    def take_shipments(self) -> list[Ship]:
+        """The server exits: give back all room, and hand the lifeline every shipment not
+        confirmed yet, the one under way first (answered, not taken twice, if it got there)."""
+        with self.cond:
+            self.exiting = True
+            self.credits.close()
+            self._push()
+            ships = [job for job in self.jobs if isinstance(job, Ship)]
+            self.jobs = deque(job for job in self.jobs if not isinstance(job, Ship))
+            return [self.current, *ships] if isinstance(self.current, Ship) else ships
+
+    def confirmed(self, ref: int, reply: Any) -> None:
+        """The server's answer, over the lifeline, to shipment `ref`."""
+        with self.cond:
+            accepted = reply.count if isinstance(reply, Accepted) else 0
+            self.credits.shipped(ref, accepted, f"the exiting server at {self.address} "
+                                                f"refused them: {reply!r}")
+            self.cond.notify_all()
+
+    def server_ended(self) -> None:
+        """The lifeline closed: the server's process has ended."""
+        self.down(f"the Pachka server at {self.address} has ended", final=True)
 
     def check(self, total: bool = False) -> None:
         """Raise what the next call must hear: `MessagesLost` for messages lost since the
@@ -321,6 +360,17 @@ class Courier:
                 self.current = None
                 self.cond.notify_all()
 
+    def _connect_lifeline(self, endpoint: ActorSystem) -> None:
+        """Before the first room is asked for: where the server's link is, and a line to it
+        if it is on this host (`linked` once that is known, whatever it is)."""
+        try:
+            where = self._ask(endpoint, GetLink(), LinkName, self.ask_timeout)
+            self.linked = True
+            if where.name is not None:
+                self.lifeline = Lifeline(self, where.name)
+        except OSError as exc:  # another host
+            log.debug("no lifeline to %s: %r", self.address, exc)
+
     def _next(self, endpoint: ActorSystem) -> _Job | None:
         """The next job; meanwhile ship what `Credits.due` says (linger, idle grants), and
         listen for the replies to requests that timed out: Thespian's sender retries a
@@ -380,6 +430,8 @@ class Courier:
         elif isinstance(job, AskRoom):
             timeout = None if self.ask_timeout is None else self.ask_timeout + job.wait
             try:
+                if not (self.linked or self.inline):
+                    self._connect_lifeline(endpoint)
                 room = self._ask(endpoint, RequestCredit(job.count, job.wait), Granted,
                                  timeout, job.ref)
             except PachkaError as exc:
@@ -430,6 +482,8 @@ class Courier:
                 except PachkaError as again:
                     why = f"{why}; the other {len(good)} could not be shipped either: {again}"
         with self.cond:
+            if self.exiting and not accepted:
+                return  # it went again over the lifeline, which settles it
             lost = self.credits.lost
             self.credits.shipped(ship.ref, accepted, why)
             if self.credits.lost > lost:

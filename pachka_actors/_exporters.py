@@ -33,7 +33,7 @@ from typing import Any
 from thespian.actors import Actor, ActorAddress, ActorExitRequest
 
 from ._base import Base, child_pid, forget_children
-from ._link import Link, Listener
+from ._link import Link, Listener, Producer
 from ._process import DeathWatch, die_with_parent
 from .errors import SinkError
 from .sink import EXITED, Batch, FailureReason, Sink
@@ -239,6 +239,7 @@ class ExporterPool:
         self.members: dict[int, Member] = {}
         self.watch: DeathWatch[int] = DeathWatch()
         self._unknown: list[Link] = []  # connected, their Hello not read yet
+        self.producers: list[Link] = []  # handles' links, which the server reads
         self._ended: list[ActorAddress] = []  # exporters seen dead, for Thespian to forget
         self._serial = 0
         #: The server is in its exit handler and receives no Thespian message: exporters
@@ -376,6 +377,9 @@ class ExporterPool:
             return
         self._unknown.remove(link)
         hello = frames[0] if frames else None
+        if isinstance(hello, Producer):  # a handle's, for the server's exit (`_exit`)
+            self.producers.append(link)
+            return
         member = self.members.get(hello.exporter_id) if isinstance(hello, Hello) else None
         if member is None or member.phase is Phase.ABANDONED:
             link.close()  # abandoned before it connected: it ends once its link closes

@@ -101,8 +101,8 @@ class Link:
 
     def next(self, timeout: float | None = None) -> Any:
         """Wait for the next frame; None when the peer closed its end (or `timeout` passed)."""
-        self._socket.settimeout(timeout)
         try:
+            self._socket.settimeout(timeout)
             while not (frames := self._frames(limit=1)):
                 chunk = self._socket.recv(1 << 20)
                 if not chunk:
@@ -130,3 +130,27 @@ class Link:
     def close(self) -> None:
         self.closed = True
         self._socket.close()
+
+
+# ---- what a handle and its server say over the link (see `_exit`) -------------------------
+
+
+@dataclass(frozen=True)
+class GetLink:
+    """Where the server's link is, for a handle (Thespian request); reply: `LinkName`."""
+
+
+@dataclass(frozen=True)
+class LinkName:
+    name: str | None  # None: the server has no processes beside it (simpleSystemBase)
+
+
+@dataclass(frozen=True)
+class Producer:
+    """A handle's first frame: it is told on this link when the server exits."""
+
+
+@dataclass(frozen=True)
+class Exiting:
+    """To producers: the server is in its exit handler, where Thespian delivers nothing:
+    ship what you hold over this link, now."""

@@ -134,6 +134,9 @@ class PachkaCore:
     pending: deque[Batch] = field(default_factory=deque)
     #: Open grants (id: credits) and their sum: room promised to producers' buffers.
     credits: dict[int, int] = field(default_factory=dict)
+    #: The grants shipped last: a shipment a handle sends again (it could not tell whether
+    #: the first one arrived) is answered, not taken twice.
+    shipped: deque[int] = field(default_factory=lambda: deque(maxlen=1024))
     reserved: int = 0
     #: Credit requests waiting for room, in turn: (requester, count, wait timer).
     waiting: deque[tuple[Any, int, Timer]] = field(default_factory=deque)
@@ -238,6 +241,9 @@ class PachkaCore:
                                                             f"credit {credit} came after the "
                                                             f"server stopped")]
         effects: list[Effect] = [Answer(Accepted(len(messages)))]
+        if credit in self.shipped:  # sent again, over the link at exit: taken already
+            return effects
+        self.shipped.append(credit)
         granted = self.credits.pop(credit, None)
         if granted is None:
             effects.append(Log(logging.WARNING, f"credit {credit} expired before its "

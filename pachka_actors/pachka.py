@@ -25,7 +25,7 @@ from thespian.actors import ActorAddress, ActorExitRequest, ActorSystem
 from ._ask import R
 from ._base import Base, system_key
 from ._courier import PLAIN, Courier, check_picklable, system_lock
-from ._exit_patch import track
+from ._exit import track
 from ._options import seconds
 from ._placement import create_placed
 from .config import (
@@ -262,7 +262,6 @@ class Pachka:
         earlier call said so.
         """
         courier = self._courier
-        self._owns_server = False
         if courier.gone is None:
             deadline = None if timeout is None else time.monotonic() + timeout
             courier.flush(timeout, release=True)  # no credit left open: the server waits for it
@@ -270,6 +269,7 @@ class Pachka:
             with contextlib.suppress(ActorGone):  # it exited already: stopped elsewhere
                 courier.call(Stop(), Stopped, left)
             courier.down(f"the Pachka server at {self.address} was stopped")
+        self._owns_server = False  # stopped: nothing more to do at interpreter exit
         courier.end(self.ask_timeout)
         courier.check(total=True)
 

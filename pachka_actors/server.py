@@ -32,6 +32,7 @@ from . import _exit, _spill
 from ._ask import Caller
 from ._base import Base
 from ._exporters import ExporterPool, Outcome
+from ._link import GetLink, Link, LinkName
 from ._timers import Timers
 from .config import PachkaConfig, capabilities_satisfy
 from .core import (
@@ -98,6 +99,7 @@ class Running:
     exiting: bool = False  # in the ActorExitRequest handler: nothing more is received
     look_due: float | None = None  # when the pending look at the exporters comes
     look_delay: float = POLL_FIRST  # the delay of the next one
+    told: list[Link] = field(default_factory=list)  # handles told that the server exits
 
     @property
     def name(self) -> str:
@@ -126,13 +128,13 @@ class PachkaServer(Actor):  # type: ignore[misc]
         elif isinstance(message, ActorExitRequest):
             _exit.finish(self, run, sender)
         else:
-            self._dispatch(run, message, sender)
+            self.dispatch(run, message, sender)
             self.poll(run, sender)
             if run.watching:  # Thespian wakes us when an exporter writes, connects or dies
-                return ThespianWatch(run.pool.fds())
+                return ThespianWatch(run.pool.fds() + _exit.fds_of(run))
         return None
 
-    def _dispatch(self, run: Running, message: Any, sender: Caller) -> None:
+    def dispatch(self, run: Running, message: Any, sender: Caller) -> None:
         if isinstance(message, SendMessage):
             self.handle(run, MessagesReceived((message.message,)), sender)
         elif isinstance(message, SendMessages):
@@ -155,6 +157,9 @@ class PachkaServer(Actor):  # type: ignore[misc]
             self._answer(sender, run.core.status())
         elif isinstance(message, CheckLoadable):
             self._answer(sender, Accepted(len(message.messages)))
+        elif isinstance(message, GetLink):
+            listener = run.pool.listener
+            self._answer(sender, LinkName(None if listener is None else listener.name))
         elif isinstance(message, GetStats):
             self._answer(sender, run.metrics.stats())
         elif isinstance(message, StartServer):  # a name in use; or in use until this exits
@@ -166,7 +171,10 @@ class PachkaServer(Actor):  # type: ignore[misc]
             log.warning("Pachka server ignores unknown message %r", message)
 
     def _answer(self, caller: Caller, reply: Any) -> None:
-        self.send(caller.address, caller.answer(reply))
+        if caller.link is not None:
+            caller.link.send(caller.answer(reply))
+        else:
+            self.send(caller.address, caller.answer(reply))
 
     def _unstarted(self, message: Any, sender: Caller) -> None:
         if isinstance(message, StartServer):
@@ -275,6 +283,7 @@ class PachkaServer(Actor):  # type: ignore[misc]
         for event in _done(run.pool.poll()):
             run.look_delay = POLL_FIRST
             self.handle(run, event, sender)
+        _exit.listen(self, run)
         if run.exiting or run.watching or not run.pool.busy:
             run.look_delay = POLL_FIRST
             return

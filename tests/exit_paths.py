@@ -81,7 +81,7 @@ def sqlite_producer(directory: Path, mode: str) -> None:
     try:
         while mode != "shutdown" or time.monotonic() - began < SEND_SECONDS:
             uncertain = 1
-            server.send_message({"seq": accepted, "kind": "k"}, timeout=30)
+            server.send_message({"seq": accepted, "kind": "k"}, wait=30)
             uncertain = 0
             accepted += 1
             if accepted == READY_AFTER:

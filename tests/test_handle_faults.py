@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sinks import RecordingSink, delivered, wait_for
-from support import actor_system, start, touch
+from sinks import RecordingSink, calls, delivered, wait_for
+from support import actor_system, process_gone, start, touch
 from thespian.actors import ActorSystem
 
 from pachka_actors import (
@@ -310,18 +310,35 @@ def shut_down_elsewhere(port: int) -> None:
                        check=True)
 
 
-def test_messages_lost_with_a_server_shut_down_elsewhere(tmp_path: Path) -> None:
-    """17.3: the next call and `stop()` say how many accepted messages are lost (before:
-    `Overloaded: ... is gone` with no count, or a private error, and `stop()` returned)."""
+def test_a_server_shut_down_elsewhere_gets_what_was_buffered(tmp_path: Path) -> None:
+    """17.3: another program's `shutdown()` makes the server exit; it tells this handle over
+    its link, which ships there what it holds (before: lost, with no count)."""
     port = free_port()
     with actor_system("multiprocTCPBase", {"Admin Port": port}) as asys:
         server = start(asys, tmp_path, linger=3600, buffer_size=100)
         for i in range(5):
             server.send_message(i)  # buffered under the server's credit
         shut_down_elsewhere(port)
+        assert delivered(tmp_path) == list(range(5))
+        with pytest.raises(NotStarted, match="ended"):
+            server.status()
+        server.stop()  # stopped elsewhere, nothing lost: nothing to say
+
+
+def test_messages_lost_with_a_killed_server(tmp_path: Path) -> None:
+    """17.3: the next call and `stop()` say how many accepted messages are lost (before:
+    `Overloaded: ... is gone` with no count, or a private error, and `stop()` returned)."""
+    with actor_system("multiprocTCPBase") as asys:
+        server = start(asys, tmp_path, linger=3600, buffer_size=100, max_batch_size=1)
+        assert server.send_messages([-1]) == 1
+        [pid] = wait_for(lambda: {c["ppid"] for c in calls(tmp_path, "send_batch")})
+        for i in range(5):
+            server.send_message(i)  # buffered under the server's credit
+        os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: process_gone(pid))
         with pytest.raises(MessagesLost) as lost:
             server.status()
-        assert lost.value.count == 5 and "gone" in lost.value.reason
+        assert lost.value.count == 5
         with pytest.raises(MessagesLost) as again:
             server.stop()  # said again: a program may check only stop()
         assert again.value.count == 5
