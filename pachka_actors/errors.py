@@ -6,7 +6,7 @@ intact (`__reduce__` where `__init__` does not take `args` as given).
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
 from typing import Any
 
 
@@ -43,6 +43,36 @@ class Overloaded(PachkaError):
 
 def _overloaded(message: str, terminating: bool) -> Overloaded:
     return Overloaded(message, terminating=terminating)
+
+
+class PermanentSinkError(PachkaError):
+    """Raised (or returned) by a sink: these messages will fail again as they are.
+
+    A batch that fails with it is split, in halves, until the messages that fail
+    on their own are found; the others are delivered, in order, and those go to
+    `Sink.dead_letter` instead of being retried for ever. A sink that knows which
+    messages are bad gives their positions in the batch as `indices`, and no
+    splitting is needed. For what time can cure (a database down, locked, busy)
+    raise anything else: that batch is retried, as Pachka does. `error_type` and
+    `code` say what the sink saw (the ready sinks: the driver's exception, and
+    PostgreSQL's SQLSTATE such as "23505" or SQLite's error name).
+    """
+
+    def __init__(self, message: str, error_type: str = "", code: str | None = None, *,
+                 indices: Sequence[int] | None = None) -> None:
+        super().__init__(message)
+        self.error_type = error_type
+        self.code = code
+        self.indices = None if indices is None else tuple(indices)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Crosses from the exporter to the server; the default reduce drops the fields.
+        return (_permanent, (str(self), self.error_type, self.code, self.indices))
+
+
+def _permanent(message: str, error_type: str, code: str | None,
+               indices: tuple[int, ...] | None) -> PermanentSinkError:
+    return PermanentSinkError(message, error_type, code, indices=indices)
 
 
 class UnpicklableMessage(PachkaError, TypeError):

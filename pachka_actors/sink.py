@@ -20,17 +20,24 @@ EXITED = "exited"
 class Batch(list[Any]):
     """The messages `send_batch` gets, in order: a list with an `id`.
 
-    The id stays the same when the batch is retried (also by another exporter),
-    so a sink can tell a batch it wrote already (a killed export that had
-    committed) from a new one: the ready sinks' `ledger` does.
+    The id stays the same when the batch is retried (also by another exporter, and
+    across a spill), so a sink can tell a batch it wrote already (a killed export
+    that had committed) from a new one: the ready sinks' `ledger` does. A part of a
+    batch split to find a bad message has an id derived from it ("<id>.0", "<id>.1").
+
+    `drain_on_terminate` gets one too, whose `parts` say which of its messages were
+    batches before, possibly tried: `(id, count)` for each, from the start, in order;
+    the messages after them never were in a batch.
     """
 
-    def __init__(self, messages: Iterable[Any] = (), id: str = "") -> None:
+    def __init__(self, messages: Iterable[Any] = (), id: str = "",
+                 parts: tuple[tuple[str, int], ...] = ()) -> None:
         super().__init__(messages)
         self.id = id
+        self.parts = parts
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (Batch, (list(self), self.id))
+        return (Batch, (list(self), self.id, self.parts))
 
 
 class Sink:
@@ -67,6 +74,15 @@ class Sink:
     ) -> float:
         """Seconds to wait before retry number `retry_num` (1, 2, ...); Pachka's default."""
         return float(retry_num)
+
+    def dead_letter(self, messages: Batch, error: BaseException, server_value: Any) -> None:
+        """Take messages that fail on their own (`error`, a `PermanentSinkError`), isolated
+        from their batch, which was delivered without them. Runs in an exporter, as
+        `send_batch` does (`export_timeout`, retried when it fails). This default logs
+        them at ERROR; the server counts them (`stats().dead_lettered`)."""
+        shown = ", ".join(f"{message!r:.100}" for message in messages[:5])
+        more = f" and {len(messages) - 5} more" if len(messages) > 5 else ""
+        log.error("%d messages dead-lettered (%s): %s%s", len(messages), error, shown, more)
 
 
 @runtime_checkable

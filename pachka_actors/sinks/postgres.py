@@ -12,8 +12,8 @@ except ImportError as exc:  # pragma: no cover - exercised by a test that hides 
     raise ImportError("pachka_actors.sinks.postgres needs psycopg 3: "
                       "pip install 'pachka_actors[postgres]'") from exc
 
-from ..errors import ConfigError
-from .table import PermanentSinkError, TableSink
+from ..errors import ConfigError, PermanentSinkError
+from .table import TableSink
 
 __all__ = ["PermanentSinkError", "PostgresSink"]
 

@@ -7,8 +7,8 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
-from ..errors import ConfigError
-from .table import PermanentSinkError, TableSink, check_seconds
+from ..errors import ConfigError, PermanentSinkError
+from .table import TableSink, check_seconds
 
 #: `on_conflict` values: SQLite's conflict clauses for INSERT.
 ON_CONFLICT = ("abort", "ignore", "replace")

@@ -6,7 +6,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Generic, Protocol, TypeVar
 
-from ..errors import ConfigError, PachkaError
+from ..errors import ConfigError, PermanentSinkError
 from ..sink import FailureReason, Sink
 
 
@@ -19,27 +19,6 @@ Connection = TypeVar("Connection", bound=_Closable)
 
 # Names are checked, then quoted: nothing the caller passes reaches SQL unchecked.
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
-
-
-class PermanentSinkError(PachkaError):
-    """The database refused a batch for what it contains: bad data, a constraint, the schema.
-
-    The same rows will fail again until someone fixes the data or the table, so
-    `TableSink.retry_timeout` backs off exponentially instead of linearly. The
-    batch is still retried (Pachka drops no batch), and messages queue up behind
-    it until the server refuses new ones as `Overloaded`. `error_type` names the
-    database driver's exception; `code` is its error code (PostgreSQL's SQLSTATE,
-    such as "23505", or SQLite's error name, such as "SQLITE_CONSTRAINT_PRIMARYKEY").
-    """
-
-    def __init__(self, message: str, error_type: str = "", code: str | None = None) -> None:
-        super().__init__(message)
-        self.error_type = error_type
-        self.code = code
-
-    def __reduce__(self) -> tuple[type[PermanentSinkError], tuple[str, str, str | None]]:
-        # Crosses from the exporter to the server; the default reduce drops the fields.
-        return (type(self), (str(self), self.error_type, self.code))
 
 
 def check_identifier(option: str, name: object) -> str:
