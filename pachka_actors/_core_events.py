@@ -42,6 +42,18 @@ class Timer:
     token: int
 
 
+class DeadLetters(Batch):
+    """Messages that failed on their own (`error`, a `PermanentSinkError`): exported like a
+    batch, but to `Sink.dead_letter`."""
+
+    def __init__(self, messages: Batch, error: BaseException) -> None:
+        super().__init__(messages, messages.id)
+        self.error = error
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (DeadLetters, (Batch(self, self.id), self.error))
+
+
 @dataclass(frozen=True)
 class ServerStatus:
     """A snapshot for observability and tests (the reply to `GetStatus`)."""
@@ -180,7 +192,7 @@ class KillExport:
 
 @dataclass(frozen=True)
 class Drain:
-    messages: list[Any]
+    messages: Batch
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from typing import Any
 from thespian.actors import Actor, ActorAddress, ActorExitRequest
 
 from ._base import Base, child_pid, forget_children
+from ._core_events import DeadLetters
 from ._link import Link, Listener, Producer
 from ._process import DeathWatch, die_with_parent
 from .errors import SinkError
@@ -131,6 +132,9 @@ class SinkSession:
             self.failed = self._setup()
         if self.failed is not None:
             return Outcome(export_id, self.failed.failure)
+        if isinstance(batch, DeadLetters):
+            return attempt(export_id, functools.partial(
+                self.sink.dead_letter, Batch(batch, batch.id), batch.error, self.server_value))
         return attempt(export_id, functools.partial(self.sink.send_batch, batch,
                                                     self.server_value))
 

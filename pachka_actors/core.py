@@ -34,6 +34,7 @@ from typing import Any
 
 from ._core_events import (
     Answer,
+    DeadLetters,
     ArmRetryTimer,
     ArmTimer,
     CancelTimer,
@@ -59,12 +60,12 @@ from ._core_events import (
     TimerFired,
     TimerKind,
 )
-from .errors import Overloaded
+from .errors import Overloaded, PermanentSinkError
 from .messages import Accepted, Granted
 from .sink import KILLED, Batch, FailureReason
 
 __all__ = [
-    "Answer", "ArmRetryTimer", "ArmTimer", "CancelTimer", "CreditRequested", "Done", "Drain",
+    "Answer", "ArmRetryTimer", "DeadLetters", "ArmTimer", "CancelTimer", "CreditRequested", "Done", "Drain",
     "DrainDone", "Draining", "Effect", "Event", "ExitRequested", "ExportDone", "Exporting",
     "Finish", "Idle", "KillExport", "Log", "MessagesReceived", "PachkaCore", "Phase", "Reply",
     "Restored", "RetryBackoff", "ServerStatus", "Spill", "StartExport", "State",
@@ -350,7 +351,16 @@ class PachkaCore:
 
     def _export_failed(self, phase: Exporting, failure: FailureReason) -> list[Effect]:
         """The shell logs a failure that is retried (it knows the delay and the traceback)."""
-        if self.terminating and self.drains:
+        letters = isinstance(phase.batch, DeadLetters)
+        if isinstance(failure, PermanentSinkError) and not letters:
+            self.phase = Idle()
+            parts = _isolate(phase.batch, failure)
+            self.pending.extendleft(reversed(parts))
+            return [Log(logging.WARNING, f"batch {phase.batch.id} of {len(phase.batch)} messages "
+                                         f"failed for some of them ({failure}): going on with "
+                                         f"{' and '.join(_described(p) for p in parts)}"),
+                    *self._settle()]
+        if self.terminating and self.drains and not letters:
             self.phase = Idle()
             self.pending.appendleft(phase.batch)
             return [Log(logging.WARNING, f"export of {len(phase.batch)} messages failed "
@@ -380,7 +390,7 @@ class PachkaCore:
         self.terminating = True
         if isinstance(self.phase, Idle):
             return self._settle()
-        if isinstance(self.phase, RetryBackoff) and self.drains:
+        if isinstance(self.phase, RetryBackoff) and self.drains and self._drainable:
             return self._drain()
         return []  # an in-flight export may finish; a retry keeps its backoff
 
@@ -411,7 +421,7 @@ class PachkaCore:
                                              f"({self.reserved} messages): their producers "
                                              f"report what they could not ship"))
             effects += self._cancel_credits()
-        if self.drains and (self.pending or self.queue):
+        if self.drains and self._drainable:
             return effects + self._drain(last_chance=True)
         return [*effects, *self._lose("not delivered within shutdown_timeout"), *self._finish()]
 
@@ -442,7 +452,8 @@ class PachkaCore:
             effects = self._cancel(phase.timer)
             phase.timer = None
             if self.pending or self.queue:
-                more = self._drain() if self.drains else self._start_export(self._take_batch(), 0)
+                more = (self._drain() if self.drains and self._drainable
+                        else self._start_export(self._take_batch(), 0))
                 return effects + more
             if self.credits:
                 return effects  # messages promised to producers are still on their way
@@ -465,14 +476,23 @@ class PachkaCore:
                      f"{self.batch_prefix}{self._batches}")
 
     def _drain(self, last_chance: bool = False) -> list[Effect]:
-        """Hand everything held to `drain_on_terminate`: the batch in retry, pending, queued."""
-        batches = [*([self.phase.batch] if isinstance(self.phase, RetryBackoff) else []),
-                   *self.pending]
+        """Hand everything held to `drain_on_terminate`: the batch in retry, pending, queued;
+        not dead letters, which stay pending for `Sink.dead_letter`."""
+        held = [*([self.phase.batch] if isinstance(self.phase, RetryBackoff) else []),
+                *self.pending]
+        batches = [b for b in held if not isinstance(b, DeadLetters)]
         effects = self._cancel(self.timer)
         self.phase = draining = Draining(batches, list(self.queue), last_chance)
-        self.pending.clear()
+        self.pending = deque(b for b in held if isinstance(b, DeadLetters))
         self.queue.clear()
-        return [*effects, Drain(list(chain(*batches, draining.queued)))]
+        self._batches += 1
+        return [*effects, Drain(Batch(chain(*batches, draining.queued),
+                                      f"{self.batch_prefix}{self._batches}",
+                                      tuple((b.id, len(b)) for b in batches)))]
+
+    @property
+    def _drainable(self) -> bool:
+        return bool(self.queue) or any(not isinstance(b, DeadLetters) for b in self.pending)
 
     def _lose(self, why: str) -> list[Effect]:
         """What is held will not be delivered now: spilled where configured, else reported."""
@@ -506,3 +526,25 @@ class PachkaCore:
     def _issue(self) -> int:
         self._serial += 1
         return self._serial
+
+
+def _isolate(batch: Batch, failure: PermanentSinkError) -> list[Batch]:
+    """What to export instead of a batch that failed for its messages: the messages the
+    sink named (`indices`) as dead letters after the others; else the batch's two halves,
+    to try apart (about log2(len) extra exports find each bad message); a message that
+    fails alone is a dead letter."""
+    named = {i for i in failure.indices or () if 0 <= i < len(batch)}
+    if named:
+        bad = sorted(named)
+        good = Batch((m for i, m in enumerate(batch) if i not in named), f"{batch.id}.r")
+        letters = DeadLetters(Batch((batch[i] for i in bad), f"{batch.id}.x"), failure)
+        return [good, letters] if good else [letters]
+    if len(batch) == 1:
+        return [DeadLetters(batch, failure)]
+    half = len(batch) // 2
+    return [Batch(batch[:half], f"{batch.id}.0"), Batch(batch[half:], f"{batch.id}.1")]
+
+
+def _described(batch: Batch) -> str:
+    kind = "dead letter" if isinstance(batch, DeadLetters) else "messages"
+    return f"{batch.id} ({len(batch)} {kind})"

@@ -18,6 +18,7 @@ from typing import Any
 
 from ._core_events import (
     Answer,
+    DeadLetters,
     CreditRequested,
     Drain,
     Effect,
@@ -61,6 +62,7 @@ class Stats:
     failures_exited: int = 0
     retries: int = 0
     drained: int = 0
+    dead_lettered: int = 0
     queue_length: int = 0
     batch_length: int = 0
 
@@ -70,7 +72,8 @@ class Metrics:
 
     def __init__(self, server: str, meter_provider: Callable[[], Any] | None = None,
                  gauges: Callable[[], tuple[int, int]] | None = None) -> None:
-        self._exports: dict[int, tuple[int, float]] = {}  # export id: batch size, start
+        #: export id: batch size, start, whether it is dead letters
+        self._exports: dict[int, tuple[int, float, bool]] = {}
         self._counts: dict[str, int] = {f.name: 0 for f in dataclasses.fields(Stats)}
         self._gauges = gauges or (lambda: (0, 0))
         self._attributes = {"pachka.server": server}
@@ -99,8 +102,10 @@ class Metrics:
                                         else QUEUE_FULL)
             case ExportDone(export_id, failure, returned):
                 if (started := self._exports.pop(export_id, None)) is not None:
-                    size, since = started
-                    if failure is None:
+                    size, since, letters = started
+                    if failure is None and letters:
+                        self.on_dead_lettered(size)
+                    elif failure is None:
                         self.on_exported(size, now - since)
                     else:
                         self.on_export_failed(
@@ -109,7 +114,7 @@ class Metrics:
         for effect in effects:
             match effect:
                 case StartExport(export_id, batch, retry_num):
-                    self._exports[export_id] = (len(batch), now)
+                    self._exports[export_id] = (len(batch), now, isinstance(batch, DeadLetters))
                     if retry_num:
                         self.on_retry()
                 case KillExport(export_id):
@@ -155,6 +160,11 @@ class Metrics:
         if self._otel:
             self._otel.retries.add(1, self._attributes)
 
+    def on_dead_lettered(self, count: int) -> None:
+        self._counts["dead_lettered"] += count
+        if self._otel:
+            self._otel.dead_lettered.add(count, self._attributes)
+
     def on_drained(self, count: int) -> None:
         self._counts["drained"] += count
         if self._otel:
@@ -183,6 +193,9 @@ class _Instruments:
             "pachka.export.retries", "{batch}", "Exports retried after a failure")
         self.drained = meter.create_counter(
             "pachka.messages.drained", "{message}", "Messages handed to drain_on_terminate")
+        self.dead_lettered = meter.create_counter(
+            "pachka.messages.dead_lettered", "{message}",
+            "Messages that failed on their own, handed to Sink.dead_letter")
         self.duration = meter.create_histogram(
             "pachka.export.duration", "s", "Time from handing a batch to an exporter to its "
                                            "result")

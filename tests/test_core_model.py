@@ -17,6 +17,7 @@ from hypothesis.stateful import (
 
 from pachka_actors.core import (
     Answer,
+    DeadLetters,
     ArmRetryTimer,
     ArmTimer,
     CancelTimer,
@@ -40,7 +41,9 @@ from pachka_actors.core import (
     TimerFired,
     TimerKind,
 )
+from pachka_actors.errors import PermanentSinkError
 from pachka_actors.messages import Accepted, Granted
+from pachka_actors.sink import Batch
 
 
 class CoreModel(RuleBasedStateMachine):
@@ -57,11 +60,12 @@ class CoreModel(RuleBasedStateMachine):
         shutdown_timeout=st.sampled_from([None, 30.0]),
         drains=st.booleans(),
         spills=st.booleans(),
+        poison_every=st.sampled_from([None, 2, 5]),
     )
     def start(self, max_batch_size: int, critical_queue_size: int,
               max_batch_delay: float | None, export_timeout: float | None,
               credit_timeout: float | None, shutdown_timeout: float | None,
-              drains: bool, spills: bool) -> None:
+              drains: bool, spills: bool, poison_every: int | None) -> None:
         self.core = PachkaCore(max_batch_size=max_batch_size,
                                critical_queue_size=critical_queue_size,
                                max_batch_delay=max_batch_delay,
@@ -69,7 +73,9 @@ class CoreModel(RuleBasedStateMachine):
                                shutdown_timeout=shutdown_timeout, drains=drains, spills=spills,
                                batch_prefix="b")
         self.accepted = 0  # messages are the integers 0, 1, 2, ... in the order sent
-        self.delivered_upto = 0
+        self.poison_every = poison_every  # message m fails on its own when m % this == 1
+        self.delivered_upto = 0  # the good messages before it are delivered, in order
+        self.done: set[int] = set()  # delivered, dead-lettered or spilled, each once
         self.maybe_delivered: set[int] = set()  # batches of killed exports
         self.in_flight: StartExport | None = None
         self.past_exports: list[int] = []
@@ -118,7 +124,8 @@ class CoreModel(RuleBasedStateMachine):
                     self.draining = messages
                 case Spill(messages):
                     assert messages and self.core.spills and self.exit_requested
-                    self.deliver(messages)  # kept for the next server, in order
+                    self.deliver([m for m in messages if not self.poison(m)])  # in order
+                    self.account([m for m in messages if self.poison(m)])
                 case Finish():
                     self.stopped = True
                 case Log():
@@ -136,20 +143,40 @@ class CoreModel(RuleBasedStateMachine):
         assert self.live.pop(timer.token) == timer
         return self.core.handle(TimerFired(timer))
 
-    def deliver(self, messages: list[Any]) -> None:
-        """Exactly once and in order, except what a killed export may have sent already."""
+    def poison(self, message: int) -> bool:
+        return self.poison_every is not None and message % self.poison_every == 1
+
+    def takes(self, batch: Batch) -> bool:
+        """Whether the sink would take `batch` (a dead letter is never taken twice here)."""
+        return not isinstance(batch, DeadLetters) and not any(map(self.poison, batch))
+
+    def account(self, messages: list[Any]) -> None:
         for m in messages:
+            assert m not in self.done, f"message {m} accounted for twice"
+            self.done.add(m)
+
+    def deliver(self, messages: list[Any]) -> None:
+        """Exactly once and in order, except what a killed export may have sent already;
+        messages that fail on their own never (they are dead letters, in any order)."""
+        for m in messages:
+            assert not self.poison(m), f"message {m} fails alone, yet was delivered"
+            while self.poison(self.delivered_upto):
+                self.delivered_upto += 1
             if m < self.delivered_upto:
                 assert m in self.maybe_delivered, f"message {m} delivered twice"
             else:
                 assert m == self.delivered_upto, f"message {m} out of order"
                 self.delivered_upto += 1
+                self.account([m])
 
     def finish_export(self, failure: Any) -> None:
         assert self.in_flight is not None
         export, self.in_flight = self.in_flight, None
         self.past_exports.append(export.export_id)
-        if failure is None:
+        if failure is None and isinstance(export.batch, DeadLetters):
+            assert all(self.poison(m) for m in export.batch), export.batch
+            self.account(export.batch)
+        elif failure is None:
             self.deliver(export.batch)
         self.apply(self.core.handle(ExportDone(export.export_id, failure)))
 
@@ -246,7 +273,7 @@ class CoreModel(RuleBasedStateMachine):
         """The exporter is killed; it may or may not have delivered its batch first."""
         export = self.in_flight
         assert export is not None and self.core.timer is not None
-        if sink_got_it:
+        if sink_got_it and self.takes(export.batch):
             self.deliver(export.batch)
             self.maybe_delivered.update(export.batch)
         effects = self.fire(self.core.timer)
@@ -255,15 +282,29 @@ class CoreModel(RuleBasedStateMachine):
         assert self.core.state in (State.RETRY_BACKOFF, State.DRAINING, State.STOPPED)
 
     @precondition(lambda self: self.in_flight is not None)
-    @rule(ok=st.booleans())
-    def export_finished(self, ok: bool) -> None:
-        self.finish_export(None if ok else RuntimeError("sink down"))
+    @rule(ok=st.booleans(), named=st.booleans())
+    def export_finished(self, ok: bool, named: bool = False) -> None:
+        """The sink answers: down (a failure time can cure), or as its messages are: a
+        batch holding a message that fails on its own fails as a whole, naming which
+        (`indices`) or not."""
+        assert self.in_flight is not None
+        batch = self.in_flight.batch
+        bad = [i for i, m in enumerate(batch) if self.poison(m)]
+        if not ok:
+            self.finish_export(RuntimeError("sink down"))
+        elif bad and not isinstance(batch, DeadLetters):
+            self.finish_export(PermanentSinkError("bad row", indices=bad if named else None))
+        else:
+            self.finish_export(None)
 
     @precondition(lambda self: self.draining is not None)
     @rule(ok=st.booleans())
     def drain_finished(self, ok: bool) -> None:
         assert self.draining is not None
         messages, self.draining = self.draining, None
+        if ok and any(self.poison(m) for m in messages):
+            self.apply(self.core.handle(DrainDone(PermanentSinkError("bad row"))))
+            return
         if ok:
             self.deliver(messages)
         self.apply(self.core.handle(DrainDone(None if ok else OSError("fallback down"))))
@@ -285,18 +326,20 @@ class CoreModel(RuleBasedStateMachine):
         bound = [t for t in self.live.values() if t.kind is TimerKind.SHUTDOWN]
         assert len(bound) <= 1
         if out_of_time and bound and self.core.state is not State.STOPPED:
-            if self.in_flight is not None and killed_export_delivered:
+            if self.in_flight is not None and killed_export_delivered \
+                    and self.takes(self.in_flight.batch):
                 self.deliver(self.in_flight.batch)  # it got there just before the kill
                 self.maybe_delivered.update(self.in_flight.batch)
-            missing = self.accepted - self.delivered_upto
-            assert self.core.held >= missing
+            assert len(self.done) + self.core.held >= self.accepted
+            held = self.core.held
             self.apply(self.fire(bound[0]))
             assert self.in_flight is None and not self.core.credits
             self.grants.clear()  # given up: their producers report what they held
             if self.draining is not None:
                 self.drain_finished(ok=True)
-            elif not self.core.spills:
-                self.lost = self.accepted - self.delivered_upto  # reported at ERROR
+            if not self.core.spills and self.core.done:
+                self.lost = self.accepted - len(self.done)  # reported at ERROR
+                assert self.lost <= held
         self.run_to_stop()
         assert self.core.state is State.STOPPED and not self.live
 
@@ -334,7 +377,7 @@ class CoreModel(RuleBasedStateMachine):
             else:
                 self.fire_timer()
         assert self.core.state is State.STOPPED
-        assert self.delivered_upto + self.lost == self.accepted
+        assert len(self.done) + self.lost == self.accepted
         assert not [t for t in self.live.values() if t.kind is not TimerKind.CREDIT]
         [reply] = self.apply(self.core.handle(MessagesReceived([-1])))
         assert reply.count == 0
@@ -395,9 +438,9 @@ class CoreModel(RuleBasedStateMachine):
             assert core.state in (State.EXPORTING, State.DRAINING, State.STOPPED) or waiting
         if core.state is State.STOPPED:
             assert not core.queue and not core.batch and core.timer is None and not core.credits
-            assert self.delivered_upto + self.lost == self.accepted
+            assert len(self.done) + self.lost == self.accepted
         # Everything accepted is delivered or still held: nothing falls out of the machine.
-        assert self.delivered_upto + core.held + self.lost >= self.accepted
+        assert len(self.done) + core.held + self.lost >= self.accepted
 
 
 CoreModel.TestCase.settings = settings(stateful_step_count=30, deadline=None)

@@ -63,7 +63,7 @@ def test_poison_message_is_dead_lettered_and_the_rest_delivered(tcp_system: Acto
     server = Pachka.start(system=tcp_system, sink=SQLiteSink(db, "t", ["i"]),
                           max_batch_size=100, critical_queue_size=2000, **QUICK_EXIT)
     for n in range(5000):
-        server.send_message({"i": None if n == 1234 else n})
+        server.send_message({"i": None if n == 1234 else n}, wait=30)  # keeps pace
     wait_for(lambda: dead_lettered(server) == 1, 20)
     server.stop(timeout=10)
     assert good_rows(db) == [n for n in range(5000) if n != 1234]
