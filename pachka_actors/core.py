@@ -34,11 +34,11 @@ from typing import Any
 
 from ._core_events import (
     Answer,
-    DeadLetters,
     ArmRetryTimer,
     ArmTimer,
     CancelTimer,
     CreditRequested,
+    DeadLetters,
     Drain,
     DrainDone,
     Effect,
@@ -65,11 +65,39 @@ from .messages import Accepted, Granted
 from .sink import KILLED, Batch, FailureReason
 
 __all__ = [
-    "Answer", "ArmRetryTimer", "DeadLetters", "ArmTimer", "CancelTimer", "CreditRequested", "Done", "Drain",
-    "DrainDone", "Draining", "Effect", "Event", "ExitRequested", "ExportDone", "Exporting",
-    "Finish", "Idle", "KillExport", "Log", "MessagesReceived", "PachkaCore", "Phase", "Reply",
-    "Restored", "RetryBackoff", "ServerStatus", "Spill", "StartExport", "State",
-    "StopRequested", "Timer", "TimerFired", "TimerKind",
+    "Answer",
+    "ArmRetryTimer",
+    "ArmTimer",
+    "CancelTimer",
+    "CreditRequested",
+    "DeadLetters",
+    "Done",
+    "Drain",
+    "DrainDone",
+    "Draining",
+    "Effect",
+    "Event",
+    "ExitRequested",
+    "ExportDone",
+    "Exporting",
+    "Finish",
+    "Idle",
+    "KillExport",
+    "Log",
+    "MessagesReceived",
+    "PachkaCore",
+    "Phase",
+    "Reply",
+    "Restored",
+    "RetryBackoff",
+    "ServerStatus",
+    "Spill",
+    "StartExport",
+    "State",
+    "StopRequested",
+    "Timer",
+    "TimerFired",
+    "TimerKind",
 ]
 
 # ---- states -----------------------------------------------------------------------------
@@ -97,8 +125,7 @@ class RetryBackoff:
 
 @dataclass
 class Draining:
-    batches: list[Batch]  # formed batches, with their ids, then
-    queued: list[Any]  # the messages that never were in a batch
+    batches: list[Batch]  # everything drained, as batches with their ids
     last_chance: bool  # shutdown_timeout has passed: if the drain fails, all is lost
 
 
@@ -178,8 +205,7 @@ class PachkaCore:
     def held(self) -> int:
         """Messages accepted and not yet delivered: the batch, pending, draining, queued."""
         phase = self.phase
-        draining = (sum(map(len, phase.batches)) + len(phase.queued)
-                    if isinstance(phase, Draining) else 0)
+        draining = sum(map(len, phase.batches)) if isinstance(phase, Draining) else 0
         return len(self.batch) + sum(map(len, self.pending)) + draining + len(self.queue)
 
     def status(self) -> ServerStatus:
@@ -433,7 +459,6 @@ class PachkaCore:
         if failure is None:
             return self._settle()
         self.pending.extendleft(reversed(phase.batches))
-        self.queue.extendleft(reversed(phase.queued))
         if phase.last_chance:
             return [*self._lose(f"drain_on_terminate failed ({failure!r})"), *self._finish()]
         # Lose nothing: export the messages batch by batch instead.
@@ -470,6 +495,10 @@ class PachkaCore:
         """The first pending batch, else up to `max_batch_size` queued messages as a new one."""
         if self.pending:
             return self.pending.popleft()
+        return self._new_batch()
+
+    def _new_batch(self) -> Batch:
+        """Up to `max_batch_size` queued messages as a batch with the next id."""
         popleft = self.queue.popleft
         self._batches += 1
         return Batch((popleft() for _ in range(min(self.max_batch_size, len(self.queue)))),
@@ -477,17 +506,19 @@ class PachkaCore:
 
     def _drain(self, last_chance: bool = False) -> list[Effect]:
         """Hand everything held to `drain_on_terminate`: the batch in retry, pending, queued;
-        not dead letters, which stay pending for `Sink.dead_letter`."""
+        not dead letters, which stay pending for `Sink.dead_letter`. What is queued is made
+        into batches first, so that every message drained has a batch id (`Batch.parts`),
+        kept if the drain fails: a ledger then sees what a killed drain had committed."""
         held = [*([self.phase.batch] if isinstance(self.phase, RetryBackoff) else []),
                 *self.pending]
+        while self.queue:
+            held.append(self._new_batch())
         batches = [b for b in held if not isinstance(b, DeadLetters)]
         effects = self._cancel(self.timer)
-        self.phase = draining = Draining(batches, list(self.queue), last_chance)
+        self.phase = Draining(batches, last_chance)
         self.pending = deque(b for b in held if isinstance(b, DeadLetters))
-        self.queue.clear()
         self._batches += 1
-        return [*effects, Drain(Batch(chain(*batches, draining.queued),
-                                      f"{self.batch_prefix}{self._batches}",
+        return [*effects, Drain(Batch(chain(*batches), f"{self.batch_prefix}{self._batches}",
                                       tuple((b.id, len(b)) for b in batches)))]
 
     @property

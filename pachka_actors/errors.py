@@ -75,6 +75,21 @@ def _permanent(message: str, error_type: str, code: str | None,
     return PermanentSinkError(message, error_type, code, indices=indices)
 
 
+class SchemaError(PachkaError):
+    """Raised by a ready sink when its table does not fit (missing, a column missing, no
+    permission): no message is at fault, so nothing is dead-lettered; the batch is
+    retried, with a growing wait, until someone fixes the table. `error_type` and
+    `code` are as in `PermanentSinkError`."""
+
+    def __init__(self, message: str, error_type: str = "", code: str | None = None) -> None:
+        super().__init__(message)
+        self.error_type = error_type
+        self.code = code
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (SchemaError, (str(self), self.error_type, self.code))
+
+
 class UnpicklableMessage(PachkaError, TypeError):
     """A message cannot be pickled, so it cannot cross to the server's process.
 

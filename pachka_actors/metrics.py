@@ -18,8 +18,8 @@ from typing import Any
 
 from ._core_events import (
     Answer,
-    DeadLetters,
     CreditRequested,
+    DeadLetters,
     Drain,
     Effect,
     Event,

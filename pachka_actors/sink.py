@@ -25,9 +25,9 @@ class Batch(list[Any]):
     that had committed) from a new one: the ready sinks' `ledger` does. A part of a
     batch split to find a bad message has an id derived from it ("<id>.0", "<id>.1").
 
-    `drain_on_terminate` gets one too, whose `parts` say which of its messages were
-    batches before, possibly tried: `(id, count)` for each, from the start, in order;
-    the messages after them never were in a batch.
+    `drain_on_terminate` gets one too, whose `parts` say which batches its messages
+    are: `(id, count)` for each, in order, covering every message. The ids are kept
+    if the drain fails and its batches are exported one by one.
     """
 
     def __init__(self, messages: Iterable[Any] = (), id: str = "",

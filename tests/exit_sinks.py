@@ -30,8 +30,8 @@ class SlowCommitSQLiteSink(SQLiteSink):
         super().__init__(path, table, columns, **options)
         self.after_commit = after_commit
 
-    def write(self, messages: list[Any]) -> None:
-        super().write(messages)
+    def write(self, messages: list[Any], parts: Sequence[tuple[str, int]]) -> None:
+        super().write(messages, parts)
         time.sleep(self.after_commit)
 
 

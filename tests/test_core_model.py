@@ -17,11 +17,11 @@ from hypothesis.stateful import (
 
 from pachka_actors.core import (
     Answer,
-    DeadLetters,
     ArmRetryTimer,
     ArmTimer,
     CancelTimer,
     CreditRequested,
+    DeadLetters,
     Drain,
     DrainDone,
     Effect,

@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from typing import Any, Generic, Protocol, TypeVar
 
-from ..errors import ConfigError, PermanentSinkError
-from ..sink import FailureReason, Sink
+from ..errors import ConfigError, PermanentSinkError, SchemaError
+from ..sink import Batch, FailureReason, Sink
 
 
 class _Closable(Protocol):
     def close(self) -> None: ...
+
+
+class Transaction(Protocol):
+    """One open transaction of a ready sink's database."""
+
+    def claim(self, batch_id: str) -> bool:
+        """Record `batch_id` in the ledger; False if it was there (its rows are in)."""
+
+    def insert(self, dead: bool, rows: list[tuple[Any, ...]]) -> None:
+        """Insert `rows` into the table, or into the dead-letter table if `dead`."""
 
 
 #: The database driver's connection type.
@@ -52,11 +64,21 @@ class TableSink(Sink, Generic[Connection]):
     `teardown`. It is never pickled: each copy sent to a process opens its own.
     Under simpleSystemBase the exporters share one instance: a connection closed
     by one exporter's teardown is opened again by the next batch.
+
+    `ledger` names a table (created by the sink: `batch_id text primary key`) in
+    which each batch's id (`Batch.id`) is written in the batch's own transaction;
+    a batch whose id is there is skipped, so a batch retried after its export was
+    killed between its commit and its report is not written twice. The drain
+    skips the same way, batch by batch (`Batch.parts`). `dead_letter_table` names
+    a table (created by the sink: `batch_id`, `message` as JSON or repr, `error`)
+    that keeps the messages Pachka isolated as bad (`Sink.dead_letter`) instead of
+    logging them.
     """
 
     _connection: Connection | None = None
 
-    def __init__(self, table: str, columns: Sequence[str], *,
+    def __init__(self, table: str, columns: Sequence[str], *, ledger: str | None = None,
+                 dead_letter_table: str | None = None,
                  max_retry_timeout: float = 60.0) -> None:
         if not isinstance(table, str):
             raise ConfigError("table", f"a table name is a string, got {table!r}")
@@ -68,6 +90,21 @@ class TableSink(Sink, Generic[Connection]):
         if len(set(self.columns)) != len(self.columns):
             raise ConfigError("columns", f"a column is named twice in {self.columns!r}")
         self.max_retry_timeout = check_seconds("max_retry_timeout", max_retry_timeout)
+        self.ledger = None if ledger is None else check_identifier("ledger", ledger)
+        self.dead_letter_table = (None if dead_letter_table is None
+                                  else check_identifier("dead_letter_table", dead_letter_table))
+
+    def tables(self) -> list[str]:
+        """The statements that create the sink's own tables, if they are missing."""
+        statements = []
+        if self.ledger is not None:
+            statements.append(f'create table if not exists "{self.ledger}" '
+                              f"(batch_id text primary key)")
+        if self.dead_letter_table is not None:
+            statements.append(f'create table if not exists "{self.dead_letter_table}" '
+                              f"(batch_id text not null, message text not null, "
+                              f"error text not null)")
+        return statements
 
     def __getstate__(self) -> dict[str, Any]:
         """Everything but the connection: a socket cannot travel to another process."""
@@ -98,41 +135,79 @@ class TableSink(Sink, Generic[Connection]):
 
     def send_batch(self, messages: list[Any], server_value: Any) -> None:
         """Write the batch in one transaction; nothing of it is written if it fails."""
-        self.write(messages)
+        batch_id = getattr(messages, "id", "")
+        self.write(messages, ((batch_id, len(messages)),) if batch_id else ())
 
     def drain_on_terminate(self, messages: list[Any], batch_size: int, server_value: Any) -> None:
         """At shutdown, everything still held in one transaction: one commit, not one a batch."""
-        self.write(messages)
+        self.write(messages, getattr(messages, "parts", ()))
 
-    def write(self, messages: list[Any]) -> None:
-        """Write `messages` in one transaction; data errors raise `PermanentSinkError`."""
+    def dead_letter(self, messages: Batch, error: BaseException, server_value: Any) -> None:
+        """Into `dead_letter_table`, if there is one (under the ledger too); else logged."""
+        if self.dead_letter_table is None:
+            return super().dead_letter(messages, error, server_value)
+        rows = [(messages.id, json.dumps(message, default=repr), str(error))
+                for message in messages]
+        with self.transaction() as transaction:
+            if self.ledger is None or not messages.id or transaction.claim(messages.id):
+                transaction.insert(True, rows)
+        return None
+
+    def write(self, messages: list[Any], parts: Sequence[tuple[str, int]]) -> None:
+        """Write `messages` in one transaction, but for the `parts` (batch id, count) already
+        in the ledger; data errors raise `PermanentSinkError`, schema errors `SchemaError`."""
+        rows = self.rows(messages)
+        with self.transaction() as transaction:
+            if self.ledger is None or not parts:
+                transaction.insert(False, rows)
+                return
+            kept: list[tuple[Any, ...]] = []
+            start = 0
+            for batch_id, count in parts:
+                if transaction.claim(batch_id):
+                    kept += rows[start:start + count]
+                start += count
+            transaction.insert(False, kept + rows[start:])
+
+    def transaction(self) -> AbstractContextManager[Transaction]:
+        """A transaction on the cached connection, committed if the block ends normally."""
         raise NotImplementedError
 
     def rows(self, messages: list[Any]) -> list[tuple[Any, ...]]:
-        """Every message as a tuple in column order; `PermanentSinkError` for a bad shape."""
-        width = len(self.columns)
+        """Every message as a tuple in column order; `PermanentSinkError` naming the
+        positions (`indices`) of the messages of a bad shape."""
         rows = []
+        bad: list[tuple[int, str, str]] = []
         for index, message in enumerate(messages):
-            if isinstance(message, Mapping):
-                missing = [column for column in self.columns if column not in message]
-                if missing:
-                    raise PermanentSinkError(f"message {index} of the batch has no key "
-                                             f"{missing[0]!r}: {message!r:.200}", "KeyError")
-                rows.append(tuple(message[column] for column in self.columns))
-            elif (isinstance(message, Sequence) and not isinstance(message, str | bytes)
-                  and len(message) == width):
-                rows.append(tuple(message))
-            else:
-                raise PermanentSinkError(f"message {index} of the batch is neither a mapping nor "
-                                         f"a sequence of {width} values: {message!r:.200}",
-                                         "TypeError")
+            try:
+                rows.append(self.row(message))
+            except (KeyError, TypeError) as exc:
+                bad.append((index, type(exc).__name__, exc.args[0]))
+        if bad:
+            index, error_type, problem = bad[0]
+            more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+            raise PermanentSinkError(f"message {index} of the batch {problem}{more}", error_type,
+                                     indices=[index for index, _, _ in bad])
         return rows
+
+    def row(self, message: Any) -> tuple[Any, ...]:
+        """The message as a tuple in column order; KeyError or TypeError saying why not."""
+        if isinstance(message, Mapping):
+            missing = [column for column in self.columns if column not in message]
+            if missing:
+                raise KeyError(f"has no key {missing[0]!r}: {message!r:.200}")
+            return tuple(message[column] for column in self.columns)
+        if (isinstance(message, Sequence) and not isinstance(message, str | bytes)
+                and len(message) == len(self.columns)):
+            return tuple(message)
+        raise TypeError(f"is neither a mapping nor a sequence of {len(self.columns)} "
+                        f"values: {message!r:.200}")
 
     def retry_timeout(self, retry_num: int, failure_reason: FailureReason,
                       server_value: Any) -> float:
         """Pachka's linear wait for what time can cure (a database down, locked or busy);
-        an exponential one for a `PermanentSinkError`, which waits for a human. Both are
-        capped at `max_retry_timeout`."""
-        if isinstance(failure_reason, PermanentSinkError):
+        an exponential one for a `SchemaError`, which waits for a human. Both are capped
+        at `max_retry_timeout`."""
+        if isinstance(failure_reason, SchemaError):
             return min(self.max_retry_timeout, 2.0 ** min(retry_num, 60))
         return min(self.max_retry_timeout, float(retry_num))
