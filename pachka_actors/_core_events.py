@@ -129,9 +129,10 @@ class DrainDone:
 
 @dataclass(frozen=True)
 class Restored:
-    """Messages a previous server kept (`spill_path`): accepted before, queued first."""
+    """Batches a previous server kept (`spill_path`): accepted before, sent first, under
+    their ids (so a ledger knows them)."""
 
-    messages: Sequence[Any]
+    batches: Sequence[Batch]
 
 
 Event = (MessagesReceived | CreditRequested | TimerFired | ExportDone | StopRequested
@@ -197,9 +198,9 @@ class Drain:
 
 @dataclass(frozen=True)
 class Spill:
-    """Keep `messages` (accepted, not delivered in time) for the next server, in one go."""
+    """Keep `batches` (accepted, not delivered in time) for the next server, in one go."""
 
-    messages: list[Any]
+    batches: list[Batch]
     why: str
 
 

@@ -237,9 +237,8 @@ class PachkaCore:
                 return self._exit_requested()
             case DrainDone(failure):
                 return self._drain_done(failure)
-            case Restored(messages):
-                self.queue.extendleft(reversed(messages))
-                return self._settle() if isinstance(self.phase, Idle) else []
+            case Restored(batches):
+                return self._restore(batches)
         raise TypeError(f"not a core event: {event!r}")
 
     # ---- producers ----------------------------------------------------------------------
@@ -527,14 +526,25 @@ class PachkaCore:
 
     def _lose(self, why: str) -> list[Effect]:
         """What is held will not be delivered now: spilled where configured, else reported."""
-        left = list(chain(*self.pending, self.queue))
-        self.pending.clear()
-        self.queue.clear()
+        while self.queue:
+            self.pending.append(self._new_batch())
+        left, self.pending = list(self.pending), deque()
         if not left:
             return []
         if self.spills:
             return [Spill(left, why)]
-        return [Log(logging.ERROR, f"{len(left)} accepted messages lost: {why}")]
+        return [Log(logging.ERROR, f"{sum(map(len, left))} accepted messages lost: {why}")]
+
+    def _restore(self, batches: Sequence[Batch]) -> list[Effect]:
+        """Spilled batches go first, in order, under their ids; one longer than
+        `max_batch_size` now (the option changed) goes in parts "<id>.0", "<id>.1", ..."""
+        size = self.max_batch_size
+        self.pending.extendleft(reversed([
+            part for batch in batches
+            for part in ([batch] if len(batch) <= size else
+                         [Batch(batch[i:i + size], f"{batch.id}.{i // size}")
+                          for i in range(0, len(batch), size)])]))
+        return self._settle() if isinstance(self.phase, Idle) else []
 
     def _cancel_credits(self) -> list[Effect]:
         effects: list[Effect] = []

@@ -221,7 +221,7 @@ class PachkaServer(Actor):  # type: ignore[misc]
         self._answer(sender, Started(self.myAddress))
         if spilled:
             log.warning("Pachka %s: sending %d messages spilled to %s by an earlier server "
-                        "first", run.name, len(spilled), config.spill_path)
+                        "first", run.name, sum(map(len, spilled)), config.spill_path)
             self.handle(run, Restored(spilled), sender)
         return run
 
@@ -261,8 +261,8 @@ class PachkaServer(Actor):  # type: ignore[misc]
                                   "be ignored", run.name, export_id)
                 case Drain(messages):
                     results = [_drain(config, messages)]
-                case Spill(messages, why):
-                    _spill.keep(run.name, config.spill_path, messages, why)
+                case Spill(batches, why):
+                    _spill.keep(run.name, config.spill_path, batches, why)
                 case Finish():
                     self._finish(run)
                 case Log(level, text):

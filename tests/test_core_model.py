@@ -122,10 +122,12 @@ class CoreModel(RuleBasedStateMachine):
                 case Drain(messages):
                     assert messages and self.core.drains and self.core.terminating
                     self.draining = messages
-                case Spill(messages):
-                    assert messages and self.core.spills and self.exit_requested
-                    self.deliver([m for m in messages if not self.poison(m)])  # in order
-                    self.account([m for m in messages if self.poison(m)])
+                case Spill(batches):
+                    assert batches and self.core.spills and self.exit_requested
+                    assert all(0 < len(b) <= self.core.max_batch_size for b in batches)
+                    spilled = [m for b in batches for m in b]
+                    self.deliver([m for m in spilled if not self.poison(m)])  # in order
+                    self.account([m for m in spilled if self.poison(m)])
                 case Finish():
                     self.stopped = True
                 case Log():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 import sqlite3
 from pathlib import Path
 
@@ -10,8 +11,10 @@ import pytest
 from sinks import RecordingSink, delivered, wait_for
 from support import actor_system, touch
 
-from pachka_actors import ConfigError, Pachka
-from pachka_actors.core import PachkaCore, Restored, StartExport
+from pachka_actors import ConfigError, Pachka, _spill
+from pachka_actors.core import DeadLetters, PachkaCore, Restored, StartExport
+from pachka_actors.errors import PermanentSinkError
+from pachka_actors.sink import Batch
 
 
 def test_a_database_outage_during_a_deploy_loses_nothing(tmp_path: Path) -> None:
@@ -25,9 +28,11 @@ def test_a_database_outage_during_a_deploy_loses_nothing(tmp_path: Path) -> None
         wait_for(lambda: server.stats().failures_raised >= 1)
         # leaving the block shuts the system down without stop(): the bare-exit path
     assert delivered(tmp_path) == []
-    with sqlite3.connect(spill) as db:
-        assert db.execute("select count(*) from spill").fetchone() == (7,)
+    with sqlite3.connect(spill) as db:   # batches of 3, each a row, with its id
+        kept = [pickle.loads(row) for (row,) in db.execute("select message from spill")]
     db.close()
+    assert [list(batch) for batch in kept] == [[0, 1, 2], [3, 4, 5], [6]]
+    assert all(batch.id for batch in kept)
     os.remove(tmp_path / "fail")  # the database is back
     with actor_system("multiprocTCPBase") as second:
         server = Pachka.start(system=second, sink=RecordingSink(tmp_path), spill_path=spill,
@@ -40,12 +45,25 @@ def test_a_database_outage_during_a_deploy_loses_nothing(tmp_path: Path) -> None
     db.close()
 
 
-def test_restored_messages_go_first_even_beyond_capacity() -> None:
+def test_restored_batches_go_first_under_their_ids_even_beyond_capacity() -> None:
     core = PachkaCore(max_batch_size=2, critical_queue_size=1, max_batch_delay=None,
                       export_timeout=None, drains=False, spills=True)
-    effects = core.handle(Restored([1, 2, 3]))
-    assert [e.batch for e in effects if isinstance(e, StartExport)] == [[1, 2]]
-    assert list(core.queue) == [3]
+    effects = core.handle(Restored([Batch([1, 2], "old-1"), Batch([3, 4, 5], "old-2")]))
+    assert [(e.batch, e.batch.id) for e in effects if isinstance(e, StartExport)] == [
+        ([1, 2], "old-1")]
+    # Longer than max_batch_size now: in parts, with ids derived from its own.
+    assert [(list(b), b.id) for b in core.pending] == [([3, 4], "old-2.0"), ([5], "old-2.1")]
+
+
+def test_spilled_batches_keep_their_ids_and_kinds(tmp_path: Path) -> None:
+    """So that a ledger skips a spilled batch a killed export had committed."""
+    path = str(tmp_path / "spill.sqlite3")
+    dead = DeadLetters(Batch(["bad"], "b2.x"), PermanentSinkError("bad"))
+    _spill.write(path, [Batch([1, 2], "b1"), dead])
+    restored = _spill.take(path)
+    assert [(list(b), b.id, type(b)) for b in restored] == [
+        ([1, 2], "b1", Batch), (["bad"], "b2.x", DeadLetters)]
+    assert _spill.take(path) == []     # emptied
 
 
 def test_spill_path_in_a_missing_directory_is_refused(tmp_path: Path) -> None:
