@@ -1,8 +1,8 @@
 """Helpers to test a sink and a producer without writing Thespian plumbing.
 
-- `run_sink`: batch messages as a server would and export them in this
-  process, retrying failed batches, and report every attempt: a sink's logic,
-  its failures and its `retry_timeout` answers, tested without any actor.
+- `run_sink`: export messages in this process as a stopping server would (its
+  own state machine decides), and report every attempt: a sink's logic, its
+  failures, its `retry_timeout` answers and its dead letters, without any actor.
 - `RecordingSink`: a sink that records every batch it gets in a directory, from
   whatever process exports it, and can fail its first attempts.
 - `start_manual` and `fire`: a server whose timers fire only when the test says.
@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import pickle
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,15 +24,26 @@ from thespian.actors import ActorSystem
 
 from ._exporters import SinkSession
 from .config import PachkaConfig
+from .core import (
+    ArmRetryTimer,
+    DeadLetters,
+    ExportDone,
+    MessagesReceived,
+    PachkaCore,
+    StartExport,
+    StopRequested,
+    TimerFired,
+)
 from .messages import FireTimer, TimerKind
 from .pachka import Pachka
-from .sink import Batch, FailureReason, Sink, retry_delay
+from .sink import FailureReason, Sink, retry_delay
 
 
 @dataclass(frozen=True)
 class Attempt:
-    """One call of `send_batch`: the batch, its retry number (0 first), what came of it,
-    and for a failure the delay `retry_timeout` asked for before the next try."""
+    """One export: the batch, its retry number (0 first), what came of it, and for a
+    failure the delay `retry_timeout` asked for before the next try. A batch of
+    isolated bad messages (`dead_letter`) is a `pachka_actors.core.DeadLetters`."""
 
     batch: list[Any]
     retry_num: int
@@ -43,8 +54,10 @@ class Attempt:
 @dataclass
 class SinkReport:
     attempts: list[Attempt] = field(default_factory=list)
-    #: Batches the sink took, in order, and the ones given up after `max_retries`.
+    #: Batches the sink took, in order; those `dead_letter` took; and, if a batch still
+    #: failed after `max_retries`, it and everything behind it, in order.
     delivered: list[list[Any]] = field(default_factory=list)
+    dead_lettered: list[list[Any]] = field(default_factory=list)
     given_up: list[list[Any]] = field(default_factory=list)
 
     @property
@@ -58,34 +71,49 @@ class SinkReport:
 
 def run_sink(sink: Sink | type[Sink], messages: Iterable[Any], *, max_batch_size: int = 500,
              server_value: Any = None, max_retries: int = 3) -> SinkReport:
-    """Export `messages` through `sink` in batches of `max_batch_size`, in this process.
+    """Export `messages` through `sink` in this process, driven by the server's own state
+    machine: the same batches, retries, splitting of batches that fail with
+    `PermanentSinkError`, and dead letters as a stopping server would export.
 
     The sink is validated and pickled as `Pachka.start` would (so a sink that
-    cannot cross processes fails here too). A failed batch is retried at once,
-    up to `max_retries` times; the delay `retry_timeout` answers is recorded,
-    not waited for. A server would retry for ever; here a batch still failing
-    is reported in `given_up` and the next batch goes on. Each attempt runs the
-    sink's `setup` and `teardown` around it, as the default one exporter per batch.
+    cannot cross processes fails here too). A failed batch is retried at once;
+    the delay `retry_timeout` answers is recorded, not waited for. A server
+    retries for ever, holding back the batches behind; here, once a batch has
+    failed `max_retries` retries, the run ends and `given_up` holds what was left.
+    Each attempt runs the sink's `setup` and `teardown` around it, as the default
+    one exporter per batch does.
     """
     config = PachkaConfig.parse({"sink": sink, "max_batch_size": max_batch_size,
                                  "server_value": server_value})
     exported: Sink = pickle.loads(pickle.dumps(config.sink))
-    queue = list(messages)
+    queued = list(messages)
+    core = PachkaCore(max_batch_size=max_batch_size, critical_queue_size=len(queued) + 1,
+                      max_batch_delay=None, export_timeout=None, drains=False,
+                      batch_prefix="run-")
     report = SinkReport()
-    for start in range(0, len(queue), max_batch_size):
-        batch = queue[start:start + max_batch_size]
-        for retry_num in range(max_retries + 1):
-            session = SinkSession(exported, server_value)
-            failure = session.export(0, Batch(batch)).failure
-            session.close()
-            if failure is None:
-                report.attempts.append(Attempt(batch, retry_num, None))
-                report.delivered.append(batch)
-                break
-            delay = retry_delay(exported, retry_num + 1, failure, server_value)
-            report.attempts.append(Attempt(batch, retry_num, failure, delay))
-        else:
-            report.given_up.append(batch)
+    effects = core.handle(MessagesReceived(queued)) + core.handle(StopRequested())
+    while effects:
+        match effects.pop(0):
+            case StartExport(export_id, batch, retry_num):
+                session = SinkSession(exported, server_value)
+                failure = session.export(export_id, batch).failure
+                session.close()
+                report.attempts.append(Attempt(batch, retry_num, failure))
+                if failure is None:
+                    kept = report.dead_lettered if isinstance(batch, DeadLetters) else (
+                        report.delivered)
+                    kept.append(list(batch))
+                effects += core.handle(ExportDone(export_id, failure))
+            case ArmRetryTimer(timer, retry_num, failure):
+                attempt = report.attempts.pop()
+                report.attempts.append(replace(attempt, retry_delay=retry_delay(
+                    exported, retry_num, failure, server_value)))
+                if retry_num > max_retries:
+                    report.given_up = [list(core.batch), *map(list, core.pending)]
+                    report.given_up += [queued[i:i + max_batch_size] for i in range(
+                        len(queued) - len(core.queue), len(queued), max_batch_size)]
+                    break
+                effects += core.handle(TimerFired(timer))
     return report
 
 

@@ -10,6 +10,7 @@ from sinks import wait_for
 from thespian.actors import ActorSystem
 
 from pachka_actors import ConfigError, Sink
+from pachka_actors.errors import PermanentSinkError
 from pachka_actors.messages import State
 from pachka_actors.testing import RecordingSink, fire, run_sink, start_manual
 
@@ -29,12 +30,28 @@ class FlakySink(Sink):
 def test_run_sink_batches_retries_and_reports() -> None:
     report = run_sink(FlakySink, ["a", "b", "bad", "c", "d"], max_batch_size=2,
                       server_value="sv", max_retries=2)
-    assert report.delivered == [["a", "b"], ["d"]]
-    assert report.given_up == [["bad", "c"]]
+    assert report.delivered == [["a", "b"]]
+    # As a server, which holds the batches behind one that fails (Pachka keeps order).
+    assert report.given_up == [["bad", "c"], ["d"]]
     assert [(a.batch, a.retry_num, a.retry_delay) for a in report.failures] == [
         (["bad", "c"], 0, 2.0), (["bad", "c"], 1, 4.0), (["bad", "c"], 2, 6.0)]
     assert all(isinstance(a.failure, ValueError) for a in report.failures)
-    assert report.messages == ["a", "b", "d"]
+    assert report.messages == ["a", "b"]
+
+
+class PoisonSink(Sink):
+    """Says only "this batch has bad data" when a batch holds a negative number."""
+
+    def send_batch(self, messages: list[Any], server_value: Any) -> None:
+        if any(m < 0 for m in messages):
+            raise PermanentSinkError("a negative number")
+
+
+def test_run_sink_isolates_bad_messages_as_a_server_does() -> None:
+    report = run_sink(PoisonSink, [1, 2, -3, 4, 5, 6, -7, 8], max_batch_size=4)
+    assert report.messages == [1, 2, 4, 5, 6, 8]   # in order, each once
+    assert report.dead_lettered == [[-3], [-7]]
+    assert report.given_up == []
 
 
 def test_run_sink_refuses_a_sink_that_cannot_cross_processes() -> None:
