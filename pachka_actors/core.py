@@ -435,17 +435,21 @@ class PachkaCore:
         report it lost, and stop."""
         phase = self.phase
         self.bound = None
-        effects = self._cancel(self.timer)
-        if isinstance(phase, Exporting):
-            effects.append(KillExport(phase.export_id))
-        if isinstance(phase, Exporting | RetryBackoff):
-            self.pending.appendleft(phase.batch)
-        self.phase = Idle()
+        effects: list[Effect] = []
         if self.credits:
             effects.append(Log(logging.INFO, f"gave up {len(self.credits)} open grants of room "
                                              f"({self.reserved} messages): their producers "
                                              f"report what they could not ship"))
             effects += self._cancel_credits()
+        if isinstance(phase, Draining):
+            phase.last_chance = True  # its end decides: delivered, else spilled or lost
+            return effects
+        effects += self._cancel(self.timer)
+        if isinstance(phase, Exporting):
+            effects.append(KillExport(phase.export_id))
+        if isinstance(phase, Exporting | RetryBackoff):
+            self.pending.appendleft(phase.batch)
+        self.phase = Idle()
         if self.drains and self._drainable:
             return effects + self._drain(last_chance=True)
         return [*effects, *self._lose("not delivered within shutdown_timeout"), *self._finish()]
@@ -455,8 +459,10 @@ class PachkaCore:
         if not isinstance(phase, Draining):
             return [Log(logging.WARNING, f"drain finished in state {self.state.value}")]
         self.phase = Idle()
-        if failure is None:
+        if failure is None and not phase.last_chance:
             return self._settle()
+        if failure is None:  # out of time: dead letters waiting for their export too
+            return [*self._lose("not delivered within shutdown_timeout"), *self._finish()]
         self.pending.extendleft(reversed(phase.batches))
         if phase.last_chance:
             return [*self._lose(f"drain_on_terminate failed ({failure!r})"), *self._finish()]

@@ -493,3 +493,18 @@ def test_open_grants_at_exit_are_awaited_then_given_up_without_crying_wolf() -> 
     effects = core.handle(TimerFired(bound))
     assert [e.level for e in effects if isinstance(e, Log)] == [logging.INFO]
     assert effects[-1] == Finish() and not core.credits
+
+
+def test_shutdown_timeout_passing_during_a_drain_waits_for_its_end() -> None:
+    """Found by the model: the bound firing while `drain_on_terminate` ran dropped the
+    drained messages (the server stopped with them neither delivered nor reported)."""
+    core = PachkaCore(max_batch_size=3, critical_queue_size=2, max_batch_delay=None,
+                      export_timeout=None, shutdown_timeout=30.0, drains=True, spills=True)
+    core.handle(MessagesReceived([0, 1]))
+    [drain, bound] = core.handle(ExitRequested())
+    assert isinstance(drain, Drain) and isinstance(bound, ArmTimer)
+    assert core.handle(TimerFired(bound.timer)) == []   # the drain's end decides
+    assert core.state is State.DRAINING and core.held == 2
+    [spill, finish] = core.handle(DrainDone(OSError("fallback down")))
+    assert isinstance(spill, Spill) and [list(b) for b in spill.batches] == [[0, 1]]
+    assert isinstance(finish, Finish)
