@@ -118,7 +118,8 @@ class RecordingSink(Sink):
         return self.retry_seconds
 
     def batches(self) -> list[list[Any]]:
-        """Every batch taken, in the order taken."""
+        """Every batch written so far, in the order taken (a batch still being written
+        is not there yet: it appears whole, under its final name, or not at all)."""
         return [pickle.loads(path.read_bytes()) for path in _numbered(Path(self.directory),
                                                                        "batch")]
 
@@ -126,15 +127,16 @@ class RecordingSink(Sink):
         return [message for batch in self.batches() for message in batch]
 
     def attempts(self) -> int:
-        return len(_numbered(Path(self.directory), "attempt"))
+        return len(_numbered(Path(self.directory), ".attempt"))
 
 
 def _claim(directory: Path, kind: str) -> int:
-    """The next number of `kind` in `directory`, taken atomically (O_EXCL) across processes."""
-    number = len(_numbered(directory, kind))
+    """The next number of `kind` in `directory`, taken atomically (O_EXCL) across processes,
+    under a hidden name: readers of `kind-*` files see only written ones (`_write`)."""
+    number = len(_numbered(directory, f".{kind}"))
     while True:
         try:
-            fd = os.open(directory / f"{kind}-{number:09d}", os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            fd = os.open(directory / f".{kind}-{number:09d}", os.O_CREAT | os.O_EXCL | os.O_WRONLY)
         except FileExistsError:
             number += 1
             continue
@@ -150,7 +152,8 @@ def _write(directory: Path, kind: str, value: Any) -> None:
 
 
 def _numbered(directory: Path, kind: str) -> Sequence[Path]:
-    return sorted(directory.glob(f"{kind}-*"))
+    """The files `kind-NNNNNNNNN`, in number order (a claim's `.tmp` file is not one)."""
+    return sorted(directory.glob(f"{kind}-[0-9]*[0-9]"))
 
 
 def start_manual(system: ActorSystem, sink: Sink | type[Sink], **options: Any) -> Pachka:

@@ -11,7 +11,7 @@ from thespian.actors import ActorSystem
 
 from pachka_actors import ConfigError, Sink
 from pachka_actors.messages import State
-from pachka_actors.testing import RecordingSink, fire, run_sink, start_manual
+from pachka_actors.testing import RecordingSink, _claim, fire, run_sink, start_manual
 
 
 class FlakySink(Sink):
@@ -52,6 +52,16 @@ def test_recording_sink_fails_first_attempts(tmp_path: Path) -> None:
     report = run_sink(sink, [1, 2, 3], max_batch_size=2)
     assert report.delivered == [[1, 2], [3]] and len(report.failures) == 1
     assert sink.batches() == [[1, 2], [3]] and sink.attempts() == 3
+
+
+def test_recording_sink_readers_never_see_a_batch_being_written(tmp_path: Path) -> None:
+    """An exporter that claimed a batch number and has not written it yet (another process,
+    caught between the two steps): readers see no batch, not an empty file."""
+    sink = RecordingSink(tmp_path)
+    assert _claim(tmp_path, "batch") == 0  # claimed, not written
+    assert sink.batches() == [] and sink.messages() == []
+    assert sink.send_batch(["x"], None) is None
+    assert sink.batches() == [["x"]]  # under the next number; the claimed one stays unseen
 
 
 @pytest.mark.parametrize("pachka_system", ["simpleSystemBase", "multiprocTCPBase"],
