@@ -92,9 +92,11 @@ class AsyncPachka:
     # ---- asking ------------------------------------------------------------------------
 
     async def status(self) -> ServerStatus:
+        """`Pachka.status`, awaited: after the calls made before it."""
         return await self._call(self.handle.status)
 
     async def stats(self) -> Stats:
+        """`Pachka.stats`, awaited: after the calls made before it."""
         return await self._call(self.handle.stats)
 
     async def flush(self, timeout: float | None = None) -> None:
