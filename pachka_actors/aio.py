@@ -44,10 +44,12 @@ class AsyncPachka:
     an error it ends with is logged, as nobody awaits it.
     """
 
-    def __init__(self, handle: Pachka, executor: ThreadPoolExecutor | None = None) -> None:
+    def __init__(self, handle: Pachka) -> None:
+        """Await the calls of `handle`, made elsewhere; the worker thread starts at the
+        first call."""
         #: The sync handle, for code in other threads (it is thread-safe).
         self.handle = handle
-        self._executor = executor  # None: the next call starts one
+        self._executor: ThreadPoolExecutor | None = None  # None: the next call starts one
 
     @classmethod
     async def start(cls, system: ActorSystem, **options: Any) -> AsyncPachka:
@@ -69,7 +71,9 @@ class AsyncPachka:
         except BaseException:
             executor.shutdown(wait=False)
             raise
-        return cls(handle, executor)
+        opened = cls(handle)
+        opened._executor = executor
+        return opened
 
     # ---- feeding the server ------------------------------------------------------------
 

@@ -15,7 +15,7 @@ from sinks import RecordingSink, calls, delivered, wait_for
 from support import touch
 from thespian.actors import ActorSystem
 
-from pachka_actors import NotStarted, Overloaded, Sink
+from pachka_actors import NotStarted, Overloaded, Pachka, Sink
 from pachka_actors.aio import AsyncPachka
 from pachka_actors.testing import run_sink
 
@@ -117,6 +117,22 @@ def test_the_awaited_calls(pachka_system: ActorSystem, tmp_path: Path) -> None:
 
     asyncio.run(program())
     assert delivered(tmp_path) == ["a", "b", "c"]
+
+
+def test_connect_and_wrap(tcp_system: ActorSystem, tmp_path: Path) -> None:
+    started = Pachka.start(tcp_system, sink=RecordingSink(tmp_path), name="aio-server",
+                           max_batch_delay=0.05)
+
+    async def program() -> None:
+        async with await AsyncPachka.connect(tcp_system, "aio-server") as connected:
+            await connected.send_message("by name")
+        wrapped = AsyncPachka(started)  # a handle made elsewhere
+        await wrapped.send_message("wrapped")
+        assert (await wrapped.stats()).accepted == 2  # leaving `connected` closed it only
+        await wrapped.stop()
+
+    asyncio.run(program())
+    assert delivered(tmp_path) == ["by name", "wrapped"]
 
 
 def test_a_cancelled_send_still_goes_in(tcp_system: ActorSystem, tmp_path: Path) -> None:
