@@ -5,7 +5,9 @@
   failures, its `retry_timeout` answers and its dead letters, without any actor.
 - `RecordingSink`: a sink that records every batch it gets in a directory, from
   whatever process exports it, and can fail its first attempts.
-- `start_manual` and `fire`: a server whose timers fire only when the test says.
+- `start_manual` and `fire`: a server whose timers fire only when the test says;
+  `wait_for_timer` and `wait_for_state` wait for what a multi-process base
+  does after the call that caused it returned.
 - The pytest plugin (`pachka_actors.pytest_plugin`, loaded automatically once
   the package is installed) adds the `pachka_system` fixture: an isolated actor
   system that leaves no process behind.
@@ -15,7 +17,8 @@ from __future__ import annotations
 
 import os
 import pickle
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -34,7 +37,7 @@ from .core import (
     StopRequested,
     TimerFired,
 )
-from .messages import FireTimer, TimerKind
+from .messages import FireTimer, ServerStatus, State, Timer, TimerKind
 from .pachka import Pachka
 from .sink import FailureReason, Sink, retry_delay
 
@@ -146,7 +149,8 @@ class RecordingSink(Sink):
         return self.retry_seconds
 
     def batches(self) -> list[list[Any]]:
-        """Every batch taken, in the order taken."""
+        """Every batch written so far, in the order taken (a batch still being written
+        is not there yet: it appears whole, under its final name, or not at all)."""
         return [pickle.loads(path.read_bytes()) for path in _numbered(Path(self.directory),
                                                                        "batch")]
 
@@ -154,15 +158,16 @@ class RecordingSink(Sink):
         return [message for batch in self.batches() for message in batch]
 
     def attempts(self) -> int:
-        return len(_numbered(Path(self.directory), "attempt"))
+        return len(_numbered(Path(self.directory), ".attempt"))
 
 
 def _claim(directory: Path, kind: str) -> int:
-    """The next number of `kind` in `directory`, taken atomically (O_EXCL) across processes."""
-    number = len(_numbered(directory, kind))
+    """The next number of `kind` in `directory`, taken atomically (O_EXCL) across processes,
+    under a hidden name: readers of `kind-*` files see only written ones (`_write`)."""
+    number = len(_numbered(directory, f".{kind}"))
     while True:
         try:
-            fd = os.open(directory / f"{kind}-{number:09d}", os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            fd = os.open(directory / f".{kind}-{number:09d}", os.O_CREAT | os.O_EXCL | os.O_WRONLY)
         except FileExistsError:
             number += 1
             continue
@@ -178,7 +183,8 @@ def _write(directory: Path, kind: str, value: Any) -> None:
 
 
 def _numbered(directory: Path, kind: str) -> Sequence[Path]:
-    return sorted(directory.glob(f"{kind}-*"))
+    """The files `kind-NNNNNNNNN`, in number order (a claim's `.tmp` file is not one)."""
+    return sorted(directory.glob(f"{kind}-[0-9]*[0-9]"))
 
 
 def start_manual(system: ActorSystem, sink: Sink | type[Sink], **options: Any) -> Pachka:
@@ -186,14 +192,49 @@ def start_manual(system: ActorSystem, sink: Sink | type[Sink], **options: Any) -
     return Pachka.start(system=system, sink=sink, timers="manual", **options)
 
 
-def fire(server: Pachka, kind: TimerKind | str) -> None:
+#: Seconds between two looks at the server while waiting for a timer or a state.
+POLL = 0.01
+
+
+def fire(server: Pachka, kind: TimerKind | str, *, wait: float = 0.0) -> None:
     """Fire the server's running timer, which must be of `kind` ("batch", "export", "retry").
 
-    Raises AssertionError naming what runs instead: a test that expects a timer
-    that is not there is wrong, and should say so rather than wait.
+    `wait` (seconds): wait up to that long for such a timer (`wait_for_timer`).
+    On a multi-process base some timers are armed after the call that caused
+    them returned (the retry timer once the failed export's result reached the
+    server), so `fire(server, "retry", wait=5)` right after a failing export.
+    Raises AssertionError naming the state and the timer it saw instead: a
+    test that expects a timer that is not there is wrong, and should say so.
     """
-    kind = TimerKind(kind)
-    timer = server.status().timer
-    if timer is None or timer.kind is not kind:
-        raise AssertionError(f"no {kind.value} timer runs (the running timer: {timer})")
+    timer = wait_for_timer(server, kind, wait)
     server.system.tell(server.address, FireTimer(timer))
+
+
+def wait_for_timer(server: Pachka, kind: TimerKind | str, timeout: float = 5.0) -> Timer:
+    """The server's running timer once it is of `kind`, polling `status()` up to `timeout`
+    seconds (0: one look); AssertionError naming the state and timer seen otherwise."""
+    kind = TimerKind(kind)
+    status = _poll(server, lambda status: status.timer is not None
+                   and status.timer.kind is kind, f"no {kind.value} timer runs", timeout)
+    assert status.timer is not None
+    return status.timer
+
+
+def wait_for_state(server: Pachka, state: State | str, timeout: float = 5.0) -> ServerStatus:
+    """The server's status once it is in `state`, polling `status()` up to `timeout` seconds;
+    AssertionError naming the state and timer seen otherwise."""
+    state = State(state)
+    return _poll(server, lambda status: status.state is state,
+                 f"the server is not {state.value}", timeout)
+
+
+def _poll(server: Pachka, reached: Callable[[ServerStatus], bool], failure: str,
+          timeout: float) -> ServerStatus:
+    deadline = time.monotonic() + timeout
+    while not reached(status := server.status()):
+        if time.monotonic() >= deadline:
+            waited = f" after {timeout} s" if timeout else ""
+            raise AssertionError(f"{failure}{waited} (state: {status.state.value}, "
+                                 f"running timer: {status.timer})")
+        time.sleep(POLL)
+    return status

@@ -6,13 +6,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sinks import wait_for
 from thespian.actors import ActorSystem
 
 from pachka_actors import ConfigError, Sink
 from pachka_actors.errors import PermanentSinkError
 from pachka_actors.messages import State
-from pachka_actors.testing import RecordingSink, fire, run_sink, start_manual
+from pachka_actors.testing import (
+    RecordingSink,
+    _claim,
+    fire,
+    run_sink,
+    start_manual,
+    wait_for_state,
+    wait_for_timer,
+)
 
 
 class FlakySink(Sink):
@@ -71,6 +78,16 @@ def test_recording_sink_fails_first_attempts(tmp_path: Path) -> None:
     assert sink.batches() == [[1, 2], [3]] and sink.attempts() == 3
 
 
+def test_recording_sink_readers_never_see_a_batch_being_written(tmp_path: Path) -> None:
+    """An exporter that claimed a batch number and has not written it yet (another process,
+    caught between the two steps): readers see no batch, not an empty file."""
+    sink = RecordingSink(tmp_path)
+    assert _claim(tmp_path, "batch") == 0  # claimed, not written
+    assert sink.batches() == [] and sink.messages() == []
+    assert sink.send_batch(["x"], None) is None
+    assert sink.batches() == [["x"]]  # under the next number; the claimed one stays unseen
+
+
 @pytest.mark.parametrize("pachka_system", ["simpleSystemBase", "multiprocTCPBase"],
                          indirect=True)
 def test_manual_server_with_recording_sink(pachka_system: ActorSystem, tmp_path: Path) -> None:
@@ -78,11 +95,43 @@ def test_manual_server_with_recording_sink(pachka_system: ActorSystem, tmp_path:
     server = start_manual(pachka_system, sink, max_batch_size=10, linger=None)
     server.send_messages(["x", "y"])
     fire(server, "batch")
-    wait_for(lambda: server.status().state is State.RETRY_BACKOFF)
-    with pytest.raises(AssertionError, match="no batch timer"):
+    assert wait_for_state(server, State.RETRY_BACKOFF).retry_num == 1
+    with pytest.raises(AssertionError, match=r"no batch timer runs \(state: retry_backoff"):
         fire(server, "batch")
     fire(server, "retry")
-    wait_for(lambda: sink.messages() == ["x", "y"])
+    server.stop()
+    assert sink.messages() == ["x", "y"]
+
+
+# --8<-- [start:wait]
+@pytest.mark.parametrize("pachka_system",
+                         ["simpleSystemBase", "multiprocQueueBase", "multiprocTCPBase"],
+                         indirect=True)
+def test_fire_waits_for_a_timer_armed_later(pachka_system: ActorSystem, tmp_path: Path) -> None:
+    sink = RecordingSink(tmp_path, fail_first=2)
+    server = start_manual(pachka_system, sink, max_batch_size=10, linger=None)
+    server.send_messages(["x", "y"])
+    fire(server, "batch")
+    fire(server, "retry", wait=5.0)    # armed once the export's failure reached the server
+    fire(server, "retry", wait=5.0)
+    server.stop()
+    assert sink.messages() == ["x", "y"] and sink.attempts() == 3
+# --8<-- [end:wait]
+
+
+@pytest.mark.parametrize("pachka_system", ["simpleSystemBase", "multiprocTCPBase"],
+                         indirect=True)
+def test_waiting_in_vain_names_what_was_seen(pachka_system: ActorSystem, tmp_path: Path) -> None:
+    server = start_manual(pachka_system, RecordingSink(tmp_path), linger=None)
+    with pytest.raises(AssertionError, match=r"^no retry timer runs after 0.2 s "
+                                             r"\(state: idle, running timer: None\)$"):
+        wait_for_timer(server, "retry", timeout=0.2)
+    with pytest.raises(AssertionError, match=r"^the server is not exporting after 0.2 s "
+                                             r"\(state: idle"):
+        wait_for_state(server, "exporting", timeout=0.2)
+    server.send_messages(["x"])
+    timer = wait_for_timer(server, "batch", timeout=0)
+    assert server.status().timer == timer
     server.stop()
 
 
