@@ -29,7 +29,7 @@ from thespian.actors import (
 )
 
 from ._ask import Caller
-from ._thespian import is_status_of, status_request
+from ._base import is_status_of, status_request
 from .config import Requirements
 from .errors import ConfigError
 
