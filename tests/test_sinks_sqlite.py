@@ -14,8 +14,9 @@ from sinks import wait_for
 from table_sinks import RetryLog, fire_when, retries
 from thespian.actors import ActorSystem
 
-from pachka_actors import ConfigError, DrainingSink, Pachka
+from pachka_actors import ConfigError, Pachka
 from pachka_actors.messages import State, TimerKind
+from pachka_actors.sink import DrainingSink
 from pachka_actors.sinks import PermanentSinkError, SQLiteSink
 
 # The docs' example; its module is imported before any actor process forks.
