@@ -115,3 +115,30 @@ def test_every_exception_the_library_defines_is_in_errors() -> None:
                       if isinstance(value, type) and issubclass(value, BaseException)
                       and value.__module__ == loaded.__name__]
     assert not elsewhere, f"exceptions defined outside pachka_actors.errors: {elsewhere}"
+
+
+# ---- docs/design.md maps every module ------------------------------------------------------
+
+DESIGN = PACKAGE.parent / "docs" / "design.md"
+
+
+def named_in_design() -> set[str]:
+    """The files docs/design.md names: `xxx.py`, `sinks/xxx.py`, `pachka_actors/xxx.py`, and
+    `tests/xxx.py` and the like (outside the package, relative to the repository)."""
+    import re
+
+    text = DESIGN.read_text()
+    return {name.removeprefix("pachka_actors/")
+            for name in re.findall(r"(?<![\w/.])((?:[\w]+/)*[\w]+\.py)\b", text)}
+
+
+def test_every_module_design_md_names_exists() -> None:
+    missing = sorted(name for name in named_in_design()
+                     if not (PACKAGE / name).exists() and not (PACKAGE.parent / name).exists())
+    assert not missing, f"docs/design.md names files that do not exist: {missing}"
+
+
+def test_design_md_names_every_module() -> None:
+    modules = {str(path.relative_to(PACKAGE)) for path in PACKAGE.rglob("*.py")}
+    unnamed = sorted(modules - named_in_design())
+    assert not unnamed, f"modules docs/design.md does not name: {unnamed}"
