@@ -23,8 +23,8 @@ from thespian.actors import ActorSystem
 
 from pachka_actors import ConfigError, Pachka
 from pachka_actors.messages import State, TimerKind
-from pachka_actors.sink import DrainingSink
-from pachka_actors.sinks import PermanentSinkError
+from pachka_actors.sink import Batch, DrainingSink
+from pachka_actors.sinks import PermanentSinkError, SchemaError
 
 DSN_VARIABLE = "PACHKA_TEST_POSTGRES_DSN"
 
@@ -165,10 +165,10 @@ def test_data_errors_are_permanent_and_roll_back_the_batch(dsn: str, table: str,
         sink.close()
 
 
-def test_missing_table_is_permanent(dsn: str) -> None:
+def test_missing_table_is_a_schema_error_not_bad_data(dsn: str) -> None:
     sink = PostgresSink(dsn, "no_such_table", COLUMNS)
     try:
-        with pytest.raises(PermanentSinkError) as raised:
+        with pytest.raises(SchemaError) as raised:
             sink.send_batch([event(1)], None)
         assert (raised.value.error_type, raised.value.code) == ("UndefinedTable", "42P01")
     finally:
@@ -181,7 +181,7 @@ def test_connection_errors_are_raised_as_they_are(tmp_path: Path) -> None:
         sink.send_batch([event(1)], None)
     assert not isinstance(raised.value, PermanentSinkError)
     assert sink.retry_timeout(3, raised.value, None) == 3.0   # Pachka's linear wait
-    assert sink.retry_timeout(3, PermanentSinkError("x"), None) == 8.0
+    assert sink.retry_timeout(3, SchemaError("x"), None) == 8.0
     assert type(pickle.loads(pickle.dumps(raised.value))) is psycopg.OperationalError
 
 
@@ -238,23 +238,47 @@ def test_unreachable_server_is_retried_until_it_answers(dsn: str, table: str, tm
     assert rows(dsn, table) == [(i, "login", i * 10) for i in range(3)]
 
 
-def test_data_error_backs_off_and_is_retried_once_fixed(dsn: str, table: str, tmp_path: Path,
-                                                        tcp_system: ActorSystem) -> None:
+def test_missing_column_backs_off_and_is_retried_once_added(dsn: str, table: str,
+                                                             tmp_path: Path,
+                                                             tcp_system: ActorSystem) -> None:
     with psycopg.connect(dsn, autocommit=True) as db:
-        db.execute(f"insert into {table} values (3, 'stale', 0)")
+        db.execute(f'alter table {table} drop column "order"')
     server = Pachka.start(system=tcp_system, sink=RecordingPostgresSink(dsn, table, COLUMNS),
                           max_batch_size=5, timers="manual", server_value=str(tmp_path))
-    server.send_messages([event(i) for i in range(5)])   # 3 is taken: the batch fails
+    server.send_messages([event(i) for i in range(5)])   # no column "order": the batch fails
     fire_when(tcp_system, server, State.RETRY_BACKOFF, TimerKind.RETRY)
     wait_for(lambda: len(retries(tmp_path)) == 2)
-    assert retries(tmp_path) == [{"retry_num": n, "type": "PermanentSinkError", "code": "23505",
+    assert retries(tmp_path) == [{"retry_num": n, "type": "SchemaError", "code": "42703",
                                   "delay": 2.0 ** n} for n in (1, 2)]
-    with psycopg.connect(dsn, autocommit=True) as db:    # someone fixes the data
-        db.execute(f"delete from {table} where id = 3")
+    with psycopg.connect(dsn, autocommit=True) as db:    # someone fixes the table
+        db.execute(f'alter table {table} add column "order" integer')
     fire_when(tcp_system, server, State.RETRY_BACKOFF, TimerKind.RETRY)
     wait_for(lambda: len(rows(dsn, table)) == 5)
+    assert server.stats().dead_lettered == 0
     server.stop()
     assert rows(dsn, table) == [(i, "login", i * 10) for i in range(5)]
+
+
+def test_ledger_and_dead_letter_table(dsn: str, table: str) -> None:
+    """A batch already in the ledger is skipped (also part by part in the drain); a dead
+    letter lands in its table once, whatever the retries."""
+    ledger, dead = f"{table}_ledger", f"{table}_dead"
+    sink = PostgresSink(dsn, table, COLUMNS, ledger=ledger, dead_letter_table=dead)
+    try:
+        sink.send_batch(Batch([event(1), event(2)], "b1"), None)
+        sink.send_batch(Batch([event(1), event(2)], "b1"), None)   # a retry after a kill
+        sink.drain_on_terminate(Batch([event(1), event(2), event(3)], "b3",
+                                      (("b1", 2), ("b2", 1))), 100, None)
+        bad = Batch([(9, None, 0)], "b4.x")
+        sink.dead_letter(bad, PermanentSinkError("not null"), None)
+        sink.dead_letter(bad, PermanentSinkError("not null"), None)
+        assert rows(dsn, table) == [(1, "login", 10), (2, "login", 20), (3, "login", 30)]
+        with psycopg.connect(dsn, autocommit=True) as db:
+            assert db.execute(f"select batch_id, message, error from {dead}").fetchall() == [
+                ("b4.x", "[9, null, 0]", "not null")]
+            db.execute(f"drop table {ledger}, {dead}")
+    finally:
+        sink.close()
 
 
 def test_the_docs_example(dsn: str, tcp_system: ActorSystem) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import json
 import pickle
 import sqlite3
 import sys
@@ -16,8 +17,8 @@ from thespian.actors import ActorSystem
 
 from pachka_actors import ConfigError, Pachka
 from pachka_actors.messages import State, TimerKind
-from pachka_actors.sink import DrainingSink
-from pachka_actors.sinks import PermanentSinkError, SQLiteSink
+from pachka_actors.sink import Batch, DrainingSink
+from pachka_actors.sinks import PermanentSinkError, SchemaError, SQLiteSink
 
 # The docs' example; its module is imported before any actor process forks.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
@@ -142,10 +143,64 @@ def test_data_errors_are_permanent_and_roll_back_the_batch(tmp_path: Path, messa
         PermanentSinkError, str(raised.value), raised.value.error_type, code)
 
 
-def test_missing_table_is_permanent(tmp_path: Path) -> None:
-    with pytest.raises(PermanentSinkError) as raised:
+def test_missing_table_is_a_schema_error_not_bad_data(tmp_path: Path) -> None:
+    """No message is at fault: none must be dead-lettered (a PermanentSinkError would be)."""
+    with pytest.raises(SchemaError) as raised:
         SQLiteSink(tmp_path / "empty.sqlite3", "events", COLUMNS).send_batch([event(1)], None)
     assert (raised.value.error_type, raised.value.code) == ("OperationalError", "SQLITE_ERROR")
+    copy = pickle.loads(pickle.dumps(raised.value))
+    assert (type(copy), copy.error_type, copy.code) == (SchemaError, "OperationalError",
+                                                        "SQLITE_ERROR")
+
+
+def test_badly_shaped_messages_are_named_by_index(tmp_path: Path) -> None:
+    """The server then isolates exactly those, without splitting the batch in halves."""
+    with pytest.raises(PermanentSinkError) as raised:
+        SQLiteSink(new_db(tmp_path), "events", COLUMNS).send_batch(
+            [event(1), 7, event(2), {"id": 3}], None)
+    assert raised.value.indices == (1, 3)
+    assert "(and 1 more)" in str(raised.value)
+
+
+def test_ledger_skips_a_batch_it_has_and_the_drain_skips_part_by_part(tmp_path: Path) -> None:
+    path = new_db(tmp_path)
+    sink = SQLiteSink(path, "events", COLUMNS, ledger="batches")
+    sink.send_batch(Batch([event(1), event(2)], "b1"), None)
+    sink.send_batch(Batch([event(1), event(2)], "b1"), None)   # retried after a kill: skipped
+    sink.drain_on_terminate(Batch([event(1), event(2), event(3)], "b3",
+                                  (("b1", 2), ("b2", 1))), 100, None)
+    assert rows(path) == [(1, "login", 10), (2, "login", 20), (3, "login", 30)]
+    with sqlite3.connect(path) as db:
+        assert sorted(db.execute("select batch_id from batches")) == [("b1",), ("b2",)]
+    db.close()
+
+
+def test_without_a_batch_id_the_ledger_writes_as_usual(tmp_path: Path) -> None:
+    path = new_db(tmp_path)
+    SQLiteSink(path, "events", COLUMNS, ledger="batches").send_batch([event(1)], None)
+    assert rows(path) == [(1, "login", 10)]
+
+
+def test_a_failed_batch_leaves_no_ledger_entry(tmp_path: Path) -> None:
+    path = new_db(tmp_path)
+    sink = SQLiteSink(path, "events", COLUMNS, ledger="batches")
+    with pytest.raises(PermanentSinkError):
+        sink.send_batch(Batch([event(1), (1, None, 0)], "b1"), None)
+    sink.send_batch(Batch([event(1)], "b1"), None)   # the same id, now good: written
+    assert rows(path) == [(1, "login", 10)]
+
+
+def test_dead_letter_table_keeps_messages_and_error(tmp_path: Path) -> None:
+    path = new_db(tmp_path)
+    sink = SQLiteSink(path, "events", COLUMNS, dead_letter_table="dead", ledger="batches")
+    bad = Batch([{"id": None, "kind": "x", "order": 1}, (2, {1, 2}, 3)], "b4.x")
+    sink.dead_letter(bad, PermanentSinkError("NOT NULL"), None)
+    sink.dead_letter(bad, PermanentSinkError("NOT NULL"), None)   # again: under the ledger
+    with sqlite3.connect(path) as db:
+        found = db.execute("select batch_id, message, error from dead order by rowid").fetchall()
+    db.close()
+    assert found == [("b4.x", '{"id": null, "kind": "x", "order": 1}', "NOT NULL"),
+                     ("b4.x", '[2, "{1, 2}", 3]', "NOT NULL")]
 
 
 def test_locked_database_is_transient(tmp_path: Path) -> None:
@@ -194,12 +249,12 @@ def test_one_connection_from_setup_to_teardown(tmp_path: Path) -> None:
     assert rows(path) == [(i, "login", i * 10) for i in (1, 2, 3)]
 
 
-def test_retry_timeout_is_linear_for_transient_and_exponential_for_permanent() -> None:
+def test_retry_timeout_is_linear_for_transient_and_exponential_for_schema() -> None:
     sink = SQLiteSink("x.sqlite3", "events", COLUMNS, max_retry_timeout=20)
     transient = sqlite3.OperationalError("database is locked")
-    permanent = PermanentSinkError("UNIQUE constraint failed", "IntegrityError")
+    schema = SchemaError("no such table: events", "OperationalError")
     assert [sink.retry_timeout(n, transient, None) for n in (1, 2, 3, 30)] == [1, 2, 3, 20]
-    assert [sink.retry_timeout(n, permanent, None) for n in (1, 2, 3, 10**6)] == [2, 4, 8, 20]
+    assert [sink.retry_timeout(n, schema, None) for n in (1, 2, 3, 10**6)] == [2, 4, 8, 20]
     assert sink.retry_timeout(1, "killed", None) == 1
 
 
@@ -223,25 +278,39 @@ def test_batches_reach_the_table_in_order(tcp_system: ActorSystem, tmp_path: Pat
         (i, "page_view", i) for i in range(12, 15)]
 
 
-def test_data_error_backs_off_and_is_retried_once_fixed(tcp_system: ActorSystem,
-                                                        tmp_path: Path) -> None:
-    path = new_db(tmp_path)
-    SQLiteSink(path, "events", COLUMNS).send_batch([(3, "stale", 0)], None)
+def test_missing_table_backs_off_and_is_retried_once_created(tcp_system: ActorSystem,
+                                                              tmp_path: Path) -> None:
+    path = str(tmp_path / "events.sqlite3")
     server = Pachka.start(system=tcp_system, sink=RecordingSQLiteSink(path, "events", COLUMNS),
                           max_batch_size=5, timers="manual", server_value=str(tmp_path))
-    server.send_messages([event(i) for i in range(5)])   # 3 is taken: the batch fails
+    server.send_messages([event(i) for i in range(5)])   # no table yet: the batch fails
     fire_when(tcp_system, server, State.RETRY_BACKOFF, TimerKind.RETRY)
     wait_for(lambda: len(retries(tmp_path)) == 2)
     assert retries(tmp_path) == [
-        {"retry_num": n, "type": "PermanentSinkError", "code": "SQLITE_CONSTRAINT_PRIMARYKEY",
+        {"retry_num": n, "type": "SchemaError", "code": "SQLITE_ERROR",
          "delay": 2.0 ** n} for n in (1, 2)]
-    with sqlite3.connect(path) as db:                    # someone fixes the data
-        db.execute("delete from events where id = 3")
-    db.close()
+    new_db(tmp_path)                                     # someone creates the table
     fire_when(tcp_system, server, State.RETRY_BACKOFF, TimerKind.RETRY)
     wait_for(lambda: len(rows(path)) == 5)
     assert rows(path) == [(i, "login", i * 10) for i in range(5)]
+    assert server.stats().dead_lettered == 0
     server.stop()
+
+
+def test_a_duplicate_row_is_dead_lettered_and_the_rest_written(tcp_system: ActorSystem,
+                                                               tmp_path: Path) -> None:
+    path = new_db(tmp_path)
+    SQLiteSink(path, "events", COLUMNS).send_batch([(3, "stale", 0)], None)
+    sink = SQLiteSink(path, "events", COLUMNS, dead_letter_table="dead")
+    with Pachka.start(system=tcp_system, sink=sink, max_batch_size=5) as server:
+        server.send_messages([event(i) for i in range(5)])   # 3 is taken
+        wait_for(lambda: server.stats().dead_lettered == 1)
+    assert rows(path) == [(0, "login", 0), (1, "login", 10), (2, "login", 20), (3, "stale", 0),
+                          (4, "login", 40)]
+    with sqlite3.connect(path) as db:
+        found = db.execute("select message from dead").fetchall()
+    db.close()
+    assert [json.loads(m) for (m,) in found] == [event(3)]
 
 
 def test_the_docs_example(tcp_system: ActorSystem, tmp_path: Path) -> None:

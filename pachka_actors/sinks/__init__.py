@@ -5,8 +5,8 @@
 `pachka_actors.sinks.postgres`, so this package never imports psycopg.
 """
 
-from ..errors import PermanentSinkError
+from ..errors import PermanentSinkError, SchemaError
 from .sqlite import ON_CONFLICT, SQLiteSink
 from .table import TableSink
 
-__all__ = ["ON_CONFLICT", "PermanentSinkError", "SQLiteSink", "TableSink"]
+__all__ = ["ON_CONFLICT", "PermanentSinkError", "SQLiteSink", "SchemaError", "TableSink"]

@@ -16,7 +16,7 @@ except ImportError as exc:  # pragma: no cover - exercised by a test that hides 
 from ..errors import ConfigError, PermanentSinkError, SchemaError
 from .table import TableSink
 
-__all__ = ["PermanentSinkError", "PostgresSink"]
+__all__ = ["PermanentSinkError", "PostgresSink", "SchemaError"]
 
 # Errors the same rows will meet again: bad values, constraints, and a value psycopg
 # cannot adapt (a ProgrammingError the server never saw: no SQLSTATE). The other
