@@ -11,13 +11,12 @@ The server arms its export timer when it starts the export, which is when the
 from __future__ import annotations
 
 import os
-import socket
 import time
 
 from thespian.actors import ActorSystem
 
 from pachka_actors import Pachka
-from pachka_actors._process_old import ProcessId
+from pachka_actors._process import ended
 
 from ._harness import (
     BenchmarkError,
@@ -53,7 +52,7 @@ def one_rep(asys: ActorSystem, tmp: str, rep: int, timeout: float) -> tuple[floa
     answered = time.monotonic()
     wait_for(lambda: bool(attempts(tries)), 10 + timeout, "the hung export to start")
     pid, sink_start = attempts(tries)[0]
-    died = wait_for(lambda: ProcessId(pid, socket.gethostname()).ended(), 10 + timeout,
+    died = wait_for(lambda: ended(pid), 10 + timeout,
                     "the hung exporter to be killed")
     wait_for(lambda: len(attempts(tries)) >= 2, 10, "the retry")
     handle.stop()

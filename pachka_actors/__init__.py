@@ -7,64 +7,39 @@ accepted message delivered or drained at shutdown. A `Supervisor` (Elixir's)
 starts a Pachka server between its sink system and its producers, and stops
 them in reverse order.
 
-What a program types is here (`BufferedProducer` is for actors that feed a server);
-the messages for actors that drive a server or a supervisor themselves are in
-`pachka_actors.messages`, every error in
-`pachka_actors.errors`, and the validated configurations in `pachka_actors.config`.
+Here is what a program types. The rest has one home each: every error in
+`pachka_actors.errors`, the sink contract (`Sink`, `Batch`, `DrainingSink`) in
+`pachka_actors.sink`, the ready sinks in `pachka_actors.sinks`, the validated
+configurations and the supervisor's vocabulary (`ChildType`, `Restart`, `Strategy`,
+`BRUTAL_KILL`) in `pachka_actors.config`, the messages for actors that drive a server
+or a supervisor themselves in `pachka_actors.messages`, the actors in
+`pachka_actors.server` and `pachka_actors.supervisor`, `PartitionStatus` in
+`pachka_actors.pool`, and `pachka_actors.metrics` and `pachka_actors.testing`.
 """
 
 import logging
 
-from . import messages
-from ._restart import Restart, Strategy
-from .config import BRUTAL_KILL, ChildSpec, ChildType
-from .errors import (
-    ActorTimeout,
-    AlreadyStarted,
-    ConfigError,
-    MessagesLost,
-    NotStarted,
-    Overloaded,
-    PachkaError,
-    PartitionUnreachable,
-    StartChildError,
-    SupervisorError,
-    UnpicklableMessage,
-)
+from .config import ChildSpec
+from .errors import ActorTimeout, ConfigError, MessagesLost, Overloaded, PachkaError
 from .pachka import Pachka
-from .pool import PachkaPool, PartitionStatus
+from .pool import PachkaPool
 from .producer import BufferedProducer
-from .server import PachkaServer
-from .sink import DrainingSink, Sink
-from .supervisor import Supervisor, SupervisorActor
+from .sink import Batch, Sink
+from .supervisor import Supervisor
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __all__ = [
-    "BRUTAL_KILL",
     "ActorTimeout",
-    "AlreadyStarted",
+    "Batch",
     "BufferedProducer",
     "ChildSpec",
-    "ChildType",
     "ConfigError",
-    "DrainingSink",
     "MessagesLost",
-    "NotStarted",
     "Overloaded",
     "Pachka",
     "PachkaError",
     "PachkaPool",
-    "PachkaServer",
-    "PartitionStatus",
-    "PartitionUnreachable",
-    "Restart",
     "Sink",
-    "StartChildError",
-    "Strategy",
     "Supervisor",
-    "SupervisorActor",
-    "SupervisorError",
-    "UnpicklableMessage",
-    "messages",
 ]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,7 +30,7 @@ from thespian.actors import (
 )
 
 from ._ask import Caller
-from ._thespian import is_status_of, status_request
+from ._base import is_status_of, status_request
 from .config import Requirements
 from .errors import ConfigError
 
@@ -51,14 +52,23 @@ def host_admin(system: ActorSystem, address: ActorAddress, timeout: float) -> Ac
     Asked with Thespian's own status request, which every actor answers without
     its `receiveMessage`, so any actor class can be located.
     """
+    reply = _first_reply(system, address, status_request(), timeout,
+                         lambda reply: is_status_of(reply, address))
+    return None if reply is None else reply.adminAddress
+
+
+def _first_reply(system: ActorSystem, address: ActorAddress, request: Any, timeout: float,
+                 accept: Callable[[Any], bool]) -> Any:
+    """The first message `accept` takes after `request` is sent bare (None: none within
+    `timeout`); others reaching the endpoint meanwhile, such as late replies, are dropped."""
     deadline = time.monotonic() + timeout
-    reply: Any = system.ask(address, status_request(), timeout)
-    while not is_status_of(reply, address):
+    reply: Any = system.ask(address, request, timeout)
+    while not accept(reply):
         left = deadline - time.monotonic()
         if reply is None or left <= 0:
             return None
         reply = system.listen(left)
-    return reply.adminAddress
+    return reply
 
 
 def sync_reregistration_period() -> None:
@@ -140,12 +150,7 @@ def members(system: ActorSystem, timeout: float) -> Members | None:
     registered, so that call may see an incomplete picture for a few milliseconds.
     """
     watcher = system.createActor(ConventionWatcher, globalName=WATCHER_NAME)
-    deadline = time.monotonic() + timeout
-    reply: Any = system.ask(watcher, GetMembers(), timeout)
-    while not isinstance(reply, Members):
-        left = deadline - time.monotonic()
-        if reply is None or left <= 0:
-            return None
-        reply = system.listen(left)
+    reply: Members | None = _first_reply(system, watcher, GetMembers(), timeout,
+                                         lambda reply: isinstance(reply, Members))
     return reply
 

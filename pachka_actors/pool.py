@@ -29,6 +29,7 @@ from typing import Any
 from thespian.actors import ActorAddress, ActorSystem
 
 from ._ask import ask
+from ._base import Base, system_key
 from ._courier import system_lock
 from ._placement import (
     WATCHER_NAME,
@@ -38,7 +39,6 @@ from ._placement import (
     host_admin,
 )
 from ._restart import Restart
-from ._thespian import runs_in_caller_thread, system_key
 from .config import (
     DEFAULT_LINGER,
     ChildSpec,
@@ -140,7 +140,7 @@ class PachkaPool:
         self.check_interval = check_interval
         self.partitions: list[Pachka | None] = list(partitions)
         self._round_robin = itertools.count()
-        self._remote = not runs_in_caller_thread(system)
+        self._remote = not Base.of(system).inline
         self._hosts: list[str | None] = [self._host_of(p) for p in self.partitions]
         self._unreachable: dict[int, str] = {}  # gone until `refresh`: host left, not running
         self._last_seen: dict[int, ServerStatus] = {}

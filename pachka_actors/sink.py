@@ -94,15 +94,16 @@ class DrainingSink(Protocol):
 
 
 def retry_delay(sink: Sink, retry_num: int, failure: FailureReason, server_value: Any) -> float:
-    """The sink's `retry_timeout` in seconds, or Pachka's default (`retry_num` seconds) when
-    it raises or answers something that is not a duration."""
+    """The sink's `retry_timeout` in seconds, or Pachka's default (`Sink.retry_timeout`)
+    when it raises or answers something that is not a duration."""
+    default = Sink.retry_timeout(sink, retry_num, failure, server_value)
     try:
         delay = sink.retry_timeout(retry_num, failure, server_value)
         if isinstance(delay, timedelta):
             delay = delay.total_seconds()
         if isinstance(delay, int | float) and not isinstance(delay, bool) and delay >= 0:
             return float(delay)
-        log.error("retry_timeout returned %r; using %s s", delay, retry_num)
+        log.error("retry_timeout returned %r; using %s s", delay, default)
     except Exception:
-        log.exception("retry_timeout raised; using %s s", retry_num)
-    return float(retry_num)
+        log.exception("retry_timeout raised; using %s s", default)
+    return default

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +9,7 @@ from sinks import RecordingSink, delivered, wait_for
 from thespian.actors import ActorSystem
 
 from pachka_actors import Pachka
-from pachka_actors._process_old import ProcessId
+from pachka_actors._process import ended
 from pachka_actors.messages import FireTimer, State, TimerKind
 from pachka_actors.systems import isolated_system
 
@@ -20,7 +19,7 @@ actor_system = isolated_system
 
 def process_gone(pid: int) -> bool:
     """The process has exited (a zombie counts)."""
-    return ProcessId(pid, socket.gethostname()).ended()
+    return ended(pid)
 
 
 def start(system: ActorSystem, directory: Path, sink: type[RecordingSink] = RecordingSink,

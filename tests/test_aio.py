@@ -15,8 +15,9 @@ from sinks import RecordingSink, calls, delivered, wait_for
 from support import touch
 from thespian.actors import ActorSystem
 
-from pachka_actors import NotStarted, Overloaded, Pachka, Sink
+from pachka_actors import Overloaded, Pachka, Sink
 from pachka_actors.aio import AsyncPachka
+from pachka_actors.errors import NotStarted
 from pachka_actors.testing import run_sink
 
 SENDERS, EACH = 20, 10

@@ -43,7 +43,7 @@ from support import process_gone
 from thespian.actors import ActorSystem
 
 from pachka_actors import ActorTimeout, ConfigError, Overloaded, Pachka
-from pachka_actors._thespian import base_name
+from pachka_actors._base import Base
 from pachka_actors.systems import RECORDS, SessionProbe, isolated_system, session_pids
 
 TCP, QUEUE = "multiprocTCPBase", "multiprocQueueBase"
@@ -66,7 +66,7 @@ def system(request: pytest.FixtureRequest) -> Iterator[ActorSystem]:
 
 
 def base_of(asys: ActorSystem) -> str:
-    return TCP if base_name(asys) == TCP else QUEUE
+    return TCP if Base.of(asys).name == TCP else QUEUE
 
 
 

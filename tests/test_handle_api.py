@@ -17,8 +17,9 @@ from thespian.actors import ActorSystem
 
 import pachka_actors._options
 import pachka_actors.config
-from pachka_actors import BufferedProducer, NotStarted, Pachka, errors
+from pachka_actors import BufferedProducer, Pachka, errors
 from pachka_actors.config import HANDLE_OPTIONS, SERVER_OPTIONS, HandleOptions, PachkaConfig
+from pachka_actors.errors import NotStarted
 
 
 def test_with_start_stops_on_leaving(simple_system: ActorSystem, tmp_path: Path) -> None:

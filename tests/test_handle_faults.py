@@ -18,16 +18,9 @@ from sinks import RecordingSink, calls, delivered, wait_for
 from support import actor_system, process_gone, start, touch
 from thespian.actors import ActorSystem
 
-from pachka_actors import (
-    ActorTimeout,
-    MessagesLost,
-    NotStarted,
-    Overloaded,
-    Pachka,
-    PachkaError,
-    UnpicklableMessage,
-)
+from pachka_actors import ActorTimeout, MessagesLost, Overloaded, Pachka, PachkaError
 from pachka_actors._courier import Courier
+from pachka_actors.errors import NotStarted, UnpicklableMessage
 from pachka_actors.messages import State
 from pachka_actors.systems import RECORDS, SystemRecord, free_port
 

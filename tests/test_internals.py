@@ -1,53 +1,56 @@
-"""The internals the shells lean on: Thespian's private attributes, /proc, error pickling."""
+"""The internals the shells lean on: Thespian's private attributes, pidfds, /proc, pickling."""
 
 from __future__ import annotations
 
 import os
 import pickle
 import signal
-import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from sinks import wait_for
 from thespian.actors import Actor, ActorAddress, ActorSystem
 
 from pachka_actors import errors
-from pachka_actors._process_old import ProcessId
-from pachka_actors._thespian import (
-    base_name,
-    child_process,
+from pachka_actors._base import (
+    Base,
+    child_pid,
     exit_children,
+    forget_children,
     forget_dead_children,
     is_status_of,
-    notices_exits_at_once,
-    runs_in_caller_thread,
     status_request,
 )
+from pachka_actors._process import DeathWatch, ended, kill_tree
 
 
 class Parent(Actor):  # type: ignore[misc]
-    """Creates a child and reports what `_thespian` can see of it."""
+    """Creates children and reports what `_base` can see of them."""
 
     def receiveMessage(self, message: Any, sender: ActorAddress) -> None:
         if message == "probe":
             child = self.createActor(Actor)
-            process = child_process(self, child)
-            self.send(sender, (process, exit_children(self), child, os.getpid()))
-        elif message == "notices exits at once?":
-            self.send(sender, notices_exits_at_once(self))
-        elif message == "two, one killed":  # they answer once up: Thespian then awaits them
-            self.asker, self.pongs = sender, []
+            self.send(sender, (Base.of(self), child_pid(self, child), exit_children(self),
+                               child, os.getpid()))
+        elif message in ("forget dead", "forget one"):  # they answer once up: Thespian
+            self.asker, self.forget, self.pongs = sender, message, []  # then awaits them
             for _ in range(2):
                 self.send(self.createActor(Pinged), "ping")
         elif isinstance(message, int):
             self.pongs.append((sender, message))
             if len(self.pongs) == 2:
                 (live, _), (dead, pid) = self.pongs
-                process = ProcessId(pid, socket.gethostname())
-                assert process.kill() and process.wait_ended(5.0)
-                forget_dead_children(self)  # no message is handled meanwhile: no report came
+                watch: DeathWatch[str] = DeathWatch()
+                watch.watch("dead", pid)
+                assert watch.kill("dead") and watch.dead(5.0) == ["dead"]
+                # no message is handled meanwhile: no report of the death came
+                if self.forget == "forget dead":
+                    forget_dead_children(self)
+                else:
+                    forget_children(self, [dead])
                 children = exit_children(self) or []
                 self.send(self.asker, (live in children, dead in children))
 
@@ -59,54 +62,76 @@ class Pinged(Actor):  # type: ignore[misc]
 
 
 def test_thespian_internals_are_there_on_a_multiprocess_base(tcp_system: ActorSystem) -> None:
-    """Fails loudly when an installed Thespian no longer has what `_thespian` reads."""
-    assert base_name(tcp_system) == "multiprocTCPBase"
-    assert not runs_in_caller_thread(tcp_system)
-    process, children, child, parent_pid = tcp_system.ask(tcp_system.createActor(Parent),
-                                                          "probe", 10)
-    assert isinstance(process, ProcessId), "Thespian's _myRef._child_procs is gone"
-    assert process.pid != parent_pid and not process.ended()
+    """Fails loudly when an installed Thespian no longer has what `_base` reads."""
+    assert Base.of(tcp_system) == Base("multiprocTCPBase")
+    assert not Base.of(tcp_system).inline
+    base, pid, children, child, parent_pid = tcp_system.ask(tcp_system.createActor(Parent),
+                                                            "probe", 10)
+    assert base == Base("multiprocTCPBase"), \
+        "Thespian's _myRef.transport (its class tells an actor's base)"
+    assert base.notices_exits_at_once and base.watches_files
+    assert isinstance(pid, int), "Thespian's _myRef._child_procs is gone"
+    assert pid != parent_pid and not ended(pid)
     assert isinstance(children, list) and child in children, "Thespian's _myRef._children"
     parent = tcp_system.createActor(Parent)
-    assert tcp_system.ask(parent, "notices exits at once?", 10) is True, \
-        "Thespian's _myRef.transport (its class tells TCP from Queue)"
     assert is_status_of(tcp_system.ask(parent, status_request(), 10), parent), \
         "Thespian's status request (ask's liveness probe) is not answered as expected"
 
 
-def test_dead_children_are_not_awaited_at_exit(tcp_system: ActorSystem) -> None:
+def test_queue_base_is_recognised(queue_system: ActorSystem) -> None:
+    assert Base.of(queue_system) == Base("multiprocQueueBase")
+    base, pid, _, _, _ = queue_system.ask(queue_system.createActor(Parent), "probe", 10)
+    assert base == Base("multiprocQueueBase") and not base.inline and isinstance(pid, int)
+    assert not base.notices_exits_at_once and not base.watches_files
+
+
+@pytest.mark.parametrize("how", ["forget dead", "forget one"])
+def test_dead_children_are_not_awaited_at_exit(tcp_system: ActorSystem, how: str) -> None:
     """Issue 11 point 20: a child reaped unreported stayed on Thespian's exit list, so the
     parent's exit (and `shutdown()`) waited for it and left processes behind."""
-    live_awaited, dead_awaited = tcp_system.ask(tcp_system.createActor(Parent),
-                                                "two, one killed", 10)
+    live_awaited, dead_awaited = tcp_system.ask(tcp_system.createActor(Parent), how, 10)
     assert live_awaited and not dead_awaited
 
 
 def test_simple_base_is_recognised(simple_system: ActorSystem) -> None:
-    assert base_name(simple_system) == "simpleSystemBase"
-    assert runs_in_caller_thread(simple_system)
-    process, children, _, _ = simple_system.ask(simple_system.createActor(Parent), "probe", 10)
-    assert process is None and children is None  # no processes: "unknown", not a guess
+    assert Base.of(simple_system).inline
+    base, pid, children, _, _ = simple_system.ask(simple_system.createActor(Parent), "probe", 10)
+    assert base.inline and not base.notices_exits_at_once
+    assert pid is None and children is None  # no processes: "unknown", not a guess
 
 
-def test_process_kill_and_ended() -> None:
+@pytest.fixture
+def sleeper() -> Iterator[subprocess.Popen[bytes]]:
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    try:
-        process = ProcessId(child.pid, socket.gethostname())
-        assert process.killable() and not process.ended()
-        assert process.kill()
-        assert process.wait_ended(5.0)  # a zombie until reaped: ended all the same
-    finally:
-        child.kill()
-        child.wait()
-    assert process.ended() and not process.kill()
+    yield child
+    child.kill()
+    child.wait()
 
 
-def test_process_ended_notices_a_reused_pid_by_its_parent() -> None:
-    me = ProcessId.current()
-    assert not me.ended() and not me.killable()  # never SIGKILL ourselves
-    assert me.ended(parent=os.getpid())  # not our own child: that pid "is someone else"
-    assert not ProcessId(os.getpid(), "another-host").killable()
+def test_death_watch_tells_a_killed_child(sleeper: subprocess.Popen[bytes]) -> None:
+    watch: DeathWatch[str] = DeathWatch()
+    watch.watch("child", sleeper.pid)
+    assert watch.pid("child") == sleeper.pid and list(watch.fds().values()) == ["child"]
+    assert watch.dead() == [] and not ended(sleeper.pid)
+    assert watch.kill("child")
+    assert watch.dead(5.0) == ["child"]  # a zombie until reaped: ended all the same
+    assert ended(sleeper.pid) and watch.pid("child") is None and not watch.kill("child")
+
+
+def test_death_watch_never_kills_a_reaped_child(sleeper: subprocess.Popen[bytes]) -> None:
+    """A child whose pidfd says it ended is not signalled: its pid may be another's now."""
+    watch: DeathWatch[str] = DeathWatch()
+    watch.watch("child", sleeper.pid)
+    sleeper.kill()
+    sleeper.wait()
+    assert not watch.kill("child")
+    watch.watch("gone", sleeper.pid)  # reaped before it was watched: dead at once
+    assert watch.dead() + watch.dead() == ["gone", "child"]
+    assert watch.fds() == {}
+
+
+def test_kill_tree_spares_this_process() -> None:
+    assert not kill_tree(os.getpid()) and not ended(os.getpid())
 
 
 def test_kill_tree_kills_descendants() -> None:
@@ -115,16 +140,17 @@ def test_kill_tree_kills_descendants() -> None:
               "print(c.pid, flush=True); time.sleep(60)")
     parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     assert parent.stdout is not None
-    grandchild = ProcessId(int(parent.stdout.readline()), socket.gethostname())
+    grandchild = int(parent.stdout.readline())
     try:
-        assert ProcessId(parent.pid, socket.gethostname()).kill_tree()
+        assert kill_tree(parent.pid)
         parent.wait(5)
-        assert grandchild.wait_ended(5.0)
+        wait_for(lambda: ended(grandchild), 5.0)
     finally:
         parent.kill()
         parent.wait()
-        if not grandchild.ended():
-            os.kill(grandchild.pid, signal.SIGKILL)
+        if not ended(grandchild):
+            os.kill(grandchild, signal.SIGKILL)
+    assert not kill_tree(parent.pid)  # reaped: nothing live to kill
 
 
 @pytest.mark.parametrize("error", [

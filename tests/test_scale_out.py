@@ -18,20 +18,12 @@ from scale_sinks import HostSink, delivered, entries
 from sinks import wait_for
 from support import process_gone
 
-from pachka_actors import (
-    ChildSpec,
-    ConfigError,
-    Overloaded,
-    Pachka,
-    PachkaPool,
-    PartitionUnreachable,
-    StartChildError,
-    Supervisor,
-    SupervisorActor,
-)
+from pachka_actors import ChildSpec, ConfigError, Overloaded, Pachka, PachkaPool, Supervisor
 from pachka_actors._placement import host_admin
 from pachka_actors.config import capabilities_satisfy
+from pachka_actors.errors import PartitionUnreachable, StartChildError
 from pachka_actors.pool import partition_for
+from pachka_actors.supervisor import SupervisorActor
 from pachka_actors.systems import Convention, admin_port, isolated_convention
 
 

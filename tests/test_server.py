@@ -25,7 +25,8 @@ from sinks import (
 from support import actor_system, fire, process_gone, start, touch, wait_delivered, wait_state
 from thespian.actors import ActorSystem
 
-from pachka_actors import AlreadyStarted, NotStarted, Overloaded, Pachka
+from pachka_actors import Overloaded, Pachka
+from pachka_actors.errors import AlreadyStarted, NotStarted
 from pachka_actors.messages import FireTimer, SendMessages, State, Timer, TimerKind
 
 # ---- batching -------------------------------------------------------------------------------

@@ -21,9 +21,9 @@ from sinks import wait_for
 from table_sinks import RetryLog, fire_when, retries
 from thespian.actors import ActorSystem
 
-from pachka_actors import ConfigError, DrainingSink, Pachka
+from pachka_actors import ConfigError, Pachka
 from pachka_actors.messages import State, TimerKind
-from pachka_actors.sink import Batch
+from pachka_actors.sink import Batch, DrainingSink
 from pachka_actors.sinks import PermanentSinkError, SchemaError
 
 DSN_VARIABLE = "PACHKA_TEST_POSTGRES_DSN"

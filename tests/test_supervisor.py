@@ -22,22 +22,16 @@ from supervised_actors import Halt, Init, Plain, Relay, Worker
 from support import process_gone
 from thespian.actors import ActorExitRequest, ActorSystem
 
-from pachka_actors import (
-    BRUTAL_KILL,
-    ActorTimeout,
-    ChildSpec,
-    ChildType,
-    ConfigError,
-    StartChildError,
-    Supervisor,
-    SupervisorError,
-)
+from pachka_actors import ActorTimeout, ChildSpec, ConfigError, Supervisor
+from pachka_actors.config import BRUTAL_KILL, ChildType
 from pachka_actors.errors import (
     ActorGone,
     AlreadyPresent,
     ChildNotFound,
     ChildRestarting,
     ChildRunning,
+    StartChildError,
+    SupervisorError,
 )
 from pachka_actors.messages import RESTARTING, ChildStarted, StartChild, WhichChildren
 

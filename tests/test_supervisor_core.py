@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 from supervised_actors import Plain
 
-from pachka_actors import BRUTAL_KILL, ChildSpec, StartChildError, SupervisorError
+from pachka_actors import ChildSpec
 from pachka_actors._restart import Restart, RestartIntensity, Strategy
 from pachka_actors._supervisor_core import (
     ArmKillTimer,
@@ -40,7 +40,15 @@ from pachka_actors._supervisor_core import (
     StopChild,
     SupervisorCore,
 )
-from pachka_actors.errors import AlreadyPresent, ChildNotFound, ChildRestarting, ChildRunning
+from pachka_actors.config import BRUTAL_KILL
+from pachka_actors.errors import (
+    AlreadyPresent,
+    ChildNotFound,
+    ChildRestarting,
+    ChildRunning,
+    StartChildError,
+    SupervisorError,
+)
 from pachka_actors.messages import (
     RESTARTING,
     ChildDeleted,

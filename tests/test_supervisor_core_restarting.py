@@ -13,7 +13,7 @@ from typing import Any
 
 from supervised_actors import Plain
 
-from pachka_actors import ChildSpec, ChildType
+from pachka_actors import ChildSpec
 from pachka_actors._restart import RestartIntensity, Strategy
 from pachka_actors._supervisor_core import (
     Boot,
@@ -30,6 +30,7 @@ from pachka_actors._supervisor_core import (
     Status,
     SupervisorCore,
 )
+from pachka_actors.config import ChildType
 from pachka_actors.errors import ChildRestarting, ChildRunning
 from pachka_actors.messages import (
     RESTARTING,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ from thespian.actors import ActorSystem
 from pachka_actors import ConfigError, Sink
 from pachka_actors.errors import PermanentSinkError
 from pachka_actors.messages import State
+from pachka_actors.sink import retry_delay
 from pachka_actors.testing import (
     RecordingSink,
     _claim,
@@ -59,6 +61,25 @@ def test_run_sink_isolates_bad_messages_as_a_server_does() -> None:
     assert report.messages == [1, 2, 4, 5, 6, 8]   # in order, each once
     assert report.dead_lettered == [[-3], [-7]]
     assert report.given_up == []
+
+
+class Answers(Sink):
+    def __init__(self, answer: Any) -> None:
+        self.answer = answer
+
+    def retry_timeout(self, retry_num: int, failure_reason: Any, server_value: Any) -> float:
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        return self.answer  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize(("answer", "delay"), [
+    (0.5, 0.5), (timedelta(seconds=2), 2.0), (0, 0.0),
+    (-1, 3.0), ("soon", 3.0), (True, 3.0), (None, 3.0), (RuntimeError("no"), 3.0),
+])
+def test_retry_delay_falls_back_to_pachkas_default(answer: Any, delay: float) -> None:
+    """A `retry_timeout` that raises or answers no duration gets `Sink.retry_timeout`'s."""
+    assert retry_delay(Answers(answer), 3, "exited", None) == delay
 
 
 def test_run_sink_refuses_a_sink_that_cannot_cross_processes() -> None:
