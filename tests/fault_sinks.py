@@ -27,12 +27,14 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pachka_actors import Sink
 from pachka_actors.errors import PermanentSinkError
 from pachka_actors.sink import Batch
-from pachka_actors.sinks import TableSink
+
+if TYPE_CHECKING:  # exporters unpickling a FaultSink need not import the ready sinks
+    from pachka_actors.sinks import TableSink
 
 #: What a faulting attempt does.
 FAULTS = ("none", "raise", "return", "down", "hang", "exit", "victim", "slow", "block")
