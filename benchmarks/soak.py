@@ -1,6 +1,7 @@
 """The soak: many messages through one server while the sink misbehaves at random.
 
-`python -m benchmarks.soak [--messages 1000000] [--base multiprocTCPBase] [--seed 1]`
+`python -m benchmarks.soak [--messages 1000000] [--base multiprocTCPBase] [--seed 1]
+[--sink files|sqlite-ledger] [--poison 0.0005]`
 
 A producer sends every message with `send_message` (the default lingering
 handle), resending after a short pause when refused as `Overloaded`. The sink
@@ -14,29 +15,54 @@ any process was left.
 
 Duplicates are expected only where an export was killed after its batch was
 recorded (the sink cannot tell the kill from a hang); they are reported apart.
+
+`--sink sqlite-ledger` soaks into `SQLiteSink(..., ledger=..., dead_letter_table=...)`
+instead: per attempt the sink raises, hangs past `export_timeout`, SIGKILLs its own
+process before the commit or right after it (dead letters too), and a share
+`--poison` of the messages has a NULL in a NOT NULL column. At the end every accepted
+message must be a row or a dead letter exactly once (no duplicate, even from the
+kills after commit: the ledger skips a batch it has), the rows in order, the dead
+letters exactly the poison messages, and no process left; else it exits 1.
 """
 
 from __future__ import annotations
 
 import argparse
 import array
+import json
 import os
 import random
 import signal
+import sqlite3
 import sys
 import threading
 import time
 from collections import Counter
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 from pachka_actors import Overloaded, Pachka, Sink
+from pachka_actors.sink import Batch
+from pachka_actors.sinks import SQLiteSink
 from pachka_actors.systems import isolated_system, leftover_pids, session_pids
 
 from ._harness import BenchmarkError, memory, scratch_dir
 
 FAULTS = (("raise", 0.04), ("return", 0.04), ("hang", 0.005), ("exit", 0.005),
           ("sigkill", 0.005), ("record-then-sigkill", 0.005))
+#: `--sink sqlite-ledger`: per attempt (a batch, a part of a split one, dead letters).
+LEDGER_FAULTS = (("raise", 0.02), ("hang", 0.005), ("sigkill", 0.005),
+                 ("commit-then-sigkill", 0.01))
+
+
+def choose(rng: random.Random, faults: tuple[tuple[str, float], ...]) -> str:
+    draw = rng.random()
+    for fault, share in faults:
+        if draw < share:
+            return fault
+        draw -= share
+    return "deliver"
 
 
 class FaultySink(Sink):
@@ -48,7 +74,7 @@ class FaultySink(Sink):
         self.hang_seconds = hang_seconds
 
     def send_batch(self, messages: list[Any], server_value: Any) -> BaseException | None:
-        fault = self.choose(random.Random(f"{self.seed}-{messages[0]}-{time.monotonic_ns()}"))
+        fault = choose(random.Random(f"{self.seed}-{messages[0]}-{time.monotonic_ns()}"), FAULTS)
         if fault == "raise":
             raise ConnectionError("soak: sink down")
         if fault == "return":
@@ -64,15 +90,6 @@ class FaultySink(Sink):
             os.kill(os.getpid(), signal.SIGKILL)
         return None
 
-    @staticmethod
-    def choose(rng: random.Random) -> str:
-        draw = rng.random()
-        for fault, share in FAULTS:
-            if draw < share:
-                return fault
-            draw -= share
-        return "deliver"
-
     def record(self, messages: list[Any], killed: bool) -> None:
         name = f"{'k' if killed else 'b'}-{os.getpid()}-{time.monotonic_ns()}"
         temporary = Path(self.directory, f".{name}")
@@ -81,6 +98,61 @@ class FaultySink(Sink):
 
     def retry_timeout(self, retry_num: int, failure_reason: Any, server_value: Any) -> float:
         return 0.02
+
+
+class FaultyLedgerSink(SQLiteSink):
+    """`SQLiteSink` into `soak (i, v)` with a ledger and a dead-letter table, misbehaving at
+    random per attempt (`LEDGER_FAULTS`) around its transaction; each fault is
+    appended to `<directory>/faults`."""
+
+    def __init__(self, path: str, directory: str, seed: int, hang_seconds: float) -> None:
+        super().__init__(path, "soak", ["i", "v"], ledger="batches", dead_letter_table="dead")
+        self.directory = directory
+        self.seed = seed
+        self.hang_seconds = hang_seconds
+
+    def send_batch(self, messages: list[Any], server_value: Any) -> None:
+        fault = self.misbehave(messages)
+        super().send_batch(messages, server_value)
+        if fault == "commit-then-sigkill":
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def dead_letter(self, messages: Batch, error: BaseException, server_value: Any) -> None:
+        fault = self.misbehave(messages)
+        super().dead_letter(messages, error, server_value)
+        if fault == "commit-then-sigkill":
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def misbehave(self, messages: list[Any]) -> str:
+        """The fault of this attempt, done here if it comes before the commit."""
+        rng = random.Random(f"{self.seed}-{getattr(messages, 'id', '')}-{time.monotonic_ns()}")
+        fault = choose(rng, LEDGER_FAULTS)
+        if fault != "deliver":  # counted for the report; one short append
+            with open(os.path.join(self.directory, "faults"), "a") as log:
+                log.write(fault + "\n")
+        if fault == "raise":
+            raise ConnectionError("soak: database down")
+        if fault == "hang":
+            time.sleep(self.hang_seconds)
+        if fault == "sigkill":
+            os.kill(os.getpid(), signal.SIGKILL)
+        return fault
+
+    def retry_timeout(self, retry_num: int, failure_reason: Any, server_value: Any) -> float:
+        return 0.02
+
+
+def create_soak_table(path: str) -> None:
+    with closing(sqlite3.connect(path)) as db, db:
+        db.execute("create table soak (i integer not null, v integer not null)")
+
+
+def stored(path: str) -> tuple[list[int], list[int]]:
+    """The ids of the rows, in order of insertion, and of the dead letters."""
+    with closing(sqlite3.connect(path)) as db:
+        rows = [row[0] for row in db.execute("select i from soak order by rowid")]
+        dead = [json.loads(row[0])[0] for row in db.execute("select message from dead")]
+    return rows, dead
 
 
 def delivered(directory: str) -> tuple[list[int], set[int]]:
@@ -135,23 +207,39 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--base", default="multiprocTCPBase")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--export-timeout", type=float, default=0.5)
+    parser.add_argument("--sink", choices=("files", "sqlite-ledger"), default="files")
+    parser.add_argument("--poison", type=float, default=0.0005,
+                        help="sqlite-ledger: the share of messages with a NULL")
     args = parser.parse_args(argv)
+    ledger = args.sink == "sqlite-ledger"
     started = time.perf_counter()
     accepted = refused = 0
+    poison_rng = random.Random(args.seed)
+    poisoned: set[int] = set()
     with scratch_dir() as directory:
+        db = os.path.join(directory, "soak.db")
+        sink: Sink
+        if ledger:
+            create_soak_table(db)
+            sink = FaultyLedgerSink(db, directory, args.seed, args.export_timeout * 3)
+        else:
+            sink = FaultySink(directory, args.seed, args.export_timeout * 3)
         with isolated_system(args.base) as asys:
             sid = asys.ask(asys.createActor("pachka_actors.systems.SessionProbe"), "sid", 10)
             watch = RssWatch(sid) if isinstance(sid, int) else None
             if watch:
                 watch.start()
-            server = Pachka.start(system=asys, sink=FaultySink(directory, args.seed,
-                                                                args.export_timeout * 3),
-                                  max_batch_size=500, max_batch_delay=0.05,
-                                  export_timeout=args.export_timeout)
+            server = Pachka.start(system=asys, sink=sink, max_batch_size=500,
+                                  max_batch_delay=0.05, export_timeout=args.export_timeout)
             for i in range(args.messages):
+                message: Any = i
+                if ledger:
+                    if poison_rng.random() < args.poison:
+                        poisoned.add(i)
+                    message = (i, None if i in poisoned else i)
                 while True:
                     try:
-                        server.send_message(i)
+                        server.send_message(message)
                         accepted += 1
                         break
                     except Overloaded:
@@ -161,23 +249,43 @@ def main(argv: list[str] | None = None) -> int:
             if watch:
                 watch.done.set()
                 watch.join()
-        ids, killed = delivered(directory)
-    counts = Counter(ids)
-    lost = sum(1 for i in range(accepted) if i not in counts)
-    duplicates = len(ids) - len(counts)
-    unexplained = sum(1 for i, n in counts.items() if n > 1 and i not in killed)
+        if ledger:
+            rows, dead = stored(db)
+            faults = Counter(Path(directory, "faults").read_text().split())
+        else:
+            ids, killed = delivered(directory)
     samples = watch.samples if watch else []
     left = leftover_pids()
     seconds = time.perf_counter() - started
-    print(f"soak: {args.messages:,} messages on {args.base}, seed {args.seed}, "
+    print(f"soak: {args.messages:,} messages on {args.base} into {args.sink}, seed {args.seed}, "
           f"{seconds:.0f} s ({accepted / seconds:,.0f} msg/s)")
-    print(f"accepted {accepted:,}  refused-and-resent {refused:,}  delivered {len(counts):,}  "
-          f"duplicates {duplicates:,} (unexplained by a kill: {unexplained})  lost {lost:,}")
+    if ledger:
+        counts = Counter(rows + dead)
+        duplicates = len(rows) + len(dead) - len(counts)
+        lost = sum(1 for i in range(accepted) if i not in counts)
+        in_order = rows == sorted(rows)
+        misfiled = len(set(dead) ^ poisoned)  # a good message dead-lettered, or poison a row
+        print(f"accepted {accepted:,}  refused-and-resent {refused:,}  rows {len(rows):,}  "
+              f"dead-lettered {len(dead):,} (poison sent {len(poisoned):,}, misfiled "
+              f"{misfiled})  duplicates {duplicates:,}  lost {lost:,}  rows in order: "
+              f"{'yes' if in_order else 'NO'}")
+        print("faults: " + ", ".join(f"{fault} {n:,}" for fault, n in sorted(faults.items())))
+        failed = (lost or duplicates or misfiled or not in_order
+                  or accepted != len(rows) + len(dead))
+    else:
+        counts = Counter(ids)
+        lost = sum(1 for i in range(accepted) if i not in counts)
+        duplicates = len(ids) - len(counts)
+        unexplained = sum(1 for i, n in counts.items() if n > 1 and i not in killed)
+        print(f"accepted {accepted:,}  refused-and-resent {refused:,}  delivered "
+              f"{len(counts):,}  duplicates {duplicates:,} (unexplained by a kill: "
+              f"{unexplained})  lost {lost:,}")
+        failed = bool(lost or unexplained)
     if samples:
         print(f"server RSS start/max/end: {samples[0] / 2**20:.1f} / {max(samples) / 2**20:.1f} "
               f"/ {samples[-1] / 2**20:.1f} MiB ({len(samples)} samples)")
     print(f"processes left after shutdown: {len(left)}")
-    return 1 if lost or left or unexplained else 0
+    return 1 if failed or left else 0
 
 
 if __name__ == "__main__":

@@ -21,9 +21,11 @@ class Batch(list[Any]):
     """The messages `send_batch` gets, in order: a list with an `id`.
 
     The id stays the same when the batch is retried (also by another exporter, and
-    across a spill), so a sink can tell a batch it wrote already (a killed export
-    that had committed) from a new one: the ready sinks' `ledger` does. A part of a
-    batch split to find a bad message has an id derived from it ("<id>.0", "<id>.1").
+    in a drain), so a sink can tell a batch it wrote already (a killed export that
+    had committed) from a new one: the ready sinks' `ledger` does; also across a
+    spill (`spill_path`), whose batches the next server sends under their ids. A
+    part of a batch split to find a bad message has an id derived from it ("<id>.0",
+    "<id>.1"; "<id>.r" and "<id>.x" when the sink named the bad ones).
 
     `drain_on_terminate` gets one too, whose `parts` say which batches its messages
     are: `(id, count)` for each, in order, covering every message. The ids are kept

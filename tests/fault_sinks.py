@@ -7,6 +7,11 @@ order delivered, with the exporter's pid and parent (the server). A process
 killed after that rename may have its batch delivered again: the only source
 of duplicates a test may allow.
 
+Poison messages (strings starting with "bad") fail a batch with
+`PermanentSinkError`; `dead_letter` records them as `dead` records.
+`KillAfterCommit` wraps a ready sink and SIGKILLs its exporter right after
+every `every`-th commit.
+
 Run as a script, it is a producer in a process of its own:
 `python fault_sinks.py ADMIN_PORT SERVER_NAME FIRST COUNT OUT` sends ids
 `FIRST .. FIRST+COUNT-1` one by one with `send_message` and writes the ids it
@@ -18,12 +23,18 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pachka_actors import Sink
+from pachka_actors.errors import PermanentSinkError
+from pachka_actors.sink import Batch
+
+if TYPE_CHECKING:  # exporters unpickling a FaultSink need not import the ready sinks
+    from pachka_actors.sinks import TableSink
 
 #: What a faulting attempt does.
 FAULTS = ("none", "raise", "return", "down", "hang", "exit", "victim", "slow", "block")
@@ -41,16 +52,19 @@ class FaultSink(Sink):
     - block: every attempt waits while the file `block` exists, then delivers.
 
     Once the file `heal` exists no attempt faults (tests end a stalled case with it).
+    An attempt that did not fault fails with `PermanentSinkError` when the batch holds
+    poison messages, naming their positions if `indices`.
     """
 
     def __init__(self, directory: str | Path, fault: str = "none", every: int = 3,
-                 slow: float = 0.0, retry_seconds: float = 0.02) -> None:
+                 slow: float = 0.0, retry_seconds: float = 0.02, indices: bool = False) -> None:
         assert fault in FAULTS, fault
         self.directory = str(directory)
         self.fault = fault
         self.every = every
         self.slow = slow
         self.retry_seconds = retry_seconds
+        self.indices = indices
 
     def _path(self, name: str) -> str:
         return os.path.join(self.directory, name)
@@ -77,6 +91,10 @@ class FaultSink(Sink):
             if self.fault == "victim":
                 Path(self._path(f"victim-{os.getpid()}")).touch()
                 time.sleep(3600)
+        bad = [i for i, message in enumerate(messages) if is_poison(message)]
+        if bad:
+            raise PermanentSinkError(f"{len(bad)} poison messages in {len(messages)}",
+                                     "ValueError", indices=bad if self.indices else None)
         claim(self.directory, "batch", {"pid": os.getpid(), "ppid": os.getppid(),
                                         "messages": messages})
         return None
@@ -85,13 +103,66 @@ class FaultSink(Sink):
         claim(self.directory, "retry", {"retry_num": retry_num, "reason": repr(failure_reason)})
         return self.retry_seconds
 
+    def dead_letter(self, messages: Batch, error: BaseException, server_value: Any) -> None:
+        claim(self.directory, "dead", {"id": messages.id, "messages": list(messages),
+                                       "error": type(error).__name__})
+
 
 class DrainingFaultSink(FaultSink):
-    """Also has `drain_on_terminate`, recorded like a delivered batch."""
+    """Also has `drain_on_terminate`, recorded like a delivered batch; it fails with
+    `PermanentSinkError` (recorded as `drain-failed`) when it holds poison messages."""
 
     def drain_on_terminate(self, messages: list[Any], batch_size: int, server_value: Any) -> None:
+        if any(map(is_poison, messages)):
+            claim(self.directory, "drain-failed", {"messages": messages})
+            raise PermanentSinkError("poison messages in the drain", "ValueError")
         claim(self.directory, "batch", {"pid": os.getpid(), "ppid": os.getppid(),
                                         "messages": messages, "drained": True})
+
+
+class KillAfterCommit(Sink):
+    """Wraps a ready sink: after every `every`-th batch or dead letter it committed (counted
+    across processes, from the first), SIGKILLs its exporter before it can report success,
+    so the server exports the same batch id again. Records each `commit` and each kill
+    (`killed`) with the batch id; no kill once the file `heal` exists."""
+
+    def __init__(self, sink: TableSink[Any], directory: str | Path, every: int) -> None:
+        self.sink = sink
+        self.directory = str(directory)
+        self.every = every
+
+    def setup(self, server_value: Any) -> None:
+        self.sink.setup(server_value)
+
+    def teardown(self, server_value: Any) -> None:
+        self.sink.teardown(server_value)
+
+    def send_batch(self, messages: list[Any], server_value: Any) -> None:
+        self.sink.send_batch(messages, server_value)
+        self._committed(messages)
+
+    def dead_letter(self, messages: Batch, error: BaseException, server_value: Any) -> None:
+        self.sink.dead_letter(messages, error, server_value)
+        self._committed(messages)
+
+    def drain_on_terminate(self, messages: list[Any], batch_size: int, server_value: Any) -> None:
+        """In the server's process: never killed."""
+        self.sink.drain_on_terminate(messages, batch_size, server_value)
+
+    def retry_timeout(self, retry_num: int, failure_reason: Any, server_value: Any) -> float:
+        return 0.02
+
+    def _committed(self, messages: list[Any]) -> None:
+        batch_id = getattr(messages, "id", "")
+        number = claim(self.directory, "commit", batch_id)
+        if number % self.every or os.path.exists(os.path.join(self.directory, "heal")):
+            return
+        claim(self.directory, "killed", batch_id)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def is_poison(message: Any) -> bool:
+    return isinstance(message, str) and message.startswith("bad")
 
 
 class Custom:
@@ -149,6 +220,11 @@ def records(directory: str | Path, kind: str) -> list[Any]:
 def delivered(directory: str | Path) -> list[Any]:
     """Every message recorded as delivered (or drained), in delivery order, with repeats."""
     return [m for batch in records(directory, "batch") for m in batch["messages"]]
+
+
+def dead(directory: str | Path) -> list[Any]:
+    """Every message handed to `FaultSink.dead_letter`, in order, with repeats."""
+    return [m for letter in records(directory, "dead") for m in letter["messages"]]
 
 
 def victims(directory: str | Path) -> list[int]:
