@@ -69,7 +69,7 @@ def test_manual_server_with_recording_sink(pachka_system: ActorSystem, tmp_path:
     server.stop()
 
 
-# --8<-- [start:fixture]
+# [start:fixture] shown in docs/testing.md
 @pytest.mark.parametrize("pachka_system", ["simpleSystemBase", "multiprocTCPBase"],
                          indirect=True)
 def test_batches_reach_the_sink(pachka_system: ActorSystem, tmp_path: Path) -> None:
@@ -79,4 +79,4 @@ def test_batches_reach_the_sink(pachka_system: ActorSystem, tmp_path: Path) -> N
     fire(server, "batch")
     server.stop()                      # returns once everything accepted is delivered
     assert sink.messages() == ["x", "y"]
-# --8<-- [end:fixture]
+# [end:fixture]
