@@ -29,13 +29,13 @@ class CountingSink(Sink):
 def run(asys: ActorSystem, count: int) -> dict[str, Any]:
     """Send `count` messages one by one with defaults; what was accepted and the rate."""
     start = time.perf_counter()
-    # --8<-- [start:example]
+    # [start:example] shown in docs/getting-started.md
     with Pachka.start(asys, sink=CountingSink()) as server:
         for i in range(count):
             server.send_message(i, wait=30)  # hold the call while the queue is full
         server.flush()  # the handle ships what it buffered
         stats = server.stats()
-    # --8<-- [end:example]
+    # [end:example]
     seconds = time.perf_counter() - start
     return {"accepted": stats.accepted, "refused": stats.refused_queue_full,
             "per_second": round(count / seconds)}

@@ -23,13 +23,13 @@ def run(asys: ActorSystem, dsn: str, table: str = "events") -> list[tuple[Any, .
     with psycopg.connect(dsn, autocommit=True) as db:
         db.execute(sql.SQL("create table {} (id integer primary key, kind text not null, "
                            "user_id integer)").format(sql.Identifier(table)))
-    # --8<-- [start:example]
+    # [start:example] shown in docs/ready-sinks.md
     sink = PostgresSink(dsn, table, ["id", "kind", "user_id"])
     server = Pachka.start(system=asys, sink=sink, max_batch_size=100, max_batch_delay=0.5)
     server.send_message({"id": 1, "kind": "login", "user_id": 7})       # a mapping...
     server.send_messages([(i, "page_view", 7) for i in range(2, 251)])  # ...or rows in order
     server.stop()  # what is left goes in one COPY (drain_on_terminate)
-    # --8<-- [end:example]
+    # [end:example]
     with psycopg.connect(dsn) as db:
         query = sql.SQL("select id, kind, user_id from {} order by id")
         return db.execute(query.format(sql.Identifier(table))).fetchall()

@@ -19,7 +19,7 @@ from pachka_actors.systems import isolated_system
 
 def run(asys: ActorSystem, path: str) -> list[tuple[Any, ...]]:
     """Send 250 events through a server into `path`; the rows, by id."""
-    # --8<-- [start:example]
+    # [start:example] shown in docs/ready-sinks.md
     with sqlite3.connect(path) as db:  # the sink writes into a table that exists
         db.execute("create table if not exists events "
                    "(id integer primary key, kind text not null, user_id integer)")
@@ -30,7 +30,7 @@ def run(asys: ActorSystem, path: str) -> list[tuple[Any, ...]]:
     server.send_message({"id": 1, "kind": "login", "user_id": 7})       # a mapping...
     server.send_messages([(i, "page_view", 7) for i in range(2, 251)])  # ...or rows in order
     server.stop()  # what is left goes in one transaction (drain_on_terminate)
-    # --8<-- [end:example]
+    # [end:example]
     with sqlite3.connect(path) as db:
         rows = db.execute("select id, kind, user_id from events order by id").fetchall()
     db.close()

@@ -13,7 +13,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pachka_actors")
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser("demo", help="batch real messages into an SQLite file")
-    demo.add_argument("--db", help="SQLite file to write (default: a new temporary file)")
+    demo.add_argument("--db", help="SQLite file to write and keep (default: a temporary "
+                      "file, removed at the end)")
     demo.add_argument("--count", type=int, default=5000, help="messages to send")
     demo.add_argument("--base", default="multiprocTCPBase", help="Thespian system base")
     commands.add_parser("options", help="print the Markdown options table of docs/options.md")

@@ -154,6 +154,16 @@ def track(handle: Pachka) -> None:
     _LIVE.add(handle)
 
 
+def _forget_handles() -> None:
+    """A forked child is not the program that made the handles: their threads, lines and
+    servers are its parent's, and a copy of a buffer is not the child's to ship, so the
+    child's exit leaves them alone (Thespian's own children end by `os._exit` anyway)."""
+    _LIVE.clear()
+
+
+os.register_at_fork(after_in_child=_forget_handles)
+
+
 @atexit.register
 def at_exit() -> None:
     """Every live handle ships what it holds; a server a handle started and did not stop

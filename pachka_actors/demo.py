@@ -81,9 +81,18 @@ def delivered(db_path: str) -> int:
 
 
 def run(db_path: str | None = None, count: int = 5000, base: str = "multiprocTCPBase") -> int:
+    """Run the demo into `db_path`, or into a temporary file removed however the run ends."""
+    if db_path is not None:
+        print(f"database:   {db_path}")
+        return deliver(db_path, count, base)
+    with tempfile.TemporaryDirectory(prefix="pachka-demo-") as directory:
+        db_path = os.path.join(directory, "events.sqlite3")
+        print(f"database:   {db_path} (removed at the end; --db keeps one)")
+        return deliver(db_path, count, base)
+
+
+def deliver(db_path: str, count: int, base: str) -> int:
     """Send `count` events (a fifth one by one, the rest in lists), stop, and check the table."""
-    if db_path is None:
-        db_path = os.path.join(tempfile.mkdtemp(prefix="pachka-demo-"), "events.sqlite3")
     with sqlite3.connect(db_path) as db:
         db.execute(SCHEMA)
     db.close()
@@ -116,7 +125,6 @@ def run(db_path: str | None = None, count: int = 5000, base: str = "multiprocTCP
         ids = [row[0] for row in db.execute("select id from events order by seq")]
     db.close()
     left = session_pids(sid) if sid is not None else []
-    print(f"database:   {db_path}")
     print(f"delivered:  {len(ids)} of {count} messages")
     print(f"in order:   {ids == list(range(count))}")
     print(f"time:       {elapsed:.2f} s including actor system start and shutdown")

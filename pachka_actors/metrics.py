@@ -7,6 +7,11 @@ inherits the global MeterProvider the application configured before
 `ActorSystem()`; with the `meter_provider` server option, a picklable callable
 that returns a provider, run in the server's process, is used instead. Without
 the API nothing but the plain counters is kept.
+
+The instruments mirror OpenTelemetry's semantic conventions for the SDK's own
+batch processors (`otel.sdk.processor.<signal>.queue.size`, `.queue.capacity`,
+`.processed` with `error.type`), under `pachka.` names: a Pachka server is not
+an SDK component, but a dashboard for one reads the other.
 """
 
 from __future__ import annotations
@@ -38,12 +43,16 @@ try:
 except ImportError:  # the `otel` extra is not installed
     otel = None  # type: ignore[assignment]
 
-#: Why a message was refused, as the `reason` attribute of `pachka.messages.refused`.
+#: Why a message was refused, as named in `Stats` (`refused_queue_full`, `refused_terminating`).
 QUEUE_FULL = "queue_full"
 TERMINATING = "terminating"
 
-#: Why an export failed, as the `reason` attribute of `pachka.export.failures`; also
-#: `KILLED` ("killed") and `EXITED` ("exited"), the failure reasons of `pachka_actors.sink`.
+#: The `error.type` of a refused message on `pachka.messages.processed`: the values the
+#: conventions prescribe for an item dropped by a full queue or by a processor shut down.
+REFUSED_ERROR_TYPES = {QUEUE_FULL: "queue_full", TERMINATING: "already_shutdown"}
+
+#: Why an export failed, as the `error.type` of `pachka.export.failures`; also `KILLED`
+#: ("killed") and `EXITED` ("exited"), the failure reasons of `pachka_actors.sink`.
 RAISED, RETURNED = "raised", "returned"
 
 
@@ -71,13 +80,15 @@ class Metrics:
     """One server's counters, read off the core's events and effects; nothing here decides."""
 
     def __init__(self, server: str, meter_provider: Callable[[], Any] | None = None,
-                 gauges: Callable[[], tuple[int, int]] | None = None) -> None:
+                 gauges: Callable[[], tuple[int, int]] | None = None,
+                 capacity: int = 0) -> None:
         #: export id: batch size, start, whether it is dead letters
         self._exports: dict[int, tuple[int, float, bool]] = {}
         self._counts: dict[str, int] = {f.name: 0 for f in dataclasses.fields(Stats)}
         self._gauges = gauges or (lambda: (0, 0))
         self._attributes = {"pachka.server": server}
-        self._otel = _Instruments(server, meter_provider, self._gauges) if otel else None
+        self._otel = _Instruments(server, meter_provider, self._gauges, capacity) \
+            if otel else None
 
     def record(self, event: Event, effects: Sequence[Effect], now: float) -> None:
         """Count what one core step did. A refused credit request counts as one refused
@@ -139,21 +150,23 @@ class Metrics:
         if count:
             self._counts[f"refused_{reason}"] += count
             if self._otel:
-                self._otel.refused.add(count, {**self._attributes, "reason": reason})
+                self._otel.processed.add(
+                    count, {**self._attributes, "error.type": REFUSED_ERROR_TYPES[reason]})
 
     def on_exported(self, count: int, seconds: float) -> None:
         self._counts["exported"] += count
         self._counts["batches_exported"] += 1
         if self._otel:
-            self._otel.exported.add(count, self._attributes)
+            self._otel.processed.add(count, self._attributes)
             self._otel.batches.add(1, self._attributes)
             self._otel.duration.record(seconds, self._attributes)
 
     def on_export_failed(self, reason: str, seconds: float) -> None:
         self._counts[f"failures_{reason}"] += 1
         if self._otel:
-            self._otel.failures.add(1, {**self._attributes, "reason": reason})
-            self._otel.duration.record(seconds, {**self._attributes, "reason": reason})
+            attributes = {**self._attributes, "error.type": reason}
+            self._otel.failures.add(1, attributes)
+            self._otel.duration.record(seconds, attributes)
 
     def on_retry(self) -> None:
         self._counts["retries"] += 1
@@ -175,20 +188,19 @@ class _Instruments:
     """The OpenTelemetry instruments of one server (only built when the API is installed)."""
 
     def __init__(self, server: str, meter_provider: Callable[[], Any] | None,
-                 gauges: Callable[[], tuple[int, int]]) -> None:
+                 gauges: Callable[[], tuple[int, int]], capacity: int) -> None:
         provider = meter_provider() if meter_provider is not None else otel.get_meter_provider()
         meter = provider.get_meter("pachka_actors")
         attributes = {"pachka.server": server}
         self.accepted = meter.create_counter(
             "pachka.messages.accepted", "{message}", "Messages queued by the server")
-        self.refused = meter.create_counter(
-            "pachka.messages.refused", "{message}", "Messages refused as overloaded")
-        self.exported = meter.create_counter(
-            "pachka.messages.exported", "{message}", "Messages the sink took")
+        self.processed = meter.create_counter(
+            "pachka.messages.processed", "{message}",
+            "Messages the sink took; with error.type, messages refused as overloaded")
         self.batches = meter.create_counter(
             "pachka.batches.exported", "{batch}", "Batches the sink took")
         self.failures = meter.create_counter(
-            "pachka.export.failures", "{batch}", "Failed exports, by reason")
+            "pachka.export.failures", "{batch}", "Failed exports, by error.type")
         self.retries = meter.create_counter(
             "pachka.export.retries", "{batch}", "Exports retried after a failure")
         self.drained = meter.create_counter(
@@ -205,7 +217,18 @@ class _Instruments:
                 return [otel.Observation(gauges()[index], attributes)]
             return callback
 
-        meter.create_observable_gauge("pachka.queue.length", [observe(0)], "{message}",
-                                      "Messages queued, not counting the batch in flight")
-        meter.create_observable_gauge("pachka.batch.size", [observe(1)], "{message}",
-                                      "Messages of the batch in flight or waiting for a retry")
+        def observe_capacity(options: Any) -> Iterable[Any]:
+            return [otel.Observation(capacity, attributes)]
+
+        # Up-down counters, as the conventions make queue sizes: a sum over servers means
+        # something (messages held by all of them), unlike a sum of gauges.
+        meter.create_observable_up_down_counter(
+            "pachka.queue.size", [observe(0)], "{message}",
+            "Messages queued, not counting the batch in flight")
+        meter.create_observable_up_down_counter(
+            "pachka.queue.capacity", [observe_capacity], "{message}",
+            "critical_queue_size: the queue (with room granted to lingering handles) "
+            "refuses messages beyond it")
+        meter.create_observable_up_down_counter(
+            "pachka.batch.size", [observe(1)], "{message}",
+            "Messages of the batch in flight or waiting for a retry")

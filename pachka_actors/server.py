@@ -212,7 +212,8 @@ class PachkaServer(Actor):  # type: ignore[misc]
         )
         status = core.status
         metrics = Metrics(config.name or str(self.myAddress), config.meter_provider,
-                          lambda: (status().queue_length, status().batch_length))
+                          lambda: (status().queue_length, status().batch_length),
+                          capacity=config.critical_queue_size)
         pool = ExporterPool(self, base, config.sink, config.server_value,
                             config.batches_per_exporter)
         run = Running(config, core, pool, metrics, watching=base.watches_files)

@@ -100,7 +100,7 @@ def test_waiting_senders_leave_the_loop_running(tcp_system: ActorSystem, tmp_pat
 @pytest.mark.parametrize("pachka_system", ["simpleSystemBase", "multiprocTCPBase"],
                          indirect=True)
 def test_the_awaited_calls(pachka_system: ActorSystem, tmp_path: Path) -> None:
-    # --8<-- [start:calls]
+    # [start:calls] shown in docs/asyncio.md
     async def program() -> None:
         async with await AsyncPachka.start(pachka_system, sink=RecordingSink(tmp_path),
                                            max_batch_size=100, max_batch_delay=0.05) as server:
@@ -110,7 +110,7 @@ def test_the_awaited_calls(pachka_system: ActorSystem, tmp_path: Path) -> None:
             assert (await server.stats()).accepted == 3
             assert not (await server.status()).terminating
         # leaving the block stopped the server: everything accepted is delivered
-    # --8<-- [end:calls]
+    # [end:calls]
         with pytest.raises(NotStarted):  # left the block: stopped, as the sync handle
             await server.status()
         with pytest.raises(Overloaded):
@@ -167,7 +167,7 @@ async def write(path: str, messages: list[Any]) -> None:
         file.writelines(f"{message}\n" for message in messages)
 
 
-# --8<-- [start:async-client]
+# [start:async-client] shown in docs/asyncio.md
 class AsyncClientSink(Sink):
     """Writes through an asyncio client: one event loop per exporter, made in `setup`."""
 
@@ -182,7 +182,7 @@ class AsyncClientSink(Sink):
 
     def teardown(self, server_value: Any) -> None:
         self.loop.close()
-# --8<-- [end:async-client]
+# [end:async-client]
 
 
 @pytest.mark.parametrize("pachka_system", ["simpleSystemBase", "multiprocTCPBase"],

@@ -9,11 +9,15 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pytest
-from sinks import delivered, wait_for
+from sinks import RecordingSink, delivered, wait_for
+from thespian.actors import ActorSystem
 
+from pachka_actors import Pachka, _exit
+from pachka_actors.messages import State
 from pachka_actors.systems import RECORDS, SystemRecord, session_pids
 
 TESTS = Path(__file__).parent
@@ -72,3 +76,28 @@ def test_forgotten_shutdown_stops_the_server(tmp_path: Path) -> None:
         wait_for(lambda: set(session_pids(sid)) <= system, timeout=10)
     finally:
         kill(set(session_pids(sid)))
+
+
+def test_a_forked_child_leaves_its_parents_handle_alone(tcp_system: ActorSystem,
+                                                         tmp_path: Path) -> None:
+    """A program with a handle forks a child (not through Thespian) that ends normally:
+    the child's exit neither stops the parent's server nor ships a copy of its buffer."""
+    server = Pachka.start(system=tcp_system, sink=RecordingSink(tmp_path), linger=60.0,
+                          max_batch_size=100, max_batch_delay=60.0)
+    for message in ("a", "b", "c"):
+        server.send_message(message)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # the handle's threads run
+        child = os.fork()
+    if child == 0:  # what the child's interpreter exit would run, then out
+        try:
+            _exit.at_exit()
+        finally:
+            os._exit(0)
+    try:
+        wait_for(lambda: os.waitpid(child, os.WNOHANG)[0] == child, timeout=30)
+    finally:
+        kill({child})
+    assert server.status().state is State.IDLE  # still running
+    server.stop()
+    assert delivered(tmp_path) == ["a", "b", "c"]

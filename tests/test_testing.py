@@ -124,7 +124,7 @@ def test_manual_server_with_recording_sink(pachka_system: ActorSystem, tmp_path:
     assert sink.messages() == ["x", "y"]
 
 
-# --8<-- [start:wait]
+# [start:wait] shown in docs/testing.md
 @pytest.mark.parametrize("pachka_system",
                          ["simpleSystemBase", "multiprocQueueBase", "multiprocTCPBase"],
                          indirect=True)
@@ -137,7 +137,7 @@ def test_fire_waits_for_a_timer_armed_later(pachka_system: ActorSystem, tmp_path
     fire(server, "retry", wait=5.0)
     server.stop()
     assert sink.messages() == ["x", "y"] and sink.attempts() == 3
-# --8<-- [end:wait]
+# [end:wait]
 
 
 @pytest.mark.parametrize("pachka_system", ["simpleSystemBase", "multiprocTCPBase"],
@@ -156,7 +156,7 @@ def test_waiting_in_vain_names_what_was_seen(pachka_system: ActorSystem, tmp_pat
     server.stop()
 
 
-# --8<-- [start:fixture]
+# [start:fixture] shown in docs/testing.md
 @pytest.mark.parametrize("pachka_system", ["simpleSystemBase", "multiprocTCPBase"],
                          indirect=True)
 def test_batches_reach_the_sink(pachka_system: ActorSystem, tmp_path: Path) -> None:
@@ -166,4 +166,4 @@ def test_batches_reach_the_sink(pachka_system: ActorSystem, tmp_path: Path) -> N
     fire(server, "batch")
     server.stop()                      # returns once everything accepted is delivered
     assert sink.messages() == ["x", "y"]
-# --8<-- [end:fixture]
+# [end:fixture]
