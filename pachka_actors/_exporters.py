@@ -26,13 +26,14 @@ import select
 import threading
 import time
 import traceback
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from thespian.actors import Actor, ActorAddress, ActorExitRequest
 
-from ._base import Base, child_pid, forget_children
+from ._base import Base, child_pid, forget_children, forget_dead_children
 from ._core_events import DeadLetters
 from ._link import Link, Listener, Producer
 from ._process import DeathWatch, die_with_parent
@@ -224,6 +225,10 @@ class Member:
     served: int = 0
 
 
+#: How many dead exporters the pool remembers to forget again at the server's exit.
+RECENTLY_ENDED = 64
+
+
 class ExporterPool:
     """The exporters of one server, created by `actor`, reached through a `Listener`.
 
@@ -244,7 +249,10 @@ class ExporterPool:
         self.watch: DeathWatch[int] = DeathWatch()
         self._unknown: list[Link] = []  # connected, their Hello not read yet
         self.producers: list[Link] = []  # handles' links, which the server reads
-        self._ended: list[ActorAddress] = []  # exporters seen dead, for Thespian to forget
+        #: The last exporters seen dead, for Thespian to forget at exit (it may register
+        #: one late, when its start-up notice comes); bounded: one dies per batch, and
+        #: the older ones are forgotten as dead processes (`forget_dead_children`).
+        self._ended: deque[ActorAddress] = deque(maxlen=RECENTLY_ENDED)
         self._serial = 0
         #: The server is in its exit handler and receives no Thespian message: exporters
         #: are reused whatever `batches_per_exporter` says (on multiprocQueueBase a child
@@ -355,7 +363,7 @@ class ExporterPool:
         self.closed = True
         for link in [*self._unknown, *(m.link for m in self.members.values() if m.link)]:
             link.close()
-        self._ended += [m.address for m in self.members.values() if m.address is not None]
+        self._ended.extend(m.address for m in self.members.values() if m.address is not None)
         self.members.clear()
         if self.listener is not None:
             self.listener.close()
@@ -363,7 +371,8 @@ class ExporterPool:
     def forget(self) -> None:
         """Last thing in the server's exit handler: Thespian must not wait for exporters that
         have ended (it may have registered one late, when its start-up notice came)."""
-        forget_children(self.actor, self._ended)
+        forget_dead_children(self.actor)
+        forget_children(self.actor, list(self._ended))
 
     # ---- inside -------------------------------------------------------------------------
 

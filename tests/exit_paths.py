@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -190,6 +191,9 @@ def failing_stop(directory: Path, shutdown: str) -> None:
 
 if __name__ == "__main__":
     where, what = Path(sys.argv[1]), sys.argv[2]
+    # Ctrl-C must raise KeyboardInterrupt here even when the test runs as a background
+    # job of a non-interactive shell, which starts its children with SIGINT ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     if what in ("shutdown", "sigint-shutdown", "sigint-stop"):
         sqlite_producer(where, what)
     elif what == "late-class":

@@ -8,6 +8,7 @@ calls `stop()`, then prints how long that took. Prints the admin's session id fi
 
 from __future__ import annotations
 
+import signal
 import sys
 import time
 from pathlib import Path
@@ -19,6 +20,9 @@ from pachka_actors.systems import shutdown_system, start_system
 
 if __name__ == "__main__":
     directory = Path(sys.argv[1])
+    # Ctrl-C must raise KeyboardInterrupt here even when the test runs as a background
+    # job of a non-interactive shell, which starts its children with SIGINT ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     asys, sid = start_system("multiprocTCPBase")
     print(sid, flush=True)
     try:
