@@ -528,7 +528,11 @@ class PachkaCore:
 
     @property
     def _drainable(self) -> bool:
-        return bool(self.queue) or any(not isinstance(b, DeadLetters) for b in self.pending)
+        """Something `drain_on_terminate` takes: queued, pending or the batch in retry
+        backoff, but for dead letters."""
+        retrying = [self.phase.batch] if isinstance(self.phase, RetryBackoff) else []
+        return bool(self.queue) or any(not isinstance(b, DeadLetters)
+                                       for b in (*retrying, *self.pending))
 
     def _lose(self, why: str) -> list[Effect]:
         """What is held will not be delivered now: spilled where configured, else reported."""

@@ -435,9 +435,14 @@ class CoreModel(RuleBasedStateMachine):
             assert core.retry_num >= 1
         if core.terminating and core.drains:
             # drain_on_terminate takes over at once; only an in-flight export may finish
-            # first, or producers with credits ship what they were promised.
+            # first, or producers with credits ship what they were promised; dead letters
+            # are never drained: their export may wait for its retry.
             waiting = core.state is State.IDLE and not core.queue and core.credits
-            assert core.state in (State.EXPORTING, State.DRAINING, State.STOPPED) or waiting
+            dead_letters = (core.state is State.RETRY_BACKOFF and not core.queue
+                            and all(isinstance(b, DeadLetters) for b in (core.batch,
+                                                                         *core.pending)))
+            assert core.state in (State.EXPORTING, State.DRAINING, State.STOPPED) \
+                or waiting or dead_letters
         if core.state is State.STOPPED:
             assert not core.queue and not core.batch and core.timer is None and not core.credits
             assert len(self.done) + self.lost == self.accepted
@@ -508,3 +513,17 @@ def test_shutdown_timeout_passing_during_a_drain_waits_for_its_end() -> None:
     [spill, finish] = core.handle(DrainDone(OSError("fallback down")))
     assert isinstance(spill, Spill) and [list(b) for b in spill.batches] == [[0, 1]]
     assert isinstance(finish, Finish)
+
+
+def test_stop_during_retry_backoff_drains_the_batch_waiting_for_its_retry() -> None:
+    """Found by the model: with nothing queued, a stop left the batch in retry backoff to
+    its retry, though drain_on_terminate takes over at once (docs/shutdown.md)."""
+    core = PachkaCore(max_batch_size=1, critical_queue_size=1, max_batch_delay=None,
+                      export_timeout=2.0, drains=True)
+    core.handle(MessagesReceived([0]))
+    assert core.timer is not None
+    core.handle(TimerFired(core.timer))  # the export ran past export_timeout
+    assert core.state is State.RETRY_BACKOFF
+    effects = core.handle(StopRequested())
+    assert [list(e.messages) for e in effects if isinstance(e, Drain)] == [[0]]
+    assert core.status().state is State.DRAINING
