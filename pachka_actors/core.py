@@ -385,11 +385,12 @@ class PachkaCore:
                                          f"failed for some of them ({failure}): going on with "
                                          f"{' and '.join(_described(p) for p in parts)}"),
                     *self._settle()]
-        if self.terminating and self.drains and not letters:
+        if self.terminating and self.drains and (not letters or self._drainable):
             self.phase = Idle()
-            self.pending.appendleft(phase.batch)
+            self.pending.appendleft(phase.batch)  # dead letters stay for their export
             return [Log(logging.WARNING, f"export of {len(phase.batch)} messages failed "
-                                         f"({failure!r}) while stopping: draining them"),
+                                         f"({failure!r}) while stopping: draining what is "
+                                         f"held"),
                     *self._drain()]
         timer = Timer(TimerKind.RETRY, self._issue())
         self.phase = RetryBackoff(phase.batch, phase.retry_num + 1, timer)

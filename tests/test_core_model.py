@@ -527,3 +527,22 @@ def test_stop_during_retry_backoff_drains_the_batch_waiting_for_its_retry() -> N
     effects = core.handle(StopRequested())
     assert [list(e.messages) for e in effects if isinstance(e, Drain)] == [[0]]
     assert core.status().state is State.DRAINING
+
+
+def test_dead_letters_failing_while_stopping_do_not_hold_back_the_drain() -> None:
+    """Found by the model: a dead-letter export killed after a stop went to its retry
+    backoff while messages waited behind it, instead of the drain taking them at once."""
+    core = PachkaCore(max_batch_size=1, critical_queue_size=3, max_batch_delay=None,
+                      export_timeout=2.0, drains=True)
+    [_, first, _] = core.handle(MessagesReceived(["ok", "bad", "later"]))
+    assert isinstance(first, StartExport)
+    [second, _] = core.handle(ExportDone(first.export_id))[-2:]
+    assert isinstance(second, StartExport)
+    effects = core.handle(ExportDone(second.export_id, PermanentSinkError("bad")))
+    [letters] = [e for e in effects if isinstance(e, StartExport)]
+    assert isinstance(letters.batch, DeadLetters)
+    core.handle(StopRequested())  # the dead letters' export may finish first
+    assert core.timer is not None
+    effects = core.handle(TimerFired(core.timer))  # ...but runs past export_timeout
+    assert [list(e.messages) for e in effects if isinstance(e, Drain)] == [["later"]]
+    assert [list(b) for b in core.pending] == [["bad"]]  # exported after the drain
