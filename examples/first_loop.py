@@ -20,7 +20,7 @@ from pachka_actors.systems import isolated_system
 
 
 class CountingSink(Sink):
-    """Stands in for a real sink: counts what it gets, in each exporter's process."""
+    """Stands in for a real sink: takes every batch and does nothing with it."""
 
     def send_batch(self, messages: list[Any], server_value: Any) -> None:
         pass
