@@ -136,15 +136,21 @@ def test_connect_and_wrap(tcp_system: ActorSystem, tmp_path: Path) -> None:
     assert delivered(tmp_path) == ["by name", "wrapped"]
 
 
+async def full_server(system: ActorSystem, directory: Path) -> AsyncPachka:
+    """A server whose queue is full behind an export its sink holds (while `block` exists)."""
+    touch(directory, "block")
+    server = await AsyncPachka.start(system, sink=RecordingSink(directory), max_batch_size=2,
+                                     critical_queue_size=2, max_batch_delay=None,
+                                     buffer_size=1)
+    for i in range(4):  # 2 in the export the sink holds, 2 queued: full
+        await server.send_message(i, wait=10)
+    await until(lambda: calls(directory, "enter"))
+    return server
+
+
 def test_a_cancelled_send_still_goes_in(tcp_system: ActorSystem, tmp_path: Path) -> None:
     async def program() -> None:
-        touch(tmp_path, "block")
-        server = await AsyncPachka.start(tcp_system, sink=RecordingSink(tmp_path),
-                                         max_batch_size=2, critical_queue_size=2,
-                                         max_batch_delay=None, buffer_size=1)
-        for i in range(4):  # 2 in the export the sink holds, 2 queued: full
-            await server.send_message(i, wait=10)
-        await until(lambda: calls(tmp_path, "enter"))
+        server = await full_server(tcp_system, tmp_path)
         first = asyncio.create_task(server.send_message(4, wait=30))  # waits for room
         queued = asyncio.create_task(server.send_message(5, wait=30))  # waits behind it
         await asyncio.sleep(0)  # both calls made
@@ -203,13 +209,7 @@ def test_a_sink_calls_an_async_client(pachka_system: ActorSystem, tmp_path: Path
 def test_wait_counts_from_the_call(tcp_system: ActorSystem, tmp_path: Path) -> None:
     """A send queued behind another that waits for room has waited meanwhile."""
     async def program() -> list[float]:
-        touch(tmp_path, "block")
-        server = await AsyncPachka.start(tcp_system, sink=RecordingSink(tmp_path),
-                                         max_batch_size=2, critical_queue_size=2,
-                                         max_batch_delay=None, buffer_size=1)
-        for i in range(4):  # 2 in the export the sink holds, 2 queued: full
-            await server.send_message(i, wait=10)
-        await until(lambda: calls(tmp_path, "enter"))
+        server = await full_server(tcp_system, tmp_path)
         refused: list[float] = []
 
         async def send(message: int) -> None:
