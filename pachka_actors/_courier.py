@@ -158,6 +158,10 @@ class Courier:
         """Take one message under credit, waiting up to `wait` seconds at the server for
         room when there is none (`Overloaded` then, as the server answered)."""
         credits, until = self.credits, None
+        if not self.inline:  # the hot path: no clock, no queue, no wake (`Credits.add`)
+            with self.lock:
+                if self.gone is None and credits.add(message, 0):
+                    return
         while True:
             with self.lock:
                 if self.gone is not None:

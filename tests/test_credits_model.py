@@ -9,6 +9,7 @@ grant is shipped or given back exactly once, or still held.
 
 from __future__ import annotations
 
+import copy
 import itertools
 
 import pytest
@@ -70,12 +71,21 @@ class CreditsModel(RuleBasedStateMachine):
     # ---- the producer's side -------------------------------------------------------------
 
     @precondition(lambda self: not self.gone)
-    @rule(size=st.integers(0, 5), wait=st.sampled_from([0.0, 2.0]))
-    def take(self, size: int, wait: float) -> None:
+    @rule(size=st.integers(0, 5), wait=st.sampled_from([0.0, 2.0]), fast=st.booleans())
+    def take(self, size: int, wait: float, fast: bool) -> None:
+        """`fast`: as the handle does, `add` first, and `take` only if it declines."""
         held = self.credits.current is not None
         message = len(self.taken)
         if not self.bytes_limited:
             size = 0
+        oracle = copy.deepcopy(self.credits)
+        if fast and self.credits.add(message, size):
+            assert oracle.take(message, size, self.now, wait) and not oracle.outbox, \
+                "add took where take decides more"
+            assert vars(oracle.current) == vars(self.credits.current), "add took otherwise"
+            self.taken.append(message)
+            self.sizes[message] = size
+            return
         self.closed = False  # a take opens again
         try:
             taken = self.credits.take(message, size, self.now, wait)
@@ -245,3 +255,28 @@ def test_a_refusal_while_room_is_held_is_not_raised() -> None:
     with pytest.raises(Overloaded):
         credits.take("c", 0, 0.0)  # this refusal counts, once
     assert not credits.take("c", 0, 0.0)
+
+
+@pytest.mark.parametrize("ahead", [False, True])
+@pytest.mark.parametrize("room", [None, 3])
+def test_add_takes_only_where_take_decides_nothing_else(ahead: bool, room: int | None) -> None:
+    """The handle's hot path (`add`) against `take` on a copy, message by message through a
+    grant of 4: the first (starts the linger clock), the last (ships) and, with bytes, the
+    one that would use up the bytes are left to `take`."""
+    credits = Credits(4, 1.0, 5.0, itertools.count(1).__next__, ahead=ahead)
+    assert not credits.add("x", 0) and not credits.take("x", 0, 0.0)
+    (ask,) = credits.drain()
+    credits.answered(ask.ref, 0.0, 7, 4, size=room)
+    added = []
+    for i in range(4):
+        if credits.current is None:
+            break  # shipped (full in bytes)
+        oracle = copy.deepcopy(credits)
+        assert oracle.take(i, 1, 2.0)
+        if credits.add(i, 1):
+            added.append(i)
+            assert not oracle.outbox and vars(oracle.current) == vars(credits.current)
+        else:
+            assert credits.take(i, 1, 2.0)
+        credits.drain()
+    assert added == ([] if ahead else [1] if room == 3 else [1, 2])
