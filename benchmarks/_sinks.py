@@ -132,3 +132,33 @@ def verify(log_path: str, expected: int, max_batch_size: int) -> Delivery:
     if following != expected:
         raise BenchmarkError(f"{following} messages delivered, {expected} expected")
     return Delivery(following, len(lines), largest)
+
+
+class ListingSink(Sink):
+    """Logs every message of every batch (one line per batch): for producers that interleave,
+    whose batches a first index cannot describe (`verify_interleaved`)."""
+
+    def __init__(self, log_path: str) -> None:
+        self.log_path = log_path
+
+    def send_batch(self, messages: list[Any], server_value: Any) -> None:
+        with open(self.log_path, "a") as log:
+            log.write(" ".join(map(str, messages)) + "\n")
+
+
+def verify_interleaved(log_path: str, producers: int, each: int, max_batch_size: int) -> None:
+    """Check a `ListingSink`'s log: producer p sent p*each .. (p+1)*each-1; every message
+    came exactly once, each producer's in its order, batches within the limit."""
+    following = [p * each for p in range(producers)]
+    for number, line in enumerate(_lines(log_path)):
+        batch = [int(field) for field in line.split()]
+        if len(batch) > max_batch_size:
+            raise BenchmarkError(f"batch {number} has {len(batch)} messages > {max_batch_size}")
+        for message in batch:
+            p = message // each
+            if not 0 <= p < producers or message != following[p]:
+                raise BenchmarkError(f"batch {number}: message {message} out of order, lost "
+                                     f"or duplicated")
+            following[p] += 1
+    if following != [(p + 1) * each for p in range(producers)]:
+        raise BenchmarkError(f"not all delivered: producers reached {following}")

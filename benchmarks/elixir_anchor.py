@@ -68,7 +68,8 @@ BATCH = 500
 BIG_BATCH = 5_000
 ORIGINAL = os.environ.get("PACHKA_ELIXIR_DIR", "/work/shared/anchors/elixir-pachka")
 SKIPPED = "elixir anchor skipped: `elixir` not installed (apt-get install -y elixir)"
-_MEDIAN = re.compile(r"^MEDIAN:.*?(\d+) msg/s incl\. final export;.*?refused (\d+);")
+_MEDIAN = re.compile(r"^MEDIAN:.*?(\d+) msg/s incl\. final export;.*?refused (\d+);"
+                     r".*; 4 concurrent producers (\d+) msg/s")
 
 
 @dataclass(frozen=True)
@@ -91,14 +92,20 @@ SETUPS = (
 
 @dataclass(frozen=True)
 class Original:
-    """The original's medians (msg/s), one per run, and what it printed first."""
+    """The original's medians (msg/s), one per run, and what it printed first; `rates4`:
+    its part (c), four producers from start to stop (`four_producers`)."""
 
     rates: list[float]
     version: str
+    rates4: list[float] = field(default_factory=list)
 
     @property
     def rate(self) -> float:
         return sum(self.rates) / len(self.rates)
+
+    @property
+    def rate4(self) -> float:
+        return sum(self.rates4) / len(self.rates4)
 
 
 class OriginalRunner:
@@ -108,6 +115,7 @@ class OriginalRunner:
         self.root = os.path.join(tmp, "elixir-pachka")
         self.args = [str(messages), str(BATCH), str(reps)]
         self.rates: list[float] = []
+        self.rates4: list[float] = []
         self.version = ""
         shutil.copytree(ORIGINAL, self.root, ignore=shutil.ignore_patterns("ebin", "_build",
                                                                             "deps"))
@@ -131,10 +139,11 @@ class OriginalRunner:
             raise BenchmarkError(f"the original refused {found.group(2)} messages: "
                                  "its rate would not count all of them")
         self.rates.append(float(found.group(1)))
+        self.rates4.append(float(found.group(3)))
         self.version = lines[0]
 
     def result(self) -> Original:
-        return Original(self.rates, self.version)
+        return Original(self.rates, self.version, self.rates4)
 
 
 @contextlib.contextmanager
@@ -156,8 +165,8 @@ class Tally:
     resends: int = 0
 
 
-def send_one_by_one(handle: Pachka, messages: int, tally: Tally) -> None:
-    for i in range(messages):
+def send_one_by_one(handle: Pachka, messages: int, tally: Tally, first: int = 0) -> None:
+    for i in range(first, first + messages):
         while True:
             try:
                 handle.send_message(i)
