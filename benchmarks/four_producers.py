@@ -166,8 +166,10 @@ def run(sizes: Sizes) -> list[Row]:
                 lambda: processes_seconds(producers, next(logs), n, tallies[0]),
                 lambda: threads_seconds(next(logs), n, tallies[1])]
             seconds = interleave(reps, *contenders)
-            theirs: Original | str = runner
-            if not isinstance(runner, str):
+            theirs: Original | str
+            if isinstance(runner, str):
+                theirs = runner
+            else:
                 runner.run()
                 theirs = runner.result()
     finally:
