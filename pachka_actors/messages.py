@@ -11,8 +11,8 @@ Pachka server:
   order; `refused` says why the rest were not.
 - `RequestCredit(count)`: `Granted(credit, count, refused)`; then
   `SendMessages(messages, credit=credit)` is always accepted whole.
-- `Stop()`: `Stopped()`, once every accepted message is delivered or drained and
-  the server is exiting.
+- `Stop()`: `Stopped(stats)`, once every accepted message is delivered or drained
+  and the server is exiting; `stats` are its final counters.
 - `GetStatus()`: `ServerStatus`.
 - `GetStats()`: `Stats` (`pachka_actors.metrics`), the counters since start.
 - `StartServer(config)`: `Started(address)`, or an exception instance
@@ -31,13 +31,16 @@ from __future__ import annotations
 import pickle
 from collections.abc import Hashable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from ._core_events import ServerStatus as ServerStatus
 from ._core_events import State as State
 from ._core_events import Timer as Timer
 from ._core_events import TimerKind as TimerKind
 from .config import ChildSpec, PachkaConfig, SupervisorConfig
+
+if TYPE_CHECKING:
+    from .metrics import Stats  # which imports this module
 from .errors import Overloaded
 
 # ---- Pachka server ------------------------------------------------------------------------
@@ -114,7 +117,9 @@ class Stop:
 
 @dataclass(frozen=True)
 class Stopped:
-    pass
+    """The reply to `Stop`: the server's counters as it exits (`pachka_actors.metrics.Stats`)."""
+
+    stats: Stats
 
 
 @dataclass(frozen=True)

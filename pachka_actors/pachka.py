@@ -86,6 +86,7 @@ class Pachka:
         self._courier = Courier(system, address, self.options, Base.of(system))
         #: Started by this handle and neither stopped nor closed: stopped at interpreter exit.
         self._owns_server = False
+        self._final: Stats | None = None  # the counters the server stopped with
         track(self)  # ships (and stops a server it started) at exit
 
     @classmethod
@@ -236,7 +237,10 @@ class Pachka:
         return self._ask(GetStatus(), ServerStatus)
 
     def stats(self) -> Stats:
-        """The server's counters since it started (see docs/metrics.md), after a flush."""
+        """The server's counters since it started (see docs/metrics.md), after a flush; after
+        this handle's `stop()`, those it exited with. `NotStarted` once it is gone otherwise."""
+        if self._final is not None:
+            return self._final
         return self._ask(GetStats(), Stats)
 
     def flush(self, timeout: float | None = None) -> None:
@@ -267,7 +271,7 @@ class Pachka:
             courier.flush(timeout, release=True)  # no credit left open: the server waits for it
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
             with contextlib.suppress(ActorGone):  # it exited already: stopped elsewhere
-                courier.call(Stop(), Stopped, left)
+                self._final = courier.call(Stop(), Stopped, left).stats
             courier.down(f"the Pachka server at {self.address} was stopped")
         self._owns_server = False  # stopped: nothing more to do at interpreter exit
         courier.end(self.ask_timeout)

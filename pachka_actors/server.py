@@ -313,7 +313,7 @@ class PachkaServer(Actor):  # type: ignore[misc]
         """Everything accepted is delivered, drained, spilled or reported: answer every
         `Stop`, end the exporters (their teardown is not worth waiting for), and exit."""
         for requester in run.stop_requesters:
-            self._answer(requester, Stopped())
+            self._answer(requester, Stopped(run.metrics.stats()))
         run.stop_requesters.clear()
         run.pool.close()
         if not run.exiting:
