@@ -48,6 +48,7 @@ from .errors import (
     UnpicklableMessage,
 )
 from .messages import Accepted, CheckLoadable, Granted, RequestCredit, SendMessages, Stop
+from .sink import default_size
 
 log = logging.getLogger(__name__)
 
@@ -119,8 +120,9 @@ class Courier:
     """One handle's credits and its queue of jobs (see the module docstring)."""
 
     def __init__(self, system: ActorSystem, address: ActorAddress, options: HandleOptions,
-                 base: Base) -> None:
+                 base: Base, size: Callable[[Any], int] = default_size) -> None:
         self.system, self.address, self.ask_timeout = system, address, options.ask_timeout
+        self.size = size  # measures as the server does: only when its grants say it has limits
         self.inline = base.inline
         #: simpleSystemBase: its base, to stop the server after a shutdown (`_base.reopened`).
         self.base = base_of(system) if self.inline else None
@@ -156,16 +158,19 @@ class Courier:
 
     def put(self, message: Any, wait: float) -> None:
         """Take one message under credit, waiting up to `wait` seconds at the server for
-        room when there is none (`Overloaded` then, as the server answered)."""
-        credits, until = self.credits, None
+        room when there is none (`Overloaded` then, as the server answered). Measured
+        (once) when the server has a byte limit; `MessageTooLarge` beyond its batches'."""
+        credits, until, size = self.credits, None, None
         while True:
             with self.lock:
                 if self.gone is not None:
                     raise ActorGone(self.gone)
                 now = time.monotonic()
                 until = now + wait if until is None else until
+                if size is None and credits.measures:
+                    size = self.size(message)
                 try:
-                    taken = credits.take(message, 0, now, max(0.0, until - now))
+                    taken = credits.take(message, size or 0, now, max(0.0, until - now))
                 except Overloaded as refused:
                     if refused.terminating or now >= until:
                         raise
@@ -432,15 +437,15 @@ class Courier:
             try:
                 if not (self.linked or self.inline):
                     self._connect_lifeline(endpoint)
-                room = self._ask(endpoint, RequestCredit(job.count, job.wait), Granted,
-                                 timeout, job.ref)
+                room = self._ask(endpoint, RequestCredit(job.count, job.wait, job.size),
+                                 Granted, timeout, job.ref)
             except PachkaError as exc:
                 with self.cond:
                     self.credits.give_up(job.ref, exc)
             else:
                 with self.cond:
                     self.credits.answered(job.ref, time.monotonic(), room.credit, room.count,
-                                          room.refused)
+                                          room.refused, room.bytes, room.max_batch_bytes)
         else:
             left = None if job.deadline is None else job.deadline - time.monotonic()
             try:
@@ -468,8 +473,11 @@ class Courier:
         messages, accepted = ship.messages, 0
         why = f"the server at {self.address} had stopped"
         try:
-            accepted = self._ask(endpoint, SendMessages(messages, ship.credit), Accepted,
-                                 self.ask_timeout, ship.ref).count
+            reply = self._ask(endpoint, SendMessages(messages, ship.credit), Accepted,
+                              self.ask_timeout, ship.ref)
+            accepted = reply.count
+            if reply.refused is not None:  # too large: measured otherwise than the server
+                why = str(reply.refused)
         except PachkaError as exc:
             why = f"{exc} (the server may have some)" if isinstance(exc, ActorTimeout) \
                 else str(exc)
