@@ -80,12 +80,13 @@ def system_lock(key: Hashable) -> threading.RLock:
         return _SYSTEM_LOCKS.setdefault(key, threading.RLock())
 
 
-def check_picklable(message: Any) -> None:
-    """Refuse at the call a message that could never cross to the server's process."""
+def check_picklable(message: Any) -> int | None:
+    """Refuse at the call a message that could never cross to the server's process. Its
+    pickle's length (`default_size`'s, measured once), None for a plain type."""
     if type(message) in PLAIN:
-        return
+        return None
     try:
-        pickle.dumps(message, pickle.HIGHEST_PROTOCOL)
+        return len(pickle.dumps(message, pickle.HIGHEST_PROTOCOL))
     except Exception as exc:
         raise UnpicklableMessage(
             f"cannot send a {type(message).__qualname__}: it does not pickle ({exc}); "
@@ -156,11 +157,13 @@ class Courier:
 
     # ---- what the handle calls ------------------------------------------------------------
 
-    def put(self, message: Any, wait: float) -> None:
+    def put(self, message: Any, wait: float, pickled: int | None = None) -> None:
         """Take one message under credit, waiting up to `wait` seconds at the server for
         room when there is none (`Overloaded` then, as the server answered). Measured
-        (once) when the server has a byte limit; `MessageTooLarge` beyond its batches'."""
-        credits, until, size = self.credits, None, None
+        (once) when the server has a byte limit, `pickled` (its pickle's length, known
+        already) standing for the default size; `MessageTooLarge` beyond its batches'."""
+        credits, until = self.credits, None
+        size = pickled if self.size is default_size else None
         while True:
             with self.lock:
                 if self.gone is not None:

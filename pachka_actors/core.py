@@ -190,10 +190,11 @@ class PachkaCore:
 
     # ---- views --------------------------------------------------------------------------
 
-    @property
-    def measures(self) -> bool:
-        """Whether a byte limit is set: the shell then passes every message's size."""
-        return self.max_batch_bytes is not None or self.critical_queue_bytes is not None
+    #: Whether a byte limit is set: the shell then passes every message's size.
+    measures: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.measures = self.max_batch_bytes is not None or self.critical_queue_bytes is not None
 
     @property
     def state(self) -> State:
@@ -275,12 +276,14 @@ class PachkaCore:
                                  limit="critical_queue_size")
         if self.critical_queue_bytes is not None:
             free = self.critical_queue_bytes - self.queue_bytes - self.reserved_bytes
-            for fits, size in enumerate(islice(sizes, room)):
-                free -= size
-                if free < 0:
-                    return fits, Overloaded(
-                        f"queue is at critical_queue_bytes={self.critical_queue_bytes} (a "
-                        f"message of {size} bytes does not fit)", limit="critical_queue_bytes")
+            if sum(islice(sizes, room)) > free:  # the prefix that fits, one by one
+                for fits, size in enumerate(sizes):
+                    free -= size
+                    if free < 0:
+                        return fits, Overloaded(
+                            f"queue is at critical_queue_bytes={self.critical_queue_bytes} "
+                            f"(a message of {size} bytes does not fit)",
+                            limit="critical_queue_bytes")
         return room, refused
 
     def _need(self, size: int) -> tuple[int, ...]:

@@ -215,11 +215,12 @@ class Pachka:
             self._hear(lambda why: Overloaded(why, terminating=True))
         if not (wait == 0 and type(wait) in _ZERO_TYPES):
             wait = seconds("wait", wait)
+        pickled = None
         if courier.checks_pickling and type(message) not in PLAIN:
-            check_picklable(message)
+            pickled = check_picklable(message)
         try:
             if self.linger is not None:
-                courier.put(message, wait)
+                courier.put(message, wait, pickled)
                 return
             accepted = courier.call(SendMessages([message]), Accepted, self.ask_timeout)
             if accepted.count:

@@ -101,13 +101,11 @@ def default_size(message: Any) -> int:
     """`Sink.message_size`'s default: cheap for bytes and str (an ASCII str's length is its
     UTF-8 length, known without encoding), else the length of the message's pickle."""
     kind = type(message)
-    if kind is bytes or kind is bytearray:
+    if kind is bytes:
         return len(message)
     if kind is str:
         return len(message) if message.isascii() else len(message.encode("utf-8",
                                                                           "surrogatepass"))
-    if kind is memoryview:
-        return int(message.nbytes)
     return len(pickle.dumps(message, pickle.HIGHEST_PROTOCOL))
 
 
