@@ -14,6 +14,7 @@ with and without limits (both sizers and the bookkeeping, end to end).
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import time
 from collections.abc import Callable
@@ -63,7 +64,7 @@ def core_run(limits: bool, chunk: int) -> float:
     return (time.perf_counter() - started) / MESSAGES
 
 
-def e2e(limits: bool, message: Any, count: int = 20_000) -> float:
+def e2e(limits: bool, message: Any, count: int = 100_000) -> float:
     """Seconds per `send_message` of `message` through a lingering handle on
     multiprocTCPBase, flush included."""
     from pachka_actors import Pachka
@@ -85,6 +86,16 @@ def e2e(limits: bool, message: Any, count: int = 20_000) -> float:
     return seconds
 
 
+def alternated(reps: int, *contenders: Callable[[], float]) -> list[float]:
+    """The median of each contender, repetition by repetition in turn: load that comes
+    and goes on a shared machine then weighs on each alike."""
+    runs: list[list[float]] = [[] for _ in contenders]
+    for _ in range(reps):
+        for figures, contender in zip(runs, contenders, strict=True):
+            figures.append(contender())
+    return [statistics.median(figures) for figures in runs]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.message_size")
     parser.add_argument("--e2e", action="store_true",
@@ -92,23 +103,23 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     with open("/proc/loadavg") as f:
         load = f.read().split()[0]
-    print(f"median of 5, load {load}")
+    print(f"medians of 5 (contenders alternated), load {load}")
     print("Sink.message_size default (default_size), per message:")
     for name, message in SAMPLES.items():
         seconds = statistics.median(per_message(default_size, message) for _ in range(5))
         print(f"  {name:28s} {default_size(message):5d} B  {seconds * 1e6:6.3f} us")
     print(f"the core, {MESSAGES:,} messages, batch {BATCH}:")
     for chunk in (1, 1000):
-        base = statistics.median(core_run(False, chunk) for _ in range(5))
-        sized = statistics.median(core_run(True, chunk) for _ in range(5))
+        base, sized = alternated(5, functools.partial(core_run, False, chunk),
+                                 functools.partial(core_run, True, chunk))
         print(f"  arriving {chunk:4d} at a time: no limits {base * 1e6:6.3f} us/msg, byte limits "
               f"{sized * 1e6:6.3f} us/msg ({(sized / base - 1) * 100:+.0f}%)")
     if not args.e2e:
         return
-    print("send_message through a lingering handle on multiprocTCPBase, median of 3:")
+    print("send_message through a lingering handle on multiprocTCPBase, median of 5:")
     for name in ("str, 100 ASCII chars", "dict, 4 keys (an event)"):
-        base = statistics.median(e2e(False, SAMPLES[name]) for _ in range(3))
-        sized = statistics.median(e2e(True, SAMPLES[name]) for _ in range(3))
+        base, sized = alternated(5, functools.partial(e2e, False, SAMPLES[name]),
+                                 functools.partial(e2e, True, SAMPLES[name]))
         print(f"  {name:28s} no limits {base * 1e6:6.2f} us/msg, byte limits "
               f"{sized * 1e6:6.2f} us/msg ({(sized / base - 1) * 100:+.0f}%)")
 
