@@ -669,7 +669,10 @@ class PachkaCore:
     def _parts(self, batch: Batch, sizes: Sequence[int]) -> list[Batch]:
         """`batch` in parts within `max_batch_size` and `max_batch_bytes`; a message larger
         than `max_batch_bytes` now, accepted under a larger one, is a part of its own, a
-        dead letter (`Sink.dead_letter`): `send_batch` never gets it."""
+        dead letter (`Sink.dead_letter`): `send_batch` never gets it. Dead letters stay
+        whole: they go to `dead_letter`, not `send_batch`."""
+        if isinstance(batch, DeadLetters):
+            return [batch]
         limit = self.max_batch_bytes
         groups: list[list[int]] = [[]]
         total, letters = 0, False
