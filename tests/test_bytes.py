@@ -12,7 +12,7 @@ from sinks import SizedSink, calls, delivered, wait_for
 from support import start, touch
 from thespian.actors import ActorSystem
 
-from pachka_actors import MessagesLost, Overloaded, Pachka
+from pachka_actors import ConfigError, MessagesLost, Overloaded, Pachka
 from pachka_actors.errors import MessageTooLarge
 from pachka_actors.messages import Accepted, SendMessages
 
@@ -102,6 +102,9 @@ def test_connect_measures_with_the_sink_it_is_given(tcp_system: ActorSystem,
     sink = SizedSink(tmp_path)
     started = Pachka.start(system=tcp_system, sink=sink, name="sized", max_batch_size=5,
                            max_batch_bytes=LIMIT, timers="manual")
+    with pytest.raises(ConfigError) as refused:
+        Pachka.connect(tcp_system, "sized", sink=SizedSink)  # type: ignore[arg-type]
+    assert refused.value.option == "sink"
     told = Pachka.connect(tcp_system, "sized", sink=sink)
     told.send_message([0, 1])
     with pytest.raises(MessageTooLarge):
