@@ -164,6 +164,8 @@ class PachkaCore:
     max_batch_bytes: int | None = None
     #: Queued bytes (with the bytes granted) beyond which messages are refused.
     critical_queue_bytes: int | None = None
+    #: Whether a byte limit is set: the shell then passes every message's size.
+    measures: bool = field(init=False)
     phase: Phase = field(default_factory=Idle)
     terminating: bool = False
     queue: deque[Any] = field(default_factory=deque)
@@ -188,13 +190,10 @@ class PachkaCore:
     _serial: int = 0
     _batches: int = 0
 
-    # ---- views --------------------------------------------------------------------------
-
-    #: Whether a byte limit is set: the shell then passes every message's size.
-    measures: bool = field(init=False)
-
     def __post_init__(self) -> None:
         self.measures = self.max_batch_bytes is not None or self.critical_queue_bytes is not None
+
+    # ---- views --------------------------------------------------------------------------
 
     @property
     def state(self) -> State:
@@ -685,8 +684,9 @@ class PachkaCore:
                 total = 0
             groups[-1].append(i)
             total += size
-            if alone:
+            if alone:  # nothing joins it
                 groups.append([])
+                total = 0
         groups = [group for group in groups if group]
         if len(groups) <= 1 and not letters:
             return [batch]

@@ -38,6 +38,7 @@ from pachka_actors.core import (
     MessagesReceived,
     PachkaCore,
     Reply,
+    Restored,
     Spill,
     StartExport,
     State,
@@ -68,12 +69,14 @@ class CoreModel(RuleBasedStateMachine):
         poison_every=st.sampled_from([None, 2, 5]),
         max_batch_bytes=st.sampled_from([None, 4, 10]),
         critical_queue_bytes=st.sampled_from([None, 8, 25]),
+        restored=st.lists(st.lists(st.integers(0, 14), min_size=1, max_size=7), max_size=3),
     )
     def start(self, max_batch_size: int, critical_queue_size: int,
               max_batch_delay: float | None, export_timeout: float | None,
               credit_timeout: float | None, shutdown_timeout: float | None,
               drains: bool, spills: bool, poison_every: int | None,
-              max_batch_bytes: int | None, critical_queue_bytes: int | None) -> None:
+              max_batch_bytes: int | None, critical_queue_bytes: int | None,
+              restored: list[list[int]]) -> None:
         self.core = PachkaCore(max_batch_size=max_batch_size,
                                critical_queue_size=critical_queue_size,
                                max_batch_delay=max_batch_delay,
@@ -102,6 +105,23 @@ class CoreModel(RuleBasedStateMachine):
         self.beyond_capacity = False  # an expired grant's messages came anyway
         self.waiters: dict[int, tuple[int, int]] = {}  # waiting requests: id -> (count, size)
         self.next_waiter = 0
+        self.too_large: set[int] = set()  # restored, larger than max_batch_bytes now
+        self.restore(restored)
+
+    def restore(self, sizes: list[list[int]]) -> None:
+        """Batches a previous server spilled (under other limits, maybe) go first: the
+        messages 0, 1, ...; one larger than max_batch_bytes now ends as a dead letter."""
+        batches = []
+        for n, batch_sizes in enumerate(sizes):
+            messages = list(range(self.accepted, self.accepted + len(batch_sizes)))
+            self.size_of.update(zip(messages, batch_sizes, strict=True))
+            self.too_large.update(m for m in messages if self.core.max_batch_bytes is not None
+                                  and self.size_of[m] > self.core.max_batch_bytes)
+            batches.append(Batch(messages, f"old-{n}"))
+            self.accepted += len(messages)
+        if batches:
+            self.apply(self.core.handle(Restored(batches, sizes if self.core.measures
+                                                 else None)))
 
     # ---- the shell's side ------------------------------------------------------------
 
@@ -119,7 +139,8 @@ class CoreModel(RuleBasedStateMachine):
                 case StartExport(_, batch):
                     assert self.in_flight is None, "two exports in flight"
                     assert 0 < len(batch) <= self.core.max_batch_size
-                    self.check_ceiling(batch)
+                    if not isinstance(batch, DeadLetters):  # for send_batch: under the ceiling
+                        self.check_ceiling(batch)
                     if batch.id == f"b{self.core._batches}" and batch.id not in self.batch_ids \
                             and self.core.queue:  # just cut, the next message behind it:
                         assert len(batch) == self.core.max_batch_size or self.bytes(
@@ -147,7 +168,8 @@ class CoreModel(RuleBasedStateMachine):
                     assert batches and self.core.spills and self.exit_requested
                     assert all(0 < len(b) <= self.core.max_batch_size for b in batches)
                     for b in batches:
-                        self.check_ceiling(b)
+                        if not isinstance(b, DeadLetters):
+                            self.check_ceiling(b)
                     spilled = [m for b in batches for m in b]
                     self.deliver([m for m in spilled if not self.poison(m)])  # in order
                     self.account([m for m in spilled if self.poison(m)])
@@ -200,7 +222,9 @@ class CoreModel(RuleBasedStateMachine):
         return self.core.handle(TimerFired(timer))
 
     def poison(self, message: int) -> bool:
-        return self.poison_every is not None and message % self.poison_every == 1
+        """Fails on its own: a poison message, or one no batch can hold now."""
+        return message in self.too_large or (self.poison_every is not None
+                                             and message % self.poison_every == 1)
 
     def takes(self, batch: Batch) -> bool:
         """Whether the sink would take `batch` (a dead letter is never taken twice here)."""
@@ -483,7 +507,8 @@ class CoreModel(RuleBasedStateMachine):
             assert len(self.core.queue) + self.core.reserved <= self.core.critical_queue_size
         if self.core.state in (State.EXPORTING, State.RETRY_BACKOFF):
             assert 0 < len(self.core.batch) <= self.core.max_batch_size
-            self.check_ceiling(self.core.batch)
+            if not isinstance(self.core.batch, DeadLetters):
+                self.check_ceiling(self.core.batch)
 
     @invariant()
     def bounded_in_bytes(self) -> None:
