@@ -97,7 +97,7 @@ def _export_timeout(name: str, value: Any) -> float | None:
     return parsed
 
 
-def _batches_per_exporter(name: str, value: Any) -> int | None:
+def _optional_positive(name: str, value: Any) -> int | None:
     if value is None:
         return None
     try:
@@ -122,6 +122,16 @@ SERVER_OPTIONS: tuple[Option, ...] = (
     Option("critical_queue_size", "int > 0",
            "Queued messages (not counting the batch being exported) at which new messages are "
            "refused with `Overloaded`.", positive_int),
+    Option("max_batch_bytes", "int > 0 or None",
+           "Beyond Pachka: a hard ceiling on a batch's bytes, as `Sink.message_size` measures "
+           "them: a batch goes out as soon as the next message would not fit, and a message "
+           "larger than this is refused at the call that sent it (`MessageTooLarge`), never "
+           "queued. None: batches are bounded in count only.", _optional_positive),
+    Option("critical_queue_bytes", "int > 0 or None",
+           "Beyond Pachka: `critical_queue_size` in bytes: queued bytes (with the bytes "
+           "granted to lingering handles) beyond which messages are refused with "
+           "`Overloaded` (`limit` says which limit), exactly. None: no limit in bytes.",
+           _optional_positive),
     Option("max_batch_delay", "seconds (float or timedelta) or None",
            "Time from the first message queued while no export runs until what is queued "
            "is exported (the batch timer); None: only full batches go out.", timeout),
@@ -132,7 +142,7 @@ SERVER_OPTIONS: tuple[Option, ...] = (
            "Beyond Pachka: batches one exporter process serves in turn before it retires "
            "(its sink's `setup` runs once before them, `teardown` after); None: no limit. "
            "One whose batch failed, was killed or that exited serves no more. 1: a new "
-           "exporter per batch, as Pachka.", _batches_per_exporter),
+           "exporter per batch, as Pachka.", _optional_positive),
     Option("credit_timeout", "seconds (float or timedelta) or None",
            "How long room reserved for a producer's buffer (see `linger`) stays reserved "
            "unused; a stopping server waits up to this long for promised messages.",
@@ -166,6 +176,8 @@ class PachkaConfig:
     server_value: Any = None
     max_batch_size: int = 500
     critical_queue_size: int = 10_000
+    max_batch_bytes: int | None = None
+    critical_queue_bytes: int | None = None
     max_batch_delay: float | None = 5.0
     export_timeout: float | None = 10.0
     batches_per_exporter: int | None = 1

@@ -13,6 +13,7 @@ import logging
 import os
 import time
 from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -75,7 +76,7 @@ from .messages import (
     Stopped,
 )
 from .metrics import Metrics
-from .sink import DrainingSink, retry_delay
+from .sink import DrainingSink, retry_delay, sizer
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +101,8 @@ class Running:
     look_due: float | None = None  # when the pending look at the exporters comes
     look_delay: float = POLL_FIRST  # the delay of the next one
     told: list[Link] = field(default_factory=list)  # handles told that the server exits
+    #: The sink's `message_size`, when a byte limit is set: each message measured once, here.
+    size: Callable[[Any], int] | None = None
 
     @property
     def name(self) -> str:
@@ -136,11 +139,14 @@ class PachkaServer(Actor):  # type: ignore[misc]
 
     def dispatch(self, run: Running, message: Any, sender: Caller) -> None:
         if isinstance(message, SendMessage):
-            self.handle(run, MessagesReceived((message.message,)), sender)
+            messages: Sequence[Any] = (message.message,)
+            self.handle(run, MessagesReceived(messages, None, _sizes(run, messages)), sender)
         elif isinstance(message, SendMessages):
-            self.handle(run, MessagesReceived(message.messages, message.credit), sender)
+            self.handle(run, MessagesReceived(message.messages, message.credit,
+                                              _sizes(run, message.messages)), sender)
         elif isinstance(message, RequestCredit):
-            self.handle(run, CreditRequested(message.count, message.wait, sender), sender)
+            self.handle(run, CreditRequested(message.count, message.wait, sender,
+                                             message.size), sender)
         elif isinstance(message, WakeupMessage):
             if message.payload == _POLL:
                 if run.look_due is not None and time.monotonic() >= run.look_due:
@@ -209,21 +215,27 @@ class PachkaServer(Actor):  # type: ignore[misc]
             drains=isinstance(config.sink, DrainingSink),
             spills=config.spill_path is not None,
             batch_prefix=f"{os.getpid():x}{os.urandom(4).hex()}-",
+            max_batch_bytes=config.max_batch_bytes,
+            critical_queue_bytes=config.critical_queue_bytes,
         )
         status = core.status
         metrics = Metrics(config.name or str(self.myAddress), config.meter_provider,
-                          lambda: (status().queue_length, status().batch_length),
+                          lambda: (status().queue_length, status().batch_length,
+                                   status().queue_bytes),
                           capacity=config.critical_queue_size)
         pool = ExporterPool(self, base, config.sink, config.server_value,
                             config.batches_per_exporter)
-        run = Running(config, core, pool, metrics, watching=base.watches_files)
+        run = Running(config, core, pool, metrics, watching=base.watches_files,
+                      size=sizer(config.sink, config.server_value) if core.measures else None)
         _exit.prepare(base)
         pool.prepare()
         self._answer(sender, Started(self.myAddress))
         if spilled:
             log.warning("Pachka %s: sending %d messages spilled to %s by an earlier server "
                         "first", run.name, sum(map(len, spilled)), config.spill_path)
-            self.handle(run, Restored(spilled), sender)
+            size = run.size
+            self.handle(run, Restored(spilled, None if size is None else
+                                      [list(map(size, batch)) for batch in spilled]), sender)
         return run
 
     def handle(self, run: Running, event: Event, sender: Caller) -> None:
@@ -318,6 +330,10 @@ class PachkaServer(Actor):  # type: ignore[misc]
         run.pool.close()
         if not run.exiting:
             self.send(self.myAddress, ActorExitRequest())
+
+
+def _sizes(run: Running, messages: Sequence[Any]) -> list[int] | None:
+    return None if run.size is None else list(map(run.size, messages))
 
 
 def _done(outcomes: list[Outcome]) -> list[Event]:
