@@ -29,7 +29,7 @@ import logging
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from itertools import chain, islice
+from itertools import chain
 from typing import Any
 
 from ._core_events import (
@@ -39,6 +39,7 @@ from ._core_events import (
     CancelTimer,
     CreditRequested,
     DeadLetters,
+    Delivered,
     Drain,
     DrainDone,
     Effect,
@@ -46,9 +47,13 @@ from ._core_events import (
     ExitRequested,
     ExportDone,
     Finish,
+    Formed,
     KillExport,
     Log,
     MessagesReceived,
+    Note,
+    Queued,
+    Replaced,
     Reply,
     Restored,
     ServerStatus,
@@ -71,6 +76,7 @@ __all__ = [
     "CancelTimer",
     "CreditRequested",
     "DeadLetters",
+    "Delivered",
     "Done",
     "Drain",
     "DrainDone",
@@ -81,12 +87,16 @@ __all__ = [
     "ExportDone",
     "Exporting",
     "Finish",
+    "Formed",
     "Idle",
     "KillExport",
     "Log",
     "MessagesReceived",
+    "Note",
     "PachkaCore",
     "Phase",
+    "Queued",
+    "Replaced",
     "Reply",
     "Restored",
     "RetryBackoff",
@@ -155,6 +165,9 @@ class PachkaCore:
     spills: bool = False
     #: Batch ids are this prefix and a serial number: unique across servers when it is.
     batch_prefix: str = ""
+    #: With a journal: what each step changed in the accepted, undelivered set, for the
+    #: shell to make durable (`take_notes`) before it performs the step's effects.
+    notes: list[Note] | None = None
     phase: Phase = field(default_factory=Idle)
     terminating: bool = False
     queue: deque[Any] = field(default_factory=deque)
@@ -213,6 +226,14 @@ class PachkaCore:
                             self.held - len(self.queue), self.reserved, self.retry_num,
                             self.timer, self.export_id)
 
+    def take_notes(self) -> list[Note]:
+        """The notes of the steps since the last call (none without a journal)."""
+        notes = self.notes
+        if not notes:
+            return []
+        self.notes = []
+        return notes
+
     def handle(self, event: Event) -> list[Effect]:
         effects = self._step(event)
         if self.waiting:  # room may have freed: waiting producers are served first
@@ -254,7 +275,10 @@ class PachkaCore:
 
     def _receive(self, messages: Sequence[Any]) -> list[Effect]:
         count, refused = self._room(len(messages))
-        self.queue.extend(messages if count == len(messages) else islice(messages, count))
+        taken = messages if count == len(messages) else messages[:count]
+        self.queue.extend(taken)
+        if self.notes is not None and count:
+            self.notes.append(Queued(taken))
         effects: list[Effect] = [Answer(Accepted(count, refused))]
         if isinstance(self.phase, Idle) and count:
             effects += self._settle()
@@ -283,6 +307,8 @@ class PachkaCore:
                 effects.append(Log(logging.ERROR, f"credit {credit} was for {granted} messages, "
                                                   f"{len(messages)} came; taking them all"))
         self.queue.extend(messages)
+        if self.notes is not None:
+            self.notes.append(Queued(messages))
         if isinstance(self.phase, Idle):
             effects += self._settle()
         return effects
@@ -371,6 +397,8 @@ class PachkaCore:
         effects = self._cancel(phase.timer)
         if failure is not None:
             return effects + self._export_failed(phase, failure)
+        if self.notes is not None:
+            self.notes.append(Delivered((phase.batch.id,)))
         self.phase = Idle()
         return effects + self._settle()
 
@@ -381,6 +409,8 @@ class PachkaCore:
             self.phase = Idle()
             parts = _isolate(phase.batch, failure)
             self.pending.extendleft(reversed(parts))
+            if self.notes is not None:
+                self.notes.append(Replaced(phase.batch.id, tuple(parts)))
             return [Log(logging.WARNING, f"batch {phase.batch.id} of {len(phase.batch)} messages "
                                          f"failed for some of them ({failure}): going on with "
                                          f"{' and '.join(_described(p) for p in parts)}"),
@@ -460,6 +490,8 @@ class PachkaCore:
         if not isinstance(phase, Draining):
             return [Log(logging.WARNING, f"drain finished in state {self.state.value}")]
         self.phase = Idle()
+        if failure is None and self.notes is not None:
+            self.notes.append(Delivered(tuple(b.id for b in phase.batches)))
         if failure is None and not phase.last_chance:
             return self._settle()
         if failure is None:  # out of time: dead letters waiting for their export too
@@ -507,8 +539,11 @@ class PachkaCore:
         """Up to `max_batch_size` queued messages as a batch with the next id."""
         popleft = self.queue.popleft
         self._batches += 1
-        return Batch((popleft() for _ in range(min(self.max_batch_size, len(self.queue)))),
-                     f"{self.batch_prefix}{self._batches}")
+        batch = Batch((popleft() for _ in range(min(self.max_batch_size, len(self.queue)))),
+                      f"{self.batch_prefix}{self._batches}")
+        if self.notes is not None:
+            self.notes.append(Formed(batch))
+        return batch
 
     def _drain(self, last_chance: bool = False) -> list[Effect]:
         """Hand everything held to `drain_on_terminate`: the batch in retry, pending, queued;
@@ -550,11 +585,17 @@ class PachkaCore:
         """Spilled batches go first, in order, under their ids; one longer than
         `max_batch_size` now (the option changed) goes in parts "<id>.0", "<id>.1", ..."""
         size = self.max_batch_size
-        self.pending.extendleft(reversed([
-            part for batch in batches
-            for part in ([batch] if len(batch) <= size else
-                         [Batch(batch[i:i + size], f"{batch.id}.{i // size}")
-                          for i in range(0, len(batch), size)])]))
+        restored: list[Batch] = []
+        for batch in batches:
+            if len(batch) <= size:
+                restored.append(batch)
+                continue
+            parts = tuple(Batch(batch[i:i + size], f"{batch.id}.{i // size}")
+                          for i in range(0, len(batch), size))
+            restored += parts
+            if self.notes is not None:
+                self.notes.append(Replaced(batch.id, parts))
+        self.pending.extendleft(reversed(restored))
         return self._settle() if isinstance(self.phase, Idle) else []
 
     def _cancel_credits(self) -> list[Effect]:
