@@ -24,6 +24,7 @@ from pachka_actors.core import (
     DeadLetters,
     Drain,
     DrainDone,
+    Draining,
     Effect,
     ExitRequested,
     ExportDone,
@@ -41,6 +42,7 @@ from pachka_actors.core import (
     TimerFired,
     TimerKind,
 )
+from pachka_actors._journal import Live, records_of
 from pachka_actors.errors import PermanentSinkError
 from pachka_actors.messages import Accepted, Granted
 from pachka_actors.sink import Batch
@@ -71,7 +73,9 @@ class CoreModel(RuleBasedStateMachine):
                                max_batch_delay=max_batch_delay,
                                export_timeout=export_timeout, credit_timeout=credit_timeout,
                                shutdown_timeout=shutdown_timeout, drains=drains, spills=spills,
-                               batch_prefix="b")
+                               batch_prefix="b", notes=[] if spills else None)
+        self.journal = Live()  # what a journal replaying the core's notes holds
+        self.spilled: list[Batch] = []  # a journal keeps them: spilled is not delivered
         self.accepted = 0  # messages are the integers 0, 1, 2, ... in the order sent
         self.poison_every = poison_every  # message m fails on its own when m % this == 1
         self.delivered_upto = 0  # the good messages before it are delivered, in order
@@ -125,6 +129,7 @@ class CoreModel(RuleBasedStateMachine):
                 case Spill(batches):
                     assert batches and self.core.spills and self.exit_requested
                     assert all(0 < len(b) <= self.core.max_batch_size for b in batches)
+                    self.spilled += batches
                     spilled = [m for b in batches for m in b]
                     self.deliver([m for m in spilled if not self.poison(m)])  # in order
                     self.account([m for m in spilled if self.poison(m)])
@@ -387,6 +392,21 @@ class CoreModel(RuleBasedStateMachine):
         assert grant.count == 0
 
     # ---- invariants -----------------------------------------------------------------
+
+    @invariant()
+    def the_journal_holds_what_the_core_holds(self) -> None:
+        """Replayed, the notes rebuild every batch the core holds (or spilled), under its id,
+        and its queue: what a journal gives the next server."""
+        for record in records_of(self.core.take_notes()):
+            self.journal.apply(record)
+        if self.core.notes is None:
+            return
+        phase = self.core.phase
+        held = [*([self.core.batch] if self.core.batch else []), *self.core.pending,
+                *(phase.batches if isinstance(phase, Draining) else []), *self.spilled]
+        assert {b.id: list(b) for b in held} == {
+            i: list(b) for i, b in self.journal.batches.items()}
+        assert list(self.journal.queued) == list(self.core.queue)
 
     @invariant()
     def bounded(self) -> None:
