@@ -335,12 +335,12 @@ class PachkaServer(Actor):  # type: ignore[misc]
     def _finish(self, run: Running) -> None:
         """Everything accepted is delivered, drained, spilled or reported: answer every
         `Stop`, end the exporters (their teardown is not worth waiting for), and exit."""
+        if run.journal is not None:  # left compacted before anyone hears of the stop
+            run.journal.close()
         for requester in run.stop_requesters:
             self._answer(requester, Stopped(run.metrics.stats()))
         run.stop_requesters.clear()
         run.pool.close()
-        if run.journal is not None:
-            run.journal.close()
         if not run.exiting:
             self.send(self.myAddress, ActorExitRequest())
 

@@ -15,6 +15,7 @@ from hypothesis.stateful import (
     rule,
 )
 
+from pachka_actors._journal import Live, records_of
 from pachka_actors.core import (
     Answer,
     ArmRetryTimer,
@@ -42,7 +43,6 @@ from pachka_actors.core import (
     TimerFired,
     TimerKind,
 )
-from pachka_actors._journal import Live, records_of
 from pachka_actors.errors import PermanentSinkError
 from pachka_actors.messages import Accepted, Granted
 from pachka_actors.sink import Batch
