@@ -11,6 +11,7 @@ import threading
 from collections import Counter
 from contextlib import closing
 from pathlib import Path
+from typing import Any
 
 import pytest
 from journal_sinks import ServerPidSink
@@ -25,6 +26,7 @@ from pachka_actors.core import (
     ExportDone,
     MessagesReceived,
     PachkaCore,
+    Queued,
     StartExport,
     StopRequested,
 )
@@ -228,3 +230,22 @@ def test_sigkilled_server_restarted_by_its_supervisor_loses_no_acknowledged_mess
     assert not set(acked) - set(rows), f"lost: {sorted(set(acked) - set(rows))[:20]}"
     assert [i for i, n in Counter(rows).items() if n > 1] == []
     assert rows == sorted(rows) and set(rows) <= set(range(sent))
+
+
+@pytest.mark.parametrize(("policy", "synced", "armed"), [
+    ("always", 3, [None, None, None]),
+    (60.0, 0, [pytest.approx(60.0, abs=1), None, None]),  # one timer for the tail
+    ("os", 0, [None, None, None]),
+])
+def test_sync_policies(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, policy: Any,
+                       synced: int, armed: list[Any]) -> None:
+    syncs: list[int] = []
+    monkeypatch.setattr(os, "fdatasync", syncs.append)
+    written = _journal.Journal.open(str(tmp_path / "j"), policy, None, "t-0")
+    delays = [written.record([Queued([i])]) for i in range(3)]
+    assert (len(syncs), delays) == (synced, armed)
+    if armed[0] is not None:
+        written.timed_sync()  # the timer armed: what was written since is synced, once
+        assert len(syncs) == 1
+        assert written.record([Queued([3])]) is not None  # the next write arms it again
+    written.close()
