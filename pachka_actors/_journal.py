@@ -160,6 +160,7 @@ class Journal:
         self._armed = False  # a timed sync is due (interval policy)
         self._last_sync = 0.0
         self._delivered = False  # something delivered since the last compaction
+        self._broken = False  # a write failed: the file is rewritten whole at the next step
         self._lock = _lock(path)
 
     @classmethod
@@ -191,19 +192,30 @@ class Journal:
 
     def record(self, notes: Sequence[Note]) -> float | None:
         """Append the notes of a step in one write, synced as the policy says. Returns the
-        delay of a timed sync to arm (interval policy, none armed yet), else None."""
+        delay of a timed sync to arm (interval policy, none armed yet), else None.
+
+        A write that fails (a full disk, a message that does not pickle on
+        simpleSystemBase) is logged at ERROR, once; the file is then rewritten whole
+        from `live` at each step until that succeeds, so what it holds stays whole."""
         records = records_of(notes)
         if not records:
             return None
-        data = b"".join(map(frame, records))
-        _write(self._fd, data)
-        self.size += len(data)
         for record in records:
             self.live.apply(record)
             self._delivered = self._delivered or record[0] == "D"
-        if self.size >= self.compact_at:
-            self.compact()
+        try:
+            if self._broken or self.size >= self.compact_at:
+                self.compact()
+                return None
+            data = b"".join(map(frame, records))
+            _write(self._fd, data)
+        except Exception as exc:
+            if not self._broken:
+                log.error("journal %s: writing failed (%r): what the server accepts is not "
+                          "durable until a write succeeds", self.path, exc)
+            self._broken = True
             return None
+        self.size += len(data)
         self._dirty = True
         if self.sync_policy == "always":
             self.sync()
@@ -255,14 +267,17 @@ class Journal:
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
         self.size = len(data)
         self.compact_at = max(COMPACT_AT, 2 * self.size)
-        self._dirty = self._delivered = False
+        self._dirty = self._delivered = self._broken = False
         self._last_sync = time.monotonic()
 
     def close(self) -> None:
         """Leave the file compacted (empty when all was delivered) and release it and its
         lock (a process that dies releases them too)."""
         if self._fd >= 0:
-            self.compact()
+            try:
+                self.compact()
+            except Exception as exc:  # the file keeps what it has: read back next time
+                log.error("journal %s: compacting at the end failed (%r)", self.path, exc)
             os.close(self._fd)
             self._fd = -1
         if self._lock >= 0:

@@ -249,3 +249,31 @@ def test_sync_policies(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, policy: 
         assert len(syncs) == 1
         assert written.record([Queued([3])]) is not None  # the next write arms it again
     written.close()
+
+
+def test_a_failed_write_is_repaired_by_the_next_one(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    """A full disk for one step: logged once, and the next step rewrites the file whole,
+    so a later start finds every message."""
+    written = _journal.Journal.open(str(tmp_path / "j"), "os", None, "t-0")
+    real = _journal._write
+
+    def full(fd: int, data: bytes) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(_journal, "_write", full)
+    written.record([Queued([1])])
+    written.record([Queued([2])])
+    assert caplog.text.count("writing failed") == 1
+    monkeypatch.setattr(_journal, "_write", real)
+    written.record([Queued([3])])
+    assert not written._broken
+    os.close(written._fd)  # as a kill: no compaction at the end
+    written._fd = -1
+    written.close()
+    reread = journal(tmp_path / "j")
+    try:
+        assert [list(b) for b in reread.live.batches.values()] == [[1, 2, 3]]
+    finally:
+        reread.close()
