@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from journal_sinks import ServerPidSink
 from sinks import RecordingSink, delivered, wait_for
-from support import process_gone, touch
+from support import actor_system, process_gone, touch
 from thespian.actors import ActorSystem
 
 from pachka_actors import ConfigError, Overloaded, Pachka, Supervisor, _ask, _journal
@@ -277,3 +277,26 @@ def test_a_failed_write_is_repaired_by_the_next_one(tmp_path: Path,
         assert [list(b) for b in reread.live.batches.values()] == [[1, 2, 3]]
     finally:
         reread.close()
+
+
+def test_what_shutdown_timeout_leaves_stays_in_the_journal(tmp_path: Path) -> None:
+    """spill_path's case: a bare exit with the sink down keeps what it held in the journal
+    (no spill file), and the next server on it sends that first."""
+    path = str(tmp_path / "j")
+    touch(tmp_path, "fail")  # the sink is down
+    with actor_system("multiprocTCPBase") as first:
+        server = Pachka.start(system=first, sink=RecordingSink(tmp_path, retry_seconds=0.05),
+                              journal_path=path, shutdown_timeout=0.5, max_batch_size=3,
+                              max_batch_delay=0.01, linger=None)
+        assert server.send_messages(list(range(7))) == 7
+        wait_for(lambda: server.stats().failures_raised >= 1)
+        # leaving the block shuts the system down without stop(): the bare-exit path
+    assert delivered(tmp_path) == [] and os.path.getsize(path) > 0
+    os.remove(tmp_path / "fail")  # the database is back
+    with actor_system("multiprocTCPBase") as second:
+        server = Pachka.start(system=second, sink=RecordingSink(tmp_path), journal_path=path,
+                              max_batch_size=3, linger=None)
+        server.send_messages([7, 8])
+        server.stop()
+    assert delivered(tmp_path) == list(range(9))  # the kept ones first, in order
+    assert os.path.getsize(path) == 0
