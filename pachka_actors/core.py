@@ -16,7 +16,9 @@ Pachka's termination mode on top of them. A bare exit is a stop with a bound: th
 
 Batches have ids (`Batch.id`), kept across retries. A formed batch that cannot
 go out now (a failed export while stopping) waits in `pending`, ahead of the queue,
-with its id, so that a sink that recorded the id knows it again.
+with its id, so that a sink that recorded the id knows it again. With a journal,
+each step also notes what it changed in the accepted, undelivered set (`notes`,
+taken by the shell, written by `_journal.py`): a crash then keeps the ids too.
 
 Longer than this project's ~400-line guide on purpose: it is one machine, and its
 transitions (producers' credits, timers, exports, stopping) read together, as
@@ -582,7 +584,7 @@ class PachkaCore:
         return [Log(logging.ERROR, f"{sum(map(len, left))} accepted messages lost: {why}")]
 
     def _restore(self, batches: Sequence[Batch]) -> list[Effect]:
-        """Spilled batches go first, in order, under their ids; one longer than
+        """Spilled or journaled batches go first, in order, under their ids; one longer than
         `max_batch_size` now (the option changed) goes in parts "<id>.0", "<id>.1", ..."""
         size = self.max_batch_size
         restored: list[Batch] = []
