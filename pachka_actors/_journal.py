@@ -191,8 +191,10 @@ class Journal:
         return journal
 
     def record(self, notes: Sequence[Note]) -> float | None:
-        """Append the notes of a step in one write, synced as the policy says. Returns the
-        delay of a timed sync to arm (interval policy, none armed yet), else None.
+        """Append the notes of a step in one write, synced as the policy says ("always":
+        when the step accepted messages, so once per shipment, before its acknowledgement;
+        what other steps write is synced with the next). Returns the delay of a timed
+        sync to arm (interval policy, none armed yet), else None.
 
         A write that fails (a full disk, a message that does not pickle on
         simpleSystemBase) is logged at ERROR, once; the file is then rewritten whole
@@ -218,7 +220,8 @@ class Journal:
         self.size += len(data)
         self._dirty = True
         if self.sync_policy == "always":
-            self.sync()
+            if any(record[0] == "A" for record in records):  # an acknowledgement waits
+                self.sync()
         elif not isinstance(self.sync_policy, str):
             late = time.monotonic() - self._last_sync
             if late >= self.sync_policy:
