@@ -134,12 +134,48 @@ class DrainDone:
 
 @dataclass(frozen=True)
 class Restored:
-    """Batches a previous server kept (`spill_path`): accepted before, sent first, under
-    their ids (so a ledger knows them). `sizes`: their messages' sizes, batch by batch,
-    when the core has a byte limit."""
+    """Batches a previous server kept (`spill_path`, `journal_path`): accepted before, sent
+    first, under their ids (so a ledger knows them). `sizes`: their messages' sizes, batch
+    by batch, when the core has a byte limit."""
 
     batches: Sequence[Batch]
     sizes: Sequence[Sequence[int]] | None = None
+
+
+# ---- notes: for a journal (`journal_path`), what changed the accepted, undelivered set ----
+
+
+@dataclass(frozen=True)
+class Queued:
+    """Accepted `messages` joined the queue, in order."""
+
+    messages: Sequence[Any]
+
+
+@dataclass(frozen=True)
+class Formed:
+    """`batch` was made from the head of the queue (its messages leave the queue)."""
+
+    batch: Batch
+
+
+@dataclass(frozen=True)
+class Replaced:
+    """The batch `batch_id` goes on as `parts` (a failed batch split, an oversized one
+    restored): its messages are theirs now."""
+
+    batch_id: str
+    parts: tuple[Batch, ...]
+
+
+@dataclass(frozen=True)
+class Delivered:
+    """The batches `batch_ids` were delivered, dead-lettered or drained: nothing to keep."""
+
+    batch_ids: tuple[str, ...]
+
+
+Note = Queued | Formed | Replaced | Delivered
 
 
 Event = (MessagesReceived | CreditRequested | TimerFired | ExportDone | StopRequested

@@ -39,6 +39,10 @@ from .sink import Sink
 #: a test fires each timer itself by sending `FireTimer` (Pachka's tests stub the timer too).
 Timers = Literal["wakeup", "manual"]
 
+#: When the journal is synced (`journal_sync`): before each acknowledgement leaves, at most
+#: this many seconds after, or when the kernel writes back (~30 s on Linux).
+JournalSync = float | Literal["always", "os"]
+
 #: Seconds a buffered message may wait in the producing process (Kafka's linger.ms idea).
 DEFAULT_LINGER = 0.005
 
@@ -67,6 +71,18 @@ def _spill_path(name: str, value: Any) -> str | None:
     if not os.path.isdir(os.path.dirname(path)):
         raise ConfigError(name, f"the directory of {path} does not exist")
     return path
+
+
+def _journal_sync(name: str, value: Any) -> JournalSync:
+    if value in ("always", "os"):
+        return value  # type: ignore[no-any-return]
+    if isinstance(value, str) or seconds(name, value) == 0:
+        raise ConfigError(name, f"expected 'always', 'os' or seconds > 0, got {value!r}")
+    return seconds(name, value)
+
+
+def _journal_max_bytes(name: str, value: Any) -> int | None:
+    return None if value is None else integer(4096)(name, value)
 
 
 def _timers(name: str, value: Any) -> Timers:
@@ -160,6 +176,22 @@ SERVER_OPTIONS: tuple[Option, ...] = (
            "(and `drain_on_terminate` does not take) is written in one transaction; a server "
            "started later with the same path sends it first, in order. None: reported lost.",
            _spill_path),
+    Option("journal_path", "file path or None",
+           "Beyond Pachka: a crash journal. Every message the server acknowledges is written "
+           "there first (one write per shipment), and every delivered batch checkpointed; a "
+           "server started on the same file (or restarted by its supervisor) sends what was "
+           "not delivered first, in order, under the same batch ids. Covers `spill_path`'s "
+           "case too (the two exclude each other). Two servers on one file are refused. "
+           "None: what a killed server held is lost (docs/shutdown.md).", _spill_path),
+    Option("journal_sync", "'always', seconds (float) or 'os'",
+           "When journal writes are synced to disk (`fdatasync`): 'always' before each "
+           "acknowledgement leaves; seconds: at most this long after; 'os': when the kernel "
+           "writes back. A write survives the death of the server's process in every case; "
+           "this decides a power loss.", _journal_sync),
+    Option("journal_max_bytes", "int >= 4096 or None",
+           "Size at which the journal, compacted, refuses new messages with `Overloaded` "
+           "(messages promised to handles' buffers are still taken). None: no limit.",
+           _journal_max_bytes),
     Option("meter_provider", "picklable callable returning a MeterProvider, or None",
            "Where the OpenTelemetry metrics go (extra `otel`), called in the server's process; "
            "None: the global provider that process inherited (see docs/metrics.md).",
@@ -185,10 +217,16 @@ class PachkaConfig:
     shutdown_timeout: float | None = 8.0
     timers: Timers = "wakeup"
     spill_path: str | None = None
+    journal_path: str | None = None
+    journal_sync: JournalSync = "always"
+    journal_max_bytes: int | None = None
     meter_provider: Callable[[], Any] | None = None
 
     def __post_init__(self) -> None:
         validate_fields(self, SERVER_OPTIONS)
+        if self.spill_path is not None and self.journal_path is not None:
+            raise ConfigError("spill_path", "the journal (journal_path) keeps what spill_path "
+                                            "would: give one of them")
 
     @classmethod
     def parse(cls, options: Mapping[str, Any]) -> PachkaConfig:

@@ -21,7 +21,9 @@ one is refused), so a batch is cut as soon as the next message would not fit.
 
 Batches have ids (`Batch.id`), kept across retries. A formed batch that cannot
 go out now (a failed export while stopping) waits in `pending`, ahead of the queue,
-with its id, so that a sink that recorded the id knows it again.
+with its id, so that a sink that recorded the id knows it again. With a journal,
+each step also notes what it changed in the accepted, undelivered set (`notes`,
+taken by the shell, written by `_journal.py`): a crash then keeps the ids too.
 
 Longer than this project's ~400-line guide on purpose: it is one machine, and its
 transitions (producers' credits, timers, exports, stopping) read together, as
@@ -44,6 +46,7 @@ from ._core_events import (
     CancelTimer,
     CreditRequested,
     DeadLetters,
+    Delivered,
     Drain,
     DrainDone,
     Effect,
@@ -51,9 +54,13 @@ from ._core_events import (
     ExitRequested,
     ExportDone,
     Finish,
+    Formed,
     KillExport,
     Log,
     MessagesReceived,
+    Note,
+    Queued,
+    Replaced,
     Reply,
     Restored,
     ServerStatus,
@@ -76,6 +83,7 @@ __all__ = [
     "CancelTimer",
     "CreditRequested",
     "DeadLetters",
+    "Delivered",
     "Done",
     "Drain",
     "DrainDone",
@@ -86,12 +94,16 @@ __all__ = [
     "ExportDone",
     "Exporting",
     "Finish",
+    "Formed",
     "Idle",
     "KillExport",
     "Log",
     "MessagesReceived",
+    "Note",
     "PachkaCore",
     "Phase",
+    "Queued",
+    "Replaced",
     "Reply",
     "Restored",
     "RetryBackoff",
@@ -166,6 +178,9 @@ class PachkaCore:
     critical_queue_bytes: int | None = None
     #: Whether a byte limit is set: the shell then passes every message's size.
     measures: bool = field(init=False)
+    #: With a journal: what each step changed in the accepted, undelivered set, for the
+    #: shell to make durable (`take_notes`) before it performs the step's effects.
+    notes: list[Note] | None = None
     phase: Phase = field(default_factory=Idle)
     terminating: bool = False
     queue: deque[Any] = field(default_factory=deque)
@@ -233,6 +248,14 @@ class PachkaCore:
                             self.held - len(self.queue), self.reserved, self.retry_num,
                             self.timer, self.export_id, self.queue_bytes)
 
+    def take_notes(self) -> list[Note]:
+        """The notes of the steps since the last call (none without a journal)."""
+        notes = self.notes
+        if not notes:
+            return []
+        self.notes = []
+        return notes
+
     def handle(self, event: Event) -> list[Effect]:
         effects = self._step(event)
         if self.waiting:  # room may have freed: waiting producers are served first
@@ -299,6 +322,8 @@ class PachkaCore:
 
     def _enqueue(self, messages: Sequence[Any], sizes: Sequence[int] | None) -> None:
         self.queue.extend(messages)
+        if self.notes is not None and messages:
+            self.notes.append(Queued(messages))
         if self.measures:
             assert sizes is not None and len(sizes) == len(messages), "sizes not measured"
             self.sizes.extend(sizes)
@@ -463,6 +488,8 @@ class PachkaCore:
         effects = self._cancel(phase.timer)
         if failure is not None:
             return effects + self._export_failed(phase, failure)
+        if self.notes is not None:
+            self.notes.append(Delivered((phase.batch.id,)))
         self.phase = Idle()
         return effects + self._settle()
 
@@ -473,6 +500,8 @@ class PachkaCore:
             self.phase = Idle()
             parts = _isolate(phase.batch, failure)
             self.pending.extendleft(reversed(parts))
+            if self.notes is not None:
+                self.notes.append(Replaced(phase.batch.id, tuple(parts)))
             return [Log(logging.WARNING, f"batch {phase.batch.id} of {len(phase.batch)} messages "
                                          f"failed for some of them ({failure}): going on with "
                                          f"{' and '.join(_described(p) for p in parts)}"),
@@ -552,6 +581,8 @@ class PachkaCore:
         if not isinstance(phase, Draining):
             return [Log(logging.WARNING, f"drain finished in state {self.state.value}")]
         self.phase = Idle()
+        if failure is None and self.notes is not None:
+            self.notes.append(Delivered(tuple(b.id for b in phase.batches)))
         if failure is None and not phase.last_chance:
             return self._settle()
         if failure is None:  # out of time: dead letters waiting for their export too
@@ -606,7 +637,10 @@ class PachkaCore:
             self.queue_bytes -= sum(popsize() for _ in range(count))
         popleft = self.queue.popleft
         self._batches += 1
-        return Batch((popleft() for _ in range(count)), f"{self.batch_prefix}{self._batches}")
+        batch = Batch((popleft() for _ in range(count)), f"{self.batch_prefix}{self._batches}")
+        if self.notes is not None:
+            self.notes.append(Formed(batch))
+        return batch
 
     def _fitting(self, count: int) -> int:
         """How many of the first `count` queued messages fit in `max_batch_bytes` together
@@ -658,11 +692,15 @@ class PachkaCore:
 
     def _restore(self, batches: Sequence[Batch],
                  sizes: Sequence[Sequence[int]] | None) -> list[Effect]:
-        """Spilled batches go first, in order, under their ids; one beyond today's limits
-        (the options changed) goes in parts "<id>.0", "<id>.1", ..."""
-        self.pending.extendleft(reversed([
-            part for n, batch in enumerate(batches)
-            for part in self._parts(batch, [0] * len(batch) if sizes is None else sizes[n])]))
+        """Spilled or journaled batches go first, in order, under their ids; one beyond
+        today's limits (the options changed) goes in parts "<id>.0", "<id>.1", ..."""
+        restored: list[Batch] = []
+        for n, batch in enumerate(batches):
+            parts = self._parts(batch, [0] * len(batch) if sizes is None else sizes[n])
+            restored += parts
+            if self.notes is not None and (len(parts) > 1 or parts[0] is not batch):
+                self.notes.append(Replaced(batch.id, tuple(parts)))
+        self.pending.extendleft(reversed(restored))
         return self._settle() if isinstance(self.phase, Idle) else []
 
     def _parts(self, batch: Batch, sizes: Sequence[int]) -> list[Batch]:

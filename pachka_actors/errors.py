@@ -31,8 +31,8 @@ class Overloaded(PachkaError):
     """The server refused a message: its queue is at a limit, or it is terminating.
 
     Pachka's `{:error, :overloaded}`; `terminating` tells the two causes apart, and
-    `limit` names the option that was reached ("critical_queue_size" or
-    "critical_queue_bytes"; None when terminating).
+    `limit` names the option that was reached ("critical_queue_size",
+    "critical_queue_bytes" or "journal_max_bytes"; None when terminating).
     """
 
     def __init__(self, message: str = "overloaded", *, terminating: bool = False,

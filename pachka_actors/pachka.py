@@ -276,7 +276,8 @@ class Pachka:
         return self._ask(GetStats(), Stats)
 
     def flush(self, timeout: float | None = None) -> None:
-        """Ship buffered messages now and wait until the server has them.
+        """Ship buffered messages now and wait until the server has them (with
+        `journal_path`, in its journal: durable).
 
         `timeout` (seconds) defaults to the handle's `ask_timeout`. `MessagesLost`
         when some could not be shipped.

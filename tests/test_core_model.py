@@ -20,6 +20,7 @@ from hypothesis.stateful import (
     rule,
 )
 
+from pachka_actors._journal import Live, records_of
 from pachka_actors.core import (
     Answer,
     ArmRetryTimer,
@@ -29,6 +30,7 @@ from pachka_actors.core import (
     DeadLetters,
     Drain,
     DrainDone,
+    Draining,
     Effect,
     ExitRequested,
     ExportDone,
@@ -83,9 +85,12 @@ class CoreModel(RuleBasedStateMachine):
                                export_timeout=export_timeout, credit_timeout=credit_timeout,
                                shutdown_timeout=shutdown_timeout, drains=drains, spills=spills,
                                batch_prefix="b", max_batch_bytes=max_batch_bytes,
-                               critical_queue_bytes=critical_queue_bytes)
+                               critical_queue_bytes=critical_queue_bytes,
+                               notes=[] if spills else None)
         self.size_of: dict[int, int] = {-1: 1, -2: 13}  # every message's size, as measured
         self.grant_bytes: dict[int, int] = {}  # open grants' bytes, as the producers see them
+        self.journal = Live()  # what a journal replaying the core's notes holds
+        self.spilled: list[Batch] = []  # a journal keeps them: spilled is not delivered
         self.accepted = 0  # messages are the integers 0, 1, 2, ... in the order sent
         self.poison_every = poison_every  # message m fails on its own when m % this == 1
         self.delivered_upto = 0  # the good messages before it are delivered, in order
@@ -119,6 +124,8 @@ class CoreModel(RuleBasedStateMachine):
                                   and self.size_of[m] > self.core.max_batch_bytes)
             batches.append(Batch(messages, f"old-{n}"))
             self.accepted += len(messages)
+        for batch in batches:  # a journal holds what it gives the next server, whole
+            self.journal.apply(("B", batch))
         if batches:
             self.apply(self.core.handle(Restored(batches, sizes if self.core.measures
                                                  else None)))
@@ -170,6 +177,7 @@ class CoreModel(RuleBasedStateMachine):
                     for b in batches:
                         if not isinstance(b, DeadLetters):
                             self.check_ceiling(b)
+                    self.spilled += batches
                     spilled = [m for b in batches for m in b]
                     self.deliver([m for m in spilled if not self.poison(m)])  # in order
                     self.account([m for m in spilled if self.poison(m)])
@@ -498,6 +506,21 @@ class CoreModel(RuleBasedStateMachine):
         assert grant.count == 0
 
     # ---- invariants -----------------------------------------------------------------
+
+    @invariant()
+    def the_journal_holds_what_the_core_holds(self) -> None:
+        """Replayed, the notes rebuild every batch the core holds (or spilled), under its id,
+        and its queue: what a journal gives the next server."""
+        for record in records_of(self.core.take_notes()):
+            self.journal.apply(record)
+        if self.core.notes is None:
+            return
+        phase = self.core.phase
+        held = [*([self.core.batch] if self.core.batch else []), *self.core.pending,
+                *(phase.batches if isinstance(phase, Draining) else []), *self.spilled]
+        assert {b.id: list(b) for b in held} == {
+            i: list(b) for i, b in self.journal.batches.items()}
+        assert list(self.journal.queued) == list(self.core.queue)
 
     @invariant()
     def bounded(self) -> None:
