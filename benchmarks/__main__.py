@@ -2,8 +2,9 @@
 
 Prints one table of figures, baselines, ratios and goals (issue 4; goal 7 is issue 8's
 comparison with the original Elixir Pachka, skipped with a line when `elixir` is not
-installed; goal 9 an actor producer before and after `BufferedProducer`; goal 10 four
-producers against the original's four, issue 20's G4). Exits 1 only
+installed; goal 9 an actor producer before and after `BufferedProducer`; goal 10 the
+crash journal's cost next to no journal, per `journal_sync`; goal 11 four producers
+against the original's four, issue 20's G4). Exits 1 only
 when a benchmark crashes or loses messages; `--strict` also exits 2 when a goal
 is not met. `--quick` uses small sizes and is the CI smoke test.
 """
@@ -31,6 +32,7 @@ from . import (
     export_timeout,
     four_producers,
     ingest,
+    journal,
     memory,
     overhead,
     pool,
@@ -117,7 +119,8 @@ def run_goals(sizes: Sizes, only: set[int]) -> tuple[list[Row], list[str]]:
         3: lambda: overhead.run(sizes), 4: goal4, 5: lambda: export_timeout.run(sizes),
         6: lambda: memory.run(sizes), 7: lambda: elixir_anchor.run(sizes),
         8: lambda: pool.run(sizes), 9: lambda: producer.run(sizes),
-        10: lambda: four_producers.run(sizes)}
+        10: lambda: journal.run(sizes),
+        11: lambda: four_producers.run(sizes)}
     for number, goal in goals.items():
         if number not in only:
             continue
@@ -136,12 +139,13 @@ def run_goals(sizes: Sizes, only: set[int]) -> tuple[list[Row], list[str]]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke test")
-    parser.add_argument("--only", type=int, nargs="+", choices=range(11), metavar="GOAL",
-                        default=list(range(11)),
+    parser.add_argument("--only", type=int, nargs="+", choices=range(12), metavar="GOAL",
+                        default=list(range(12)),
                         help="run only these goals (0: anchors, 1-6, 7: Elixir Pachka "
                              "anchor, 8: pool and convention, 9: actor producer before "
-                             "and after BufferedProducer, 10: four producers against "
-                             "Elixir Pachka's four)")
+                             "and after BufferedProducer, 10: the crash journal per "
+                             "journal_sync, 11: four producers against Elixir "
+                             "Pachka's four)")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     parser.add_argument("--svg", metavar="PATH", help="also draw the chart (benchmarks.chart)")
     parser.add_argument("--strict", action="store_true", help="exit 2 when a goal is not met")

@@ -23,6 +23,13 @@ process before the commit or right after it (dead letters too), and a share
 message must be a row or a dead letter exactly once (no duplicate, even from the
 kills after commit: the ledger skips a batch it has), the rows in order, the dead
 letters exactly the poison messages, and no process left; else it exits 1.
+
+`--journal` runs the server with `journal_path` under a `Supervisor` (issue 19), and
+the producer sends lists of 100 with `linger=None`, so that an acknowledged message
+is one the server made durable; `--server-kills K` (with `--sink sqlite-ledger`) also
+SIGKILLs the server process K times, evenly over the run, and the supervisor
+restarts it on the same journal. Every acknowledged message must still be a row or
+a dead letter exactly once.
 """
 
 from __future__ import annotations
@@ -42,7 +49,8 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
-from pachka_actors import Overloaded, Pachka, Sink
+from pachka_actors import Overloaded, Pachka, Sink, Supervisor
+from pachka_actors.messages import RESTARTING
 from pachka_actors.sink import Batch
 from pachka_actors.sinks import SQLiteSink
 from pachka_actors.systems import isolated_system, leftover_pids, session_pids
@@ -193,6 +201,68 @@ class RssWatch(threading.Thread):
                     return  # the server has exited
 
 
+class ServerKiller(threading.Thread):
+    """SIGKILLs the journaled server (the pid in its journal's lock file) each time the
+    producer has had another `every` messages acknowledged."""
+
+    def __init__(self, journal: str, kills: int, every: int, acked: list[int]) -> None:
+        super().__init__(daemon=True)
+        self.journal, self.kills, self.every, self.acked = journal, kills, every, acked
+        self.killed: list[int] = []
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while len(self.killed) < self.kills and not self.done.wait(0.01):
+            if self.acked[0] < self.every * (len(self.killed) + 1):
+                continue
+            try:
+                pid = int(Path(f"{self.journal}.lock").read_text())
+            except (OSError, ValueError):
+                continue
+            if pid not in self.killed:
+                os.kill(pid, signal.SIGKILL)
+                self.killed.append(pid)
+
+
+def journaled(asys: Any, sink: Sink, journal: str, messages: list[Any], kills: int
+              ) -> tuple[int, int, int, set[int]]:
+    """Under a supervisor, in lists of 100 with linger=None; the server killed `kills` times.
+    Returns acknowledged, refused-and-resent, the kills done, and the ids resent after
+    a kill: the killed server may have journaled them without its answer getting out,
+    so they may arrive twice (under other batch ids: a producer retry, not the ledger's
+    to catch)."""
+    sup = Supervisor.start([Pachka.child_spec(id="pachka", sink=sink, max_batch_size=500,
+                                              max_batch_delay=0.05, export_timeout=0.5,
+                                              journal_path=journal)],
+                           system=asys, ask_timeout=30, max_restarts=kills + 3)
+    acked = [0]
+    killer = ServerKiller(journal, kills, len(messages) // (kills + 1), acked)
+    killer.start()
+
+    def connect() -> Pachka:
+        while (address := sup.which_children()[0][1]) in (None, RESTARTING):
+            time.sleep(0.01)
+        return Pachka.connect(asys, address, linger=None, ask_timeout=30)
+
+    handle, refused, resent = connect(), 0, set[int]()
+    for start in range(0, len(messages), 100):
+        chunk = messages[start:start + 100]
+        while chunk:
+            taken = handle.send_messages(chunk)
+            acked[0] += taken
+            chunk = chunk[taken:]
+            if chunk:  # refused (Overloaded), or the server was killed: resent
+                refused += 1
+                time.sleep(0.001)
+                old, handle = handle.address, connect()
+                if handle.address != old:
+                    resent.update(m[0] for m in chunk)
+    killer.done.set()
+    killer.join()
+    sup.stop()
+    return acked[0], refused, len(killer.killed), resent
+
+
 def _ppid(pid: int) -> int | None:
     try:
         with open(f"/proc/{pid}/stat") as f:
@@ -210,7 +280,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sink", choices=("files", "sqlite-ledger"), default="files")
     parser.add_argument("--poison", type=float, default=0.0005,
                         help="sqlite-ledger: the share of messages with a NULL")
+    parser.add_argument("--journal", action="store_true",
+                        help="journal_path, under a supervisor, lists of 100, linger=None")
+    parser.add_argument("--server-kills", type=int, default=0,
+                        help="with --journal and --sink sqlite-ledger: SIGKILL the server "
+                             "this many times")
     args = parser.parse_args(argv)
+    if args.server_kills and not (args.journal and args.sink == "sqlite-ledger"):
+        parser.error("--server-kills needs --journal and --sink sqlite-ledger")
     ledger = args.sink == "sqlite-ledger"
     started = time.perf_counter()
     accepted = refused = 0
@@ -229,23 +306,28 @@ def main(argv: list[str] | None = None) -> int:
             watch = RssWatch(sid) if isinstance(sid, int) else None
             if watch:
                 watch.start()
-            server = Pachka.start(system=asys, sink=sink, max_batch_size=500,
-                                  max_batch_delay=0.05, export_timeout=args.export_timeout)
+            stream: list[Any] = []
             for i in range(args.messages):
-                message: Any = i
-                if ledger:
-                    if poison_rng.random() < args.poison:
-                        poisoned.add(i)
-                    message = (i, None if i in poisoned else i)
-                while True:
-                    try:
-                        server.send_message(message)
-                        accepted += 1
-                        break
-                    except Overloaded:
-                        refused += 1
-                        time.sleep(0.001)
-            server.stop()
+                if ledger and poison_rng.random() < args.poison:
+                    poisoned.add(i)
+                stream.append((i, None if i in poisoned else i) if ledger else i)
+            kills, resent = 0, set[int]()
+            if args.journal:
+                accepted, refused, kills, resent = journaled(asys, sink, os.path.join(
+                    directory, "journal"), stream, args.server_kills)
+            else:
+                server = Pachka.start(system=asys, sink=sink, max_batch_size=500,
+                                      max_batch_delay=0.05, export_timeout=args.export_timeout)
+                for message in stream:
+                    while True:
+                        try:
+                            server.send_message(message)
+                            accepted += 1
+                            break
+                        except Overloaded:
+                            refused += 1
+                            time.sleep(0.001)
+                server.stop()
             if watch:
                 watch.done.set()
                 watch.join()
@@ -258,20 +340,25 @@ def main(argv: list[str] | None = None) -> int:
     left = leftover_pids()
     seconds = time.perf_counter() - started
     print(f"soak: {args.messages:,} messages on {args.base} into {args.sink}, seed {args.seed}, "
-          f"{seconds:.0f} s ({accepted / seconds:,.0f} msg/s)")
+          f"{seconds:.0f} s ({accepted / seconds:,.0f} msg/s)"
+          + (f"; journal, server SIGKILLed {kills} times" if args.journal else ""))
     if ledger:
         counts = Counter(rows + dead)
-        duplicates = len(rows) + len(dead) - len(counts)
+        duplicates = sum(n - 1 for i, n in counts.items() if i not in resent)
+        retried = sum(n - 1 for i, n in counts.items() if i in resent)
         lost = sum(1 for i in range(accepted) if i not in counts)
-        in_order = rows == sorted(rows)
+        first_seen = list(dict.fromkeys(rows))  # a resent message may come again later
+        in_order = first_seen == sorted(first_seen)
         misfiled = len(set(dead) ^ poisoned)  # a good message dead-lettered, or poison a row
         print(f"accepted {accepted:,}  refused-and-resent {refused:,}  rows {len(rows):,}  "
               f"dead-lettered {len(dead):,} (poison sent {len(poisoned):,}, misfiled "
               f"{misfiled})  duplicates {duplicates:,}  lost {lost:,}  rows in order: "
-              f"{'yes' if in_order else 'NO'}")
+              f"{'yes' if in_order else 'NO'}"
+              + (f"  (resent after a server kill and delivered twice: {retried:,})"
+                 if args.journal else ""))
         print("faults: " + ", ".join(f"{fault} {n:,}" for fault, n in sorted(faults.items())))
         failed = (lost or duplicates or misfiled or not in_order
-                  or accepted != len(rows) + len(dead))
+                  or accepted != len(rows) + len(dead) - retried)
     else:
         counts = Counter(ids)
         lost = sum(1 for i in range(accepted) if i not in counts)

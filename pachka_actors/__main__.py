@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+from types import FrameType
 
 from .config import options_table
 from .demo import run
@@ -20,9 +22,17 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("options", help="print the Markdown options table of docs/options.md")
     args = parser.parse_args(argv)
     if args.command == "demo":
+        for ending in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(ending, _exit_cleanly)
         return run(args.db, args.count, args.base)
     sys.stdout.write(options_table())
     return 0
+
+
+def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
+    """`kill` or a closing terminal ends the demo as Ctrl-C does: through its `finally`s,
+    which shut its actor system down and remove its temporary database."""
+    raise SystemExit(128 + signum)
 
 
 if __name__ == "__main__":

@@ -66,6 +66,7 @@ class ServerStatus:
     retry_num: int
     timer: Timer | None
     export_id: int | None
+    queue_bytes: int = 0  # of the queued messages, when a byte limit is set
 
 
 # ---- events -----------------------------------------------------------------------------
@@ -74,10 +75,12 @@ class ServerStatus:
 @dataclass(frozen=True)
 class MessagesReceived:
     """Messages to queue. Under `credit` (a grant's id) they were promised a place already:
-    all are taken, and the grant is closed, its unused credits returned."""
+    all are taken, and the grant is closed, its unused credits returned. `sizes`: each
+    message's size, measured by the shell, when the core has a byte limit (else None)."""
 
     messages: Sequence[Any]
     credit: int | None = None
+    sizes: Sequence[int] | None = None
 
 
 @dataclass(frozen=True)
@@ -86,11 +89,13 @@ class CreditRequested:
 
     With `wait` (seconds) a request that finds no room waits for some, in turn,
     and `requester` is answered by a `Reply` once room frees or `wait` passes.
+    `size`: the bytes of the message that needs the room, which must fit (0: unknown).
     """
 
     count: int
     wait: float = 0.0
     requester: Any = None
+    size: int = 0
 
 
 @dataclass(frozen=True)
@@ -129,10 +134,48 @@ class DrainDone:
 
 @dataclass(frozen=True)
 class Restored:
-    """Batches a previous server kept (`spill_path`): accepted before, sent first, under
-    their ids (so a ledger knows them)."""
+    """Batches a previous server kept (`spill_path`, `journal_path`): accepted before, sent
+    first, under their ids (so a ledger knows them). `sizes`: their messages' sizes, batch
+    by batch, when the core has a byte limit."""
 
     batches: Sequence[Batch]
+    sizes: Sequence[Sequence[int]] | None = None
+
+
+# ---- notes: for a journal (`journal_path`), what changed the accepted, undelivered set ----
+
+
+@dataclass(frozen=True)
+class Queued:
+    """Accepted `messages` joined the queue, in order."""
+
+    messages: Sequence[Any]
+
+
+@dataclass(frozen=True)
+class Formed:
+    """`batch` was made from the head of the queue (its messages leave the queue)."""
+
+    batch: Batch
+
+
+@dataclass(frozen=True)
+class Replaced:
+    """The batch `batch_id` goes on as `parts` (a failed batch split, an oversized one
+    restored): its messages are theirs now."""
+
+    batch_id: str
+    parts: tuple[Batch, ...]
+
+
+@dataclass(frozen=True)
+class Delivered:
+    """The batches `batch_ids` were delivered, dead-lettered or drained: nothing to keep."""
+
+    batch_ids: tuple[str, ...]
+
+
+Note = Queued | Formed | Replaced | Delivered
 
 
 Event = (MessagesReceived | CreditRequested | TimerFired | ExportDone | StopRequested

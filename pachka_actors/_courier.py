@@ -48,6 +48,7 @@ from .errors import (
     UnpicklableMessage,
 )
 from .messages import Accepted, CheckLoadable, Granted, RequestCredit, SendMessages, Stop
+from .sink import default_size
 
 log = logging.getLogger(__name__)
 
@@ -79,12 +80,13 @@ def system_lock(key: Hashable) -> threading.RLock:
         return _SYSTEM_LOCKS.setdefault(key, threading.RLock())
 
 
-def check_picklable(message: Any) -> None:
-    """Refuse at the call a message that could never cross to the server's process."""
+def check_picklable(message: Any) -> int | None:
+    """Refuse at the call a message that could never cross to the server's process. Its
+    pickle's length (`default_size`'s, measured once), None for a plain type."""
     if type(message) in PLAIN:
-        return
+        return None
     try:
-        pickle.dumps(message, pickle.HIGHEST_PROTOCOL)
+        return len(pickle.dumps(message, pickle.HIGHEST_PROTOCOL))
     except Exception as exc:
         raise UnpicklableMessage(
             f"cannot send a {type(message).__qualname__}: it does not pickle ({exc}); "
@@ -119,8 +121,9 @@ class Courier:
     """One handle's credits and its queue of jobs (see the module docstring)."""
 
     def __init__(self, system: ActorSystem, address: ActorAddress, options: HandleOptions,
-                 base: Base) -> None:
+                 base: Base, size: Callable[[Any], int] = default_size) -> None:
         self.system, self.address, self.ask_timeout = system, address, options.ask_timeout
+        self.size = size  # measures as the server does: only when its grants say it has limits
         self.inline = base.inline
         #: simpleSystemBase: its base, to stop the server after a shutdown (`_base.reopened`).
         self.base = base_of(system) if self.inline else None
@@ -154,12 +157,15 @@ class Courier:
 
     # ---- what the handle calls ------------------------------------------------------------
 
-    def put(self, message: Any, wait: float) -> None:
+    def put(self, message: Any, wait: float, pickled: int | None = None) -> None:
         """Take one message under credit, waiting up to `wait` seconds at the server for
-        room when there is none (`Overloaded` then, as the server answered)."""
+        room when there is none (`Overloaded` then, as the server answered). Measured
+        (once) when the server has a byte limit, `pickled` (its pickle's length, known
+        already) standing for the default size; `MessageTooLarge` beyond its batches'."""
         credits, until = self.credits, None
-        if not self.inline:  # the hot path: no clock, no queue, no wake (`Credits.add`)
-            with self.lock:
+        size = pickled if self.size is default_size else None
+        if not (self.inline or credits.measures):  # the hot path: no clock, no queue, no
+            with self.lock:                        # wake, no size (`Credits.add`)
                 if self.gone is None and credits.add(message, 0):
                     return
         while True:
@@ -168,8 +174,10 @@ class Courier:
                     raise ActorGone(self.gone)
                 now = time.monotonic()
                 until = now + wait if until is None else until
+                if size is None and credits.measures:
+                    size = self.size(message)
                 try:
-                    taken = credits.take(message, 0, now, max(0.0, until - now))
+                    taken = credits.take(message, size or 0, now, max(0.0, until - now))
                 except Overloaded as refused:
                     if refused.terminating or now >= until:
                         raise
@@ -436,15 +444,15 @@ class Courier:
             try:
                 if not (self.linked or self.inline):
                     self._connect_lifeline(endpoint)
-                room = self._ask(endpoint, RequestCredit(job.count, job.wait), Granted,
-                                 timeout, job.ref)
+                room = self._ask(endpoint, RequestCredit(job.count, job.wait, job.size),
+                                 Granted, timeout, job.ref)
             except PachkaError as exc:
                 with self.cond:
                     self.credits.give_up(job.ref, exc)
             else:
                 with self.cond:
                     self.credits.answered(job.ref, time.monotonic(), room.credit, room.count,
-                                          room.refused)
+                                          room.refused, room.bytes, room.max_batch_bytes)
         else:
             left = None if job.deadline is None else job.deadline - time.monotonic()
             try:
@@ -472,8 +480,11 @@ class Courier:
         messages, accepted = ship.messages, 0
         why = f"the server at {self.address} had stopped"
         try:
-            accepted = self._ask(endpoint, SendMessages(messages, ship.credit), Accepted,
-                                 self.ask_timeout, ship.ref).count
+            reply = self._ask(endpoint, SendMessages(messages, ship.credit), Accepted,
+                              self.ask_timeout, ship.ref)
+            accepted = reply.count
+            if reply.refused is not None:  # too large: measured otherwise than the server
+                why = str(reply.refused)
         except PachkaError as exc:
             why = f"{exc} (the server may have some)" if isinstance(exc, ActorTimeout) \
                 else str(exc)

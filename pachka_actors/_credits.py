@@ -9,9 +9,12 @@ passed in); a shell performs the `Ship` and `AskRoom` actions it drains from
 `outbox`, in order, and reports back what the server answered:
 
 - A message is taken only under held room. Room has two dimensions, messages
-  and bytes (a message costs 1 and its size; the wire protocol grants no bytes
-  yet, so a grant's bytes are None, unlimited). An empty grant takes any one
-  message, so a message larger than a grant's bytes still goes, alone.
+  and bytes (a message costs 1 and its size; a grant's bytes are None, unlimited,
+  when the server has no `critical_queue_bytes`). A message that does not fit the
+  grant's bytes ships the grant (or gives it back, when empty) and asks for room
+  with its size, which the server grants only if the message fits: overload stays
+  exact in bytes too. A message larger than the server's `max_batch_bytes` (said
+  by its grants) is refused at once with `MessageTooLarge`, taken by no grant.
 - The grant being filled ships when its room is used up, `linger` after its
   first message, or on `flush`; shipments leave in the order the messages were
   taken. With `ahead`, once half its room is used the next grant is asked for
@@ -37,6 +40,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .errors import MessageTooLarge
+
 
 @dataclass(frozen=True)
 class Ship:
@@ -50,11 +55,12 @@ class Ship:
 
 @dataclass(frozen=True)
 class AskRoom:
-    """Send `RequestCredit(count, wait)`, asking with ref `ref`."""
+    """Send `RequestCredit(count, wait, size)`, asking with ref `ref`."""
 
     ref: int
     count: int
     wait: float
+    size: int = 0  # the bytes of the message that needs the room (0: any room will do)
 
 
 Action = Ship | AskRoom
@@ -88,6 +94,10 @@ class Credits:
         self.unconfirmed: dict[int, int] = {}  # ref of a shipment: its number of messages
         self.lost = 0
         self.why: list[str] = []  # the reasons of `lost`, each once
+        #: What the last grant said of the server's byte limits: whether `take` needs sizes
+        #: (the shell measures messages only then), and its `max_batch_bytes`.
+        self.measures = False
+        self.max_bytes: int | None = None
 
     @property
     def buffered(self) -> int:
@@ -105,10 +115,12 @@ class Credits:
     def add(self, message: Any, size: int) -> bool:
         """`take` where it decides nothing but the taking, without its arguments: a grant is
         being filled, this is neither its first message (no clock starts) nor its last (no
-        shipment), and no request is due. The hot path of a handle; False: call `take`."""
+        shipment), it fits the grant's bytes and a batch, and no request is due. The hot path
+        of a handle; False: call `take`."""
         grant = self.current
         if grant is None or grant.count < 2 or not grant.messages or self.ahead or (
-                grant.bytes is not None and size >= grant.bytes):
+                grant.bytes is not None and size >= grant.bytes) or (
+                self.max_bytes is not None and size > self.max_bytes):
             return False
         grant.messages.append(message)
         grant.count -= 1
@@ -121,19 +133,21 @@ class Credits:
 
         False: no room is held, and a request for it is in flight (asked here,
         with `wait` seconds to wait at the server, if none was). Raises the
-        refusal of the last request instead, once.
+        refusal of the last request instead, once; and `MessageTooLarge` for a
+        message no batch of the server could hold.
         """
+        if self.max_bytes is not None and size > self.max_bytes:
+            raise MessageTooLarge(size, self.max_bytes)
         self.closed = False
         grant = self.current
-        if grant is not None and grant.bytes is not None and size > grant.bytes \
-                and grant.messages:
-            self._ship(grant)  # full in bytes
+        while grant is not None and grant.bytes is not None and size > grant.bytes:
+            self._ship(grant)  # full in bytes (an empty one: its room goes back)
             grant = self.current
         if grant is None:
             if self.refused is not None:
                 refused, self.refused = self.refused, None
                 raise refused
-            self.reserve(wait)
+            self.reserve(wait, size)
             return False
         if not grant.messages:
             grant.due = now + self.linger
@@ -149,18 +163,21 @@ class Credits:
             self.reserve()
         return True
 
-    def reserve(self, wait: float = 0.0) -> None:
-        """Ask for room now, unless a request is in flight or two grants are held (an older
-        refusal no longer says how full the server is)."""
+    def reserve(self, wait: float = 0.0, size: int = 0) -> None:
+        """Ask for room now (for a message of `size` bytes first), unless a request is in
+        flight or two grants are held (an older refusal no longer says how full the
+        server is)."""
         if self.asking is None and self.spare is None:
             self.asking, self.refused = self._refs(), None
             self.asked_ahead = self.current is not None
-            self.outbox.append(AskRoom(self.asking, self.size, wait))
+            self.outbox.append(AskRoom(self.asking, self.size, wait, size))
 
     def answered(self, ref: int, now: float, credit: int | None, count: int = 0,
-                 refused: Exception | None = None, size: int | None = None) -> bool:
+                 refused: Exception | None = None, size: int | None = None,
+                 max_bytes: int | None = None) -> bool:
         """The server answered request `ref`: room for `count` messages (and `size` bytes)
-        under `credit`, or `refused`. False: `ref` is not one of ours."""
+        under `credit`, or `refused`; `max_bytes`: its `max_batch_bytes`. False: `ref` is
+        not one of ours."""
         late = ref in self.given_up
         if late:
             self.given_up.discard(ref)
@@ -171,7 +188,9 @@ class Credits:
         if credit is None:
             if not (late or self.closed or self.asked_ahead):
                 self.refused = refused
-        elif late or self.closed:
+            return True
+        self.measures, self.max_bytes = size is not None or max_bytes is not None, max_bytes
+        if late or self.closed:
             self._ship(_Grant(credit, count, size, now))
         elif self.current is None:
             self.current = _Grant(credit, count, size, now + self.idle)

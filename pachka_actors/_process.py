@@ -99,7 +99,7 @@ def kill_tree(pid: int) -> bool:
             continue
         frozen.append(target)
         _poll(functools.partial(_halted, target), 0.1)  # SIGSTOP takes effect asynchronously
-        pending += _children(target)
+        pending += child_pids(target)
     for target in frozen:
         with contextlib.suppress(ProcessLookupError):
             os.kill(target, signal.SIGKILL)
@@ -121,7 +121,7 @@ def stat(pid: int) -> list[str] | None:
         return None
 
 
-def _children(pid: int) -> list[int]:
+def child_pids(pid: int) -> list[int]:
     """Live child processes of `pid`."""
     found = []
     with contextlib.suppress(OSError):

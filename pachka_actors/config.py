@@ -39,6 +39,10 @@ from .sink import Sink
 #: a test fires each timer itself by sending `FireTimer` (Pachka's tests stub the timer too).
 Timers = Literal["wakeup", "manual"]
 
+#: When the journal is synced (`journal_sync`): before each acknowledgement leaves, at most
+#: this many seconds after, or when the kernel writes back (~30 s on Linux).
+JournalSync = float | Literal["always", "os"]
+
 #: Seconds a buffered message may wait in the producing process (Kafka's linger.ms idea).
 DEFAULT_LINGER = 0.005
 
@@ -69,6 +73,18 @@ def _spill_path(name: str, value: Any) -> str | None:
     return path
 
 
+def _journal_sync(name: str, value: Any) -> JournalSync:
+    if value in ("always", "os"):
+        return value  # type: ignore[no-any-return]
+    if isinstance(value, str) or seconds(name, value) == 0:
+        raise ConfigError(name, f"expected 'always', 'os' or seconds > 0, got {value!r}")
+    return seconds(name, value)
+
+
+def _journal_max_bytes(name: str, value: Any) -> int | None:
+    return None if value is None else integer(4096)(name, value)
+
+
 def _timers(name: str, value: Any) -> Timers:
     if value not in ("wakeup", "manual"):
         raise ConfigError(name, f"expected 'wakeup' or 'manual', got {value!r}")
@@ -97,7 +113,7 @@ def _export_timeout(name: str, value: Any) -> float | None:
     return parsed
 
 
-def _batches_per_exporter(name: str, value: Any) -> int | None:
+def _optional_positive(name: str, value: Any) -> int | None:
     if value is None:
         return None
     try:
@@ -122,6 +138,16 @@ SERVER_OPTIONS: tuple[Option, ...] = (
     Option("critical_queue_size", "int > 0",
            "Queued messages (not counting the batch being exported) at which new messages are "
            "refused with `Overloaded`.", positive_int),
+    Option("max_batch_bytes", "int > 0 or None",
+           "Beyond Pachka: a hard ceiling on a batch's bytes, as `Sink.message_size` measures "
+           "them: a batch goes out as soon as the next message would not fit, and a message "
+           "larger than this is refused at the call that sent it (`MessageTooLarge`), never "
+           "queued. None: batches are bounded in count only.", _optional_positive),
+    Option("critical_queue_bytes", "int > 0 or None",
+           "Beyond Pachka: `critical_queue_size` in bytes: queued bytes (with the bytes "
+           "granted to lingering handles) beyond which messages are refused with "
+           "`Overloaded` (`limit` says which limit), exactly. None: no limit in bytes.",
+           _optional_positive),
     Option("max_batch_delay", "seconds (float or timedelta) or None",
            "Time from the first message queued while no export runs until what is queued "
            "is exported (the batch timer); None: only full batches go out.", timeout),
@@ -132,7 +158,7 @@ SERVER_OPTIONS: tuple[Option, ...] = (
            "Beyond Pachka: batches one exporter process serves in turn before it retires "
            "(its sink's `setup` runs once before them, `teardown` after); None: no limit. "
            "One whose batch failed, was killed or that exited serves no more. 1: a new "
-           "exporter per batch, as Pachka.", _batches_per_exporter),
+           "exporter per batch, as Pachka.", _optional_positive),
     Option("credit_timeout", "seconds (float or timedelta) or None",
            "How long room reserved for a producer's buffer (see `linger`) stays reserved "
            "unused; a stopping server waits up to this long for promised messages.",
@@ -150,6 +176,22 @@ SERVER_OPTIONS: tuple[Option, ...] = (
            "(and `drain_on_terminate` does not take) is written in one transaction; a server "
            "started later with the same path sends it first, in order. None: reported lost.",
            _spill_path),
+    Option("journal_path", "file path or None",
+           "Beyond Pachka: a crash journal. Every message the server acknowledges is written "
+           "there first (one write per shipment), and every delivered batch checkpointed; a "
+           "server started on the same file (or restarted by its supervisor) sends what was "
+           "not delivered first, in order, under the same batch ids. Covers `spill_path`'s "
+           "case too (the two exclude each other). Two servers on one file are refused. "
+           "None: what a killed server held is lost (docs/shutdown.md).", _spill_path),
+    Option("journal_sync", "'always', seconds (float) or 'os'",
+           "When journal writes are synced to disk (`fdatasync`): 'always' before each "
+           "acknowledgement leaves; seconds: at most this long after; 'os': when the kernel "
+           "writes back. A write survives the death of the server's process in every case; "
+           "this decides a power loss.", _journal_sync),
+    Option("journal_max_bytes", "int >= 4096 or None",
+           "Size at which the journal, compacted, refuses new messages with `Overloaded` "
+           "(messages promised to handles' buffers are still taken). None: no limit.",
+           _journal_max_bytes),
     Option("meter_provider", "picklable callable returning a MeterProvider, or None",
            "Where the OpenTelemetry metrics go (extra `otel`), called in the server's process; "
            "None: the global provider that process inherited (see docs/metrics.md).",
@@ -166,6 +208,8 @@ class PachkaConfig:
     server_value: Any = None
     max_batch_size: int = 500
     critical_queue_size: int = 10_000
+    max_batch_bytes: int | None = None
+    critical_queue_bytes: int | None = None
     max_batch_delay: float | None = 5.0
     export_timeout: float | None = 10.0
     batches_per_exporter: int | None = 1
@@ -173,10 +217,16 @@ class PachkaConfig:
     shutdown_timeout: float | None = 8.0
     timers: Timers = "wakeup"
     spill_path: str | None = None
+    journal_path: str | None = None
+    journal_sync: JournalSync = "always"
+    journal_max_bytes: int | None = None
     meter_provider: Callable[[], Any] | None = None
 
     def __post_init__(self) -> None:
         validate_fields(self, SERVER_OPTIONS)
+        if self.spill_path is not None and self.journal_path is not None:
+            raise ConfigError("spill_path", "the journal (journal_path) keeps what spill_path "
+                                            "would: give one of them")
 
     @classmethod
     def parse(cls, options: Mapping[str, Any]) -> PachkaConfig:

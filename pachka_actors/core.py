@@ -14,9 +14,16 @@ export timer), `RetryBackoff` (the failed batch waits for the retry timer),
 Pachka's termination mode on top of them. A bare exit is a stop with a bound: the
 `SHUTDOWN` timer, after which what is left is drained, spilled or reported lost.
 
+Byte limits (`max_batch_bytes`, `critical_queue_bytes`) are the count rules again in
+bytes; the shell measures each message once (`Sink.message_size`) and passes its size
+in, so the core does no pickling. Every message queued fits in a batch alone (a larger
+one is refused), so a batch is cut as soon as the next message would not fit.
+
 Batches have ids (`Batch.id`), kept across retries. A formed batch that cannot
 go out now (a failed export while stopping) waits in `pending`, ahead of the queue,
-with its id, so that a sink that recorded the id knows it again.
+with its id, so that a sink that recorded the id knows it again. With a journal,
+each step also notes what it changed in the accepted, undelivered set (`notes`,
+taken by the shell, written by `_journal.py`): a crash then keeps the ids too.
 
 Longer than this project's ~400-line guide on purpose: it is one machine, and its
 transitions (producers' credits, timers, exports, stopping) read together, as
@@ -39,6 +46,7 @@ from ._core_events import (
     CancelTimer,
     CreditRequested,
     DeadLetters,
+    Delivered,
     Drain,
     DrainDone,
     Effect,
@@ -46,9 +54,13 @@ from ._core_events import (
     ExitRequested,
     ExportDone,
     Finish,
+    Formed,
     KillExport,
     Log,
     MessagesReceived,
+    Note,
+    Queued,
+    Replaced,
     Reply,
     Restored,
     ServerStatus,
@@ -60,7 +72,7 @@ from ._core_events import (
     TimerFired,
     TimerKind,
 )
-from .errors import Overloaded, PermanentSinkError
+from .errors import MessageTooLarge, Overloaded, PermanentSinkError
 from .messages import Accepted, Granted
 from .sink import KILLED, Batch, FailureReason
 
@@ -71,6 +83,7 @@ __all__ = [
     "CancelTimer",
     "CreditRequested",
     "DeadLetters",
+    "Delivered",
     "Done",
     "Drain",
     "DrainDone",
@@ -81,12 +94,16 @@ __all__ = [
     "ExportDone",
     "Exporting",
     "Finish",
+    "Formed",
     "Idle",
     "KillExport",
     "Log",
     "MessagesReceived",
+    "Note",
     "PachkaCore",
     "Phase",
+    "Queued",
+    "Replaced",
     "Reply",
     "Restored",
     "RetryBackoff",
@@ -155,9 +172,21 @@ class PachkaCore:
     spills: bool = False
     #: Batch ids are this prefix and a serial number: unique across servers when it is.
     batch_prefix: str = ""
+    #: No batch holds more bytes; a larger message is refused (None: no limit).
+    max_batch_bytes: int | None = None
+    #: Queued bytes (with the bytes granted) beyond which messages are refused.
+    critical_queue_bytes: int | None = None
+    #: Whether a byte limit is set: the shell then passes every message's size.
+    measures: bool = field(init=False)
+    #: With a journal: what each step changed in the accepted, undelivered set, for the
+    #: shell to make durable (`take_notes`) before it performs the step's effects.
+    notes: list[Note] | None = None
     phase: Phase = field(default_factory=Idle)
     terminating: bool = False
     queue: deque[Any] = field(default_factory=deque)
+    #: The queued messages' sizes, beside `queue`, and their sum (kept while `measures`).
+    sizes: deque[int] = field(default_factory=deque)
+    queue_bytes: int = 0
     #: Formed batches waiting to be exported, ahead of the queue.
     pending: deque[Batch] = field(default_factory=deque)
     #: Open grants (id: credits) and their sum: room promised to producers' buffers.
@@ -166,12 +195,18 @@ class PachkaCore:
     #: the first one arrived) is answered, not taken twice.
     shipped: deque[int] = field(default_factory=lambda: deque(maxlen=1024))
     reserved: int = 0
-    #: Credit requests waiting for room, in turn: (requester, count, wait timer).
-    waiting: deque[tuple[Any, int, Timer]] = field(default_factory=deque)
+    #: With `critical_queue_bytes`: the open grants' room in bytes (id: bytes), and its sum.
+    credit_bytes: dict[int, int] = field(default_factory=dict)
+    reserved_bytes: int = 0
+    #: Credit requests waiting for room, in turn: (requester, count, wait timer, size).
+    waiting: deque[tuple[Any, int, Timer, int]] = field(default_factory=deque)
     #: The shutdown_timeout timer of a bare exit, while it runs.
     bound: Timer | None = None
     _serial: int = 0
     _batches: int = 0
+
+    def __post_init__(self) -> None:
+        self.measures = self.max_batch_bytes is not None or self.critical_queue_bytes is not None
 
     # ---- views --------------------------------------------------------------------------
 
@@ -211,7 +246,15 @@ class PachkaCore:
     def status(self) -> ServerStatus:
         return ServerStatus(self.state, self.terminating, len(self.queue),
                             self.held - len(self.queue), self.reserved, self.retry_num,
-                            self.timer, self.export_id)
+                            self.timer, self.export_id, self.queue_bytes)
+
+    def take_notes(self) -> list[Note]:
+        """The notes of the steps since the last call (none without a journal)."""
+        notes = self.notes
+        if not notes:
+            return []
+        self.notes = []
+        return notes
 
     def handle(self, event: Event) -> list[Effect]:
         effects = self._step(event)
@@ -221,12 +264,12 @@ class PachkaCore:
 
     def _step(self, event: Event) -> list[Effect]:
         match event:
-            case MessagesReceived(messages, None):
-                return self._receive(messages)
-            case MessagesReceived(messages, int() as credit):
-                return self._receive_credited(messages, credit)
-            case CreditRequested(count, wait, requester):
-                return self._grant(count, wait, requester)
+            case MessagesReceived(messages, None, sizes):
+                return self._receive(messages, sizes)
+            case MessagesReceived(messages, int() as credit, sizes):
+                return self._receive_credited(messages, credit, sizes)
+            case CreditRequested(count, wait, requester, size):
+                return self._grant(count, wait, requester, size)
             case TimerFired(timer):
                 return self._timer_fired(timer)
             case ExportDone(export_id, failure, _):
@@ -237,40 +280,93 @@ class PachkaCore:
                 return self._exit_requested()
             case DrainDone(failure):
                 return self._drain_done(failure)
-            case Restored(batches):
-                return self._restore(batches)
+            case Restored(batches, sizes):
+                return self._restore(batches, sizes)
         raise TypeError(f"not a core event: {event!r}")
 
     # ---- producers ----------------------------------------------------------------------
 
-    def _room(self, wanted: int) -> tuple[int, Overloaded | None]:
-        """How many of `wanted` fit beside the queue and the open grants, and why not more."""
+    def _room(self, wanted: int, sizes: Sequence[int] = ()) -> tuple[int, Overloaded | None]:
+        """How many of `wanted` fit beside the queue and the open grants, and why not more:
+        in count, and in bytes by `sizes` (the first messages' sizes, as far as known)."""
         if self.terminating:
             return 0, Overloaded("server is terminating", terminating=True)
         room = max(0, min(wanted, self.critical_queue_size - len(self.queue) - self.reserved))
+        refused = None
         if room < wanted:
-            return room, Overloaded(f"queue is at critical_queue_size={self.critical_queue_size}")
-        return room, None
+            refused = Overloaded(f"queue is at critical_queue_size={self.critical_queue_size}",
+                                 limit="critical_queue_size")
+        if self.critical_queue_bytes is not None:
+            free = self.critical_queue_bytes - self.queue_bytes - self.reserved_bytes
+            if sum(islice(sizes, room)) > free:  # the prefix that fits, one by one
+                for fits, size in enumerate(sizes):
+                    free -= size
+                    if free < 0:
+                        return fits, Overloaded(
+                            f"queue is at critical_queue_bytes={self.critical_queue_bytes} "
+                            f"(a message of {size} bytes does not fit)",
+                            limit="critical_queue_bytes")
+        return room, refused
 
-    def _receive(self, messages: Sequence[Any]) -> list[Effect]:
-        count, refused = self._room(len(messages))
-        self.queue.extend(messages if count == len(messages) else islice(messages, count))
+    def _need(self, size: int) -> tuple[int, ...]:
+        """The bytes a credit request needs, as `_room`'s sizes: its message's (or 1)."""
+        return (max(size, 1),) if self.critical_queue_bytes is not None else ()
+
+    def _too_large(self, sizes: Sequence[int] | None) -> MessageTooLarge | None:
+        """The first message larger than `max_batch_bytes`: no batch could hold it."""
+        limit = self.max_batch_bytes
+        if limit is None or sizes is None or not sizes or max(sizes) <= limit:
+            return None
+        index = next(i for i, size in enumerate(sizes) if size > limit)
+        return MessageTooLarge(sizes[index], limit, index if len(sizes) > 1 else None)
+
+    def _enqueue(self, messages: Sequence[Any], sizes: Sequence[int] | None) -> None:
+        self.queue.extend(messages)
+        if self.notes is not None and messages:
+            self.notes.append(Queued(messages))
+        if self.measures:
+            assert sizes is not None and len(sizes) == len(messages), "sizes not measured"
+            self.sizes.extend(sizes)
+            self.queue_bytes += sum(sizes)
+
+    def _receive(self, messages: Sequence[Any], sizes: Sequence[int] | None) -> list[Effect]:
+        """A list holding a message too large for any batch is refused whole."""
+        if (too_large := self._too_large(sizes)) is not None:
+            return [Answer(Accepted(0, too_large))]
+        count, refused = self._room(len(messages), sizes or ())
+        if count == len(messages):
+            self._enqueue(messages, sizes)
+        else:
+            self._enqueue(messages[:count], None if sizes is None else sizes[:count])
         effects: list[Effect] = [Answer(Accepted(count, refused))]
         if isinstance(self.phase, Idle) and count:
             effects += self._settle()
         return effects
 
-    def _receive_credited(self, messages: Sequence[Any], credit: int) -> list[Effect]:
-        """Promised messages are never refused, even past an expired grant or a stop."""
+    def _receive_credited(self, messages: Sequence[Any], credit: int,
+                          sizes: Sequence[int] | None) -> list[Effect]:
+        """Promised messages are never refused, even past an expired grant or a stop; but
+        for one too large for any batch (its producer measured it otherwise)."""
         if isinstance(self.phase, Done):
             return [Answer(Accepted(0)), Log(logging.ERROR, f"{len(messages)} messages under "
                                                             f"credit {credit} came after the "
                                                             f"server stopped")]
+        too_large = self._too_large(sizes)
         effects: list[Effect] = [Answer(Accepted(len(messages)))]
+        if too_large is not None:
+            assert sizes is not None and self.max_batch_bytes is not None
+            fit = [i for i, size in enumerate(sizes) if size <= self.max_batch_bytes]
+            effects = [Answer(Accepted(len(fit), too_large)),
+                       Log(logging.ERROR, f"{len(messages) - len(fit)} messages under credit "
+                                          f"{credit} are larger than max_batch_bytes="
+                                          f"{self.max_batch_bytes}: not taken (their producer "
+                                          f"measured them otherwise: give it the sink)")]
+            messages, sizes = [messages[i] for i in fit], [sizes[i] for i in fit]
         if credit in self.shipped:  # sent again, over the link at exit: taken already
             return effects
         self.shipped.append(credit)
         granted = self.credits.pop(credit, None)
+        granted_bytes = self.credit_bytes.pop(credit, None)
         if granted is None:
             effects.append(Log(logging.WARNING, f"credit {credit} expired before its "
                                                 f"{len(messages)} messages came; taking them "
@@ -282,49 +378,69 @@ class PachkaCore:
             if len(messages) > granted:
                 effects.append(Log(logging.ERROR, f"credit {credit} was for {granted} messages, "
                                                   f"{len(messages)} came; taking them all"))
-        self.queue.extend(messages)
+        if granted_bytes is not None:
+            self.reserved_bytes -= granted_bytes
+            if sizes is not None and sum(sizes) > granted_bytes:
+                effects.append(Log(logging.ERROR, f"credit {credit} was for {granted_bytes} "
+                                                  f"bytes, {sum(sizes)} came; taking them all"))
+        self._enqueue(messages, sizes)
         if isinstance(self.phase, Idle):
             effects += self._settle()
         return effects
 
-    def _grant(self, count: int, wait: float = 0.0, requester: Any = None) -> list[Effect]:
-        if wait > 0 and not self.terminating and (self.waiting or not self._room(count)[0]):
+    def _grant(self, count: int, wait: float = 0.0, requester: Any = None,
+               size: int = 0) -> list[Effect]:
+        if wait > 0 and not self.terminating and (
+                self.waiting or not self._room(count, self._need(size))[0]):
             timer = Timer(TimerKind.WAIT, self._issue())
-            self.waiting.append((requester, count, timer))
+            self.waiting.append((requester, count, timer, size))
             return [ArmTimer(timer, wait)]
         return [Answer(granted) if isinstance(granted, Granted) else granted
-                for granted in self._open_credit(count)]
+                for granted in self._open_credit(count, size)]
 
-    def _open_credit(self, count: int) -> list[Granted | Effect]:
-        """The grant (answered by the caller to whoever asked), and its expiry timer."""
-        granted, refused = self._room(count)
+    def _open_credit(self, count: int, size: int) -> list[Granted | Effect]:
+        """The grant (answered by the caller to whoever asked), and its expiry timer. With
+        `critical_queue_bytes` it reserves bytes too: what is free, up to `max_batch_bytes`
+        (a shipment then holds about a batch)."""
+        granted, refused = self._room(count, self._need(size))
         if not granted:
             return [Granted(None, 0, refused)]
         credit = self._issue()
         self.credits[credit] = granted
         self.reserved += granted
+        room = None
+        if self.critical_queue_bytes is not None:
+            room = self.critical_queue_bytes - self.queue_bytes - self.reserved_bytes
+            if self.max_batch_bytes is not None:
+                room = min(room, self.max_batch_bytes)
+            self.credit_bytes[credit] = room
+            self.reserved_bytes += room
+        grant = Granted(credit, granted, refused, room, self.max_batch_bytes)
         if self.credit_timeout is None:
-            return [Granted(credit, granted, refused)]
-        return [Granted(credit, granted, refused),
-                ArmTimer(Timer(TimerKind.CREDIT, credit), self.credit_timeout)]
+            return [grant]
+        return [grant, ArmTimer(Timer(TimerKind.CREDIT, credit), self.credit_timeout)]
 
     def _serve_waiting(self) -> list[Effect]:
         """Answer waiting credit requests, in turn, while there is room (or refuse them all
         once the server terminates)."""
         effects: list[Effect] = []
-        while self.waiting and (self.terminating or self._room(1)[0]):
-            requester, count, timer = self.waiting.popleft()
+        while self.waiting and (self.terminating
+                                or self._room(1, self._need(self.waiting[0][3]))[0]):
+            requester, count, timer, size = self.waiting.popleft()
             effects.append(CancelTimer(timer))
             effects += [Reply(requester, e) if isinstance(e, Granted) else e
-                        for e in self._open_credit(count)]
+                        for e in self._open_credit(count, size)]
         return effects
 
     def _wait_expired(self, timer: Timer) -> list[Effect]:
         for waiter in self.waiting:
             if waiter[2] == timer:
+                # Waiters are served in turn as soon as room frees: the first has none.
+                full = self._room(1, self._need(self.waiting[0][3]))[1]
+                assert full is not None
                 self.waiting.remove(waiter)
-                refused = Overloaded(f"queue stayed at critical_queue_size="
-                                     f"{self.critical_queue_size} while the request waited")
+                refused = Overloaded(f"{full}, and stayed so while the request waited",
+                                     limit=full.limit)
                 return [Reply(waiter[0], Granted(None, 0, refused))]
         return [Log(logging.WARNING, f"wait timeout {timer.token} for no waiting request")]
 
@@ -334,6 +450,7 @@ class PachkaCore:
         if granted is None:
             return [Log(logging.WARNING, f"credit timeout {credit} for no open credit")]
         self.reserved -= granted
+        self.reserved_bytes -= self.credit_bytes.pop(credit, 0)
         effects: list[Effect] = [Log(logging.WARNING, f"credit {credit} for {granted} messages "
                                                       f"expired unused")]
         if isinstance(self.phase, Idle) and self.terminating:
@@ -371,6 +488,8 @@ class PachkaCore:
         effects = self._cancel(phase.timer)
         if failure is not None:
             return effects + self._export_failed(phase, failure)
+        if self.notes is not None:
+            self.notes.append(Delivered((phase.batch.id,)))
         self.phase = Idle()
         return effects + self._settle()
 
@@ -381,6 +500,8 @@ class PachkaCore:
             self.phase = Idle()
             parts = _isolate(phase.batch, failure)
             self.pending.extendleft(reversed(parts))
+            if self.notes is not None:
+                self.notes.append(Replaced(phase.batch.id, tuple(parts)))
             return [Log(logging.WARNING, f"batch {phase.batch.id} of {len(phase.batch)} messages "
                                          f"failed for some of them ({failure}): going on with "
                                          f"{' and '.join(_described(p) for p in parts)}"),
@@ -460,6 +581,8 @@ class PachkaCore:
         if not isinstance(phase, Draining):
             return [Log(logging.WARNING, f"drain finished in state {self.state.value}")]
         self.phase = Idle()
+        if failure is None and self.notes is not None:
+            self.notes.append(Delivered(tuple(b.id for b in phase.batches)))
         if failure is None and not phase.last_chance:
             return self._settle()
         if failure is None:  # out of time: dead letters waiting for their export too
@@ -489,7 +612,8 @@ class PachkaCore:
             if self.credits:
                 return effects  # messages promised to producers are still on their way
             return effects + self._finish()
-        if self.pending or len(self.queue) >= self.max_batch_size:
+        if self.pending or len(self.queue) >= self.max_batch_size or (
+                self.max_batch_bytes is not None and self.queue_bytes >= self.max_batch_bytes):
             effects = self._cancel(phase.timer)
             return effects + self._start_export(self._take_batch(), retry_num=0)
         if self.queue and phase.timer is None and self.max_batch_delay is not None:
@@ -504,11 +628,31 @@ class PachkaCore:
         return self._new_batch()
 
     def _new_batch(self) -> Batch:
-        """Up to `max_batch_size` queued messages as a batch with the next id."""
+        """Queued messages as a batch with the next id: up to `max_batch_size`, and as many
+        as fit in `max_batch_bytes`."""
+        count = min(self.max_batch_size, len(self.queue))
+        if self.measures:
+            count = self._fitting(count)
+            popsize = self.sizes.popleft
+            self.queue_bytes -= sum(popsize() for _ in range(count))
         popleft = self.queue.popleft
         self._batches += 1
-        return Batch((popleft() for _ in range(min(self.max_batch_size, len(self.queue)))),
-                     f"{self.batch_prefix}{self._batches}")
+        batch = Batch((popleft() for _ in range(count)), f"{self.batch_prefix}{self._batches}")
+        if self.notes is not None:
+            self.notes.append(Formed(batch))
+        return batch
+
+    def _fitting(self, count: int) -> int:
+        """How many of the first `count` queued messages fit in `max_batch_bytes` together
+        (at least one: each fits alone)."""
+        limit, total = self.max_batch_bytes, 0
+        if limit is None:
+            return count
+        for taken, size in enumerate(islice(self.sizes, count)):
+            total += size
+            if total > limit:
+                return taken
+        return count
 
     def _drain(self, last_chance: bool = False) -> list[Effect]:
         """Hand everything held to `drain_on_terminate`: the batch in retry, pending, queued;
@@ -546,23 +690,59 @@ class PachkaCore:
             return [Spill(left, why)]
         return [Log(logging.ERROR, f"{sum(map(len, left))} accepted messages lost: {why}")]
 
-    def _restore(self, batches: Sequence[Batch]) -> list[Effect]:
-        """Spilled batches go first, in order, under their ids; one longer than
-        `max_batch_size` now (the option changed) goes in parts "<id>.0", "<id>.1", ..."""
-        size = self.max_batch_size
-        self.pending.extendleft(reversed([
-            part for batch in batches
-            for part in ([batch] if len(batch) <= size else
-                         [Batch(batch[i:i + size], f"{batch.id}.{i // size}")
-                          for i in range(0, len(batch), size)])]))
+    def _restore(self, batches: Sequence[Batch],
+                 sizes: Sequence[Sequence[int]] | None) -> list[Effect]:
+        """Spilled or journaled batches go first, in order, under their ids; one beyond
+        today's limits (the options changed) goes in parts "<id>.0", "<id>.1", ..."""
+        restored: list[Batch] = []
+        for n, batch in enumerate(batches):
+            parts = self._parts(batch, [0] * len(batch) if sizes is None else sizes[n])
+            restored += parts
+            if self.notes is not None and (len(parts) > 1 or parts[0] is not batch):
+                self.notes.append(Replaced(batch.id, tuple(parts)))
+        self.pending.extendleft(reversed(restored))
         return self._settle() if isinstance(self.phase, Idle) else []
+
+    def _parts(self, batch: Batch, sizes: Sequence[int]) -> list[Batch]:
+        """`batch` in parts within `max_batch_size` and `max_batch_bytes`; a message larger
+        than `max_batch_bytes` now, accepted under a larger one, is a part of its own, a
+        dead letter (`Sink.dead_letter`): `send_batch` never gets it. Dead letters stay
+        whole: they go to `dead_letter`, not `send_batch`."""
+        if isinstance(batch, DeadLetters):
+            return [batch]
+        limit = self.max_batch_bytes
+        groups: list[list[int]] = [[]]
+        total, letters = 0, False
+        for i, size in enumerate(sizes):
+            alone = limit is not None and size > limit
+            letters |= alone
+            if alone or len(groups[-1]) == self.max_batch_size or (
+                    limit is not None and total + size > limit):
+                groups.append([])
+                total = 0
+            groups[-1].append(i)
+            total += size
+            if alone:  # nothing joins it
+                groups.append([])
+                total = 0
+        groups = [group for group in groups if group]
+        if len(groups) <= 1 and not letters:
+            return [batch]
+        parts: list[Batch] = []
+        for n, group in enumerate(groups):
+            part = Batch((batch[i] for i in group), f"{batch.id}.{n}")
+            size = sizes[group[0]]
+            parts.append(part if limit is None or size <= limit
+                         else DeadLetters(part, MessageTooLarge(size, limit)))
+        return parts
 
     def _cancel_credits(self) -> list[Effect]:
         effects: list[Effect] = []
         if self.credit_timeout is not None:
             effects = [CancelTimer(Timer(TimerKind.CREDIT, c)) for c in self.credits]
         self.credits.clear()
-        self.reserved = 0
+        self.credit_bytes.clear()
+        self.reserved = self.reserved_bytes = 0
         return effects
 
     def _finish(self) -> list[Effect]:

@@ -28,21 +28,43 @@ class ConfigError(PachkaError, ValueError):
 
 
 class Overloaded(PachkaError):
-    """The server refused a message: its queue is at `critical_queue_size`, or it is terminating.
+    """The server refused a message: its queue is at a limit, or it is terminating.
 
-    Pachka's `{:error, :overloaded}`; `terminating` tells the two causes apart.
+    Pachka's `{:error, :overloaded}`; `terminating` tells the two causes apart, and
+    `limit` names the option that was reached ("critical_queue_size",
+    "critical_queue_bytes" or "journal_max_bytes"; None when terminating).
     """
 
-    def __init__(self, message: str = "overloaded", *, terminating: bool = False) -> None:
+    def __init__(self, message: str = "overloaded", *, terminating: bool = False,
+                 limit: str | None = None) -> None:
         super().__init__(message)
         self.terminating = terminating
+        self.limit = limit
 
     def __reduce__(self) -> tuple[object, ...]:
-        return (_overloaded, (str(self), self.terminating))
+        return (_overloaded, (str(self), self.terminating, self.limit))
 
 
-def _overloaded(message: str, terminating: bool) -> Overloaded:
-    return Overloaded(message, terminating=terminating)
+def _overloaded(message: str, terminating: bool, limit: str | None = None) -> Overloaded:
+    return Overloaded(message, terminating=terminating, limit=limit)
+
+
+class MessageTooLarge(PachkaError, ValueError):
+    """A message is larger than `max_batch_bytes`: no batch could hold it, so it is refused
+    at the call that sent it and never queued (waiting would not help, unlike `Overloaded`).
+
+    `size` is its size as `Sink.message_size` measures it, `limit` the option's value,
+    `index` its position in the list sent (None for a single message).
+    """
+
+    def __init__(self, size: int, limit: int, index: int | None = None) -> None:
+        where = "" if index is None else f"message {index} of the list: "
+        super().__init__(f"{where}a message of {size} bytes is larger than "
+                         f"max_batch_bytes={limit}; it was not queued")
+        self.size, self.limit, self.index = size, limit, index
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (MessageTooLarge, (self.size, self.limit, self.index))
 
 
 class PermanentSinkError(PachkaError):

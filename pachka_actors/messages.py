@@ -6,13 +6,16 @@ and get exactly one reply each, sent to the sender. Pure data: no Thespian here.
 Pachka server:
 
 - `SendMessage(message)`: `Accepted(count=1)`, or `Accepted(count=0,
-  refused=Overloaded(...))`.
+  refused=Overloaded(...))`, or `refused=MessageTooLarge(...)` for a message larger
+  than `max_batch_bytes`.
 - `SendMessages(messages)`: `Accepted(count=n)`: the first n were queued, in
-  order; `refused` says why the rest were not.
-- `RequestCredit(count)`: `Granted(credit, count, refused)`; then
-  `SendMessages(messages, credit=credit)` is always accepted whole.
-- `Stop()`: `Stopped()`, once every accepted message is delivered or drained and
-  the server is exiting.
+  order; `refused` says why the rest were not. A list holding a message larger
+  than `max_batch_bytes` is refused whole (`MessageTooLarge` naming its index).
+- `RequestCredit(count)`: `Granted(credit, count, refused, bytes,
+  max_batch_bytes)`; then `SendMessages(messages, credit=credit)` is always
+  accepted whole (but for a message larger than `max_batch_bytes`).
+- `Stop()`: `Stopped(stats)`, once every accepted message is delivered or drained
+  and the server is exiting; `stats` are its final counters.
 - `GetStatus()`: `ServerStatus`.
 - `GetStats()`: `Stats` (`pachka_actors.metrics`), the counters since start.
 - `StartServer(config)`: `Started(address)`, or an exception instance
@@ -31,14 +34,17 @@ from __future__ import annotations
 import pickle
 from collections.abc import Hashable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from ._core_events import ServerStatus as ServerStatus
 from ._core_events import State as State
 from ._core_events import Timer as Timer
 from ._core_events import TimerKind as TimerKind
 from .config import ChildSpec, PachkaConfig, SupervisorConfig
-from .errors import Overloaded
+from .errors import MessageTooLarge, Overloaded
+
+if TYPE_CHECKING:
+    from .metrics import Stats  # which imports this module
 
 # ---- Pachka server ------------------------------------------------------------------------
 
@@ -75,10 +81,13 @@ class CheckLoadable:
 
 @dataclass(frozen=True)
 class Accepted:
-    """Reply to the sender: `count` messages taken, in order; the rest refused for `refused`."""
+    """Reply to the sender: `count` messages taken, in order; the rest refused for `refused`.
+
+    Under a credit every message is taken but those larger than `max_batch_bytes` (a
+    producer that measured them otherwise than the server), which `refused` then names."""
 
     count: int
-    refused: Overloaded | None = None
+    refused: Overloaded | MessageTooLarge | None = None
 
 
 @dataclass(frozen=True)
@@ -92,19 +101,29 @@ class RequestCredit:
 
     `wait` (seconds): when there is no room, wait up to that long for some (in
     turn with other waiting requests) before answering; 0 answers at once.
+    `size`: with `critical_queue_bytes`, the bytes of the message that needs the room:
+    room is granted only if it fits (0: any room will do).
     """
 
     count: int
     wait: float = 0.0
+    size: int = 0
 
 
 @dataclass(frozen=True)
 class Granted:
-    """Reply to `RequestCredit`: room for `count` messages under grant `credit`, or refusal."""
+    """Reply to `RequestCredit`: room for `count` messages under grant `credit`, or refusal.
+
+    `bytes`: the room in bytes (None: no `critical_queue_bytes`, no limit);
+    `max_batch_bytes`: the server's, so that the producer refuses a larger message at
+    once. A producer measuring either way measures as the server does (`Sink.message_size`).
+    """
 
     credit: int | None
     count: int
     refused: Overloaded | None = None
+    bytes: int | None = None
+    max_batch_bytes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -114,7 +133,9 @@ class Stop:
 
 @dataclass(frozen=True)
 class Stopped:
-    pass
+    """The reply to `Stop`: the server's counters as it exits (`pachka_actors.metrics.Stats`)."""
+
+    stats: Stats
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ from ._core_events import (
     Reply,
     StartExport,
 )
-from .errors import Overloaded
+from .errors import MessageTooLarge, Overloaded
 from .messages import Accepted, Granted
 from .sink import EXITED, KILLED
 
@@ -43,13 +43,17 @@ try:
 except ImportError:  # the `otel` extra is not installed
     otel = None  # type: ignore[assignment]
 
-#: Why a message was refused, as named in `Stats` (`refused_queue_full`, `refused_terminating`).
+#: Why a message was refused, as named in `Stats` (`refused_queue_full`, `refused_terminating`,
+#: `refused_too_large`).
 QUEUE_FULL = "queue_full"
 TERMINATING = "terminating"
+TOO_LARGE = "too_large"
 
 #: The `error.type` of a refused message on `pachka.messages.processed`: the values the
-#: conventions prescribe for an item dropped by a full queue or by a processor shut down.
-REFUSED_ERROR_TYPES = {QUEUE_FULL: "queue_full", TERMINATING: "already_shutdown"}
+#: conventions prescribe for an item dropped by a full queue or by a processor shut down,
+#: and ours for one larger than `max_batch_bytes`.
+REFUSED_ERROR_TYPES = {QUEUE_FULL: "queue_full", TERMINATING: "already_shutdown",
+                       TOO_LARGE: "too_large"}
 
 #: Why an export failed, as the `error.type` of `pachka.export.failures`; also `KILLED`
 #: ("killed") and `EXITED` ("exited"), the failure reasons of `pachka_actors.sink`.
@@ -63,6 +67,7 @@ class Stats:
     accepted: int = 0
     refused_queue_full: int = 0
     refused_terminating: int = 0
+    refused_too_large: int = 0
     exported: int = 0
     batches_exported: int = 0
     failures_raised: int = 0
@@ -74,18 +79,19 @@ class Stats:
     dead_lettered: int = 0
     queue_length: int = 0
     batch_length: int = 0
+    queue_bytes: int = 0  # of the queued messages, with a byte limit set
 
 
 class Metrics:
     """One server's counters, read off the core's events and effects; nothing here decides."""
 
     def __init__(self, server: str, meter_provider: Callable[[], Any] | None = None,
-                 gauges: Callable[[], tuple[int, int]] | None = None,
+                 gauges: Callable[[], tuple[int, int, int]] | None = None,
                  capacity: int = 0) -> None:
         #: export id: batch size, start, whether it is dead letters
         self._exports: dict[int, tuple[int, float, bool]] = {}
         self._counts: dict[str, int] = {f.name: 0 for f in dataclasses.fields(Stats)}
-        self._gauges = gauges or (lambda: (0, 0))
+        self._gauges = gauges or (lambda: (0, 0, 0))
         self._attributes = {"pachka.server": server}
         self._otel = _Instruments(server, meter_provider, self._gauges, capacity) \
             if otel else None
@@ -100,8 +106,7 @@ class Metrics:
             if reply.count:
                 self.on_accepted(reply.count)
             if reply.refused is not None:
-                self.on_refused(len(event.messages) - reply.count,
-                                TERMINATING if reply.refused.terminating else QUEUE_FULL)
+                self.on_refused(len(event.messages) - reply.count, _reason(reply.refused))
             if len(effects) == 1:
                 return
         match event:
@@ -137,9 +142,9 @@ class Metrics:
                     self.on_refused(1, TERMINATING if refused.terminating else QUEUE_FULL)
 
     def stats(self) -> Stats:
-        queue_length, batch_length = self._gauges()
+        queue_length, batch_length, queue_bytes = self._gauges()
         return Stats(**{**self._counts, "queue_length": queue_length,
-                        "batch_length": batch_length})
+                        "batch_length": batch_length, "queue_bytes": queue_bytes})
 
     def on_accepted(self, count: int) -> None:
         self._counts["accepted"] += count
@@ -184,11 +189,17 @@ class Metrics:
             self._otel.drained.add(count, self._attributes)
 
 
+def _reason(refused: Overloaded | MessageTooLarge) -> str:
+    if isinstance(refused, MessageTooLarge):
+        return TOO_LARGE
+    return TERMINATING if refused.terminating else QUEUE_FULL
+
+
 class _Instruments:
     """The OpenTelemetry instruments of one server (only built when the API is installed)."""
 
     def __init__(self, server: str, meter_provider: Callable[[], Any] | None,
-                 gauges: Callable[[], tuple[int, int]], capacity: int) -> None:
+                 gauges: Callable[[], tuple[int, int, int]], capacity: int) -> None:
         provider = meter_provider() if meter_provider is not None else otel.get_meter_provider()
         meter = provider.get_meter("pachka_actors")
         attributes = {"pachka.server": server}

@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from datetime import timedelta
 from types import TracebackType
 from typing import Any
@@ -37,7 +37,15 @@ from .config import (
     parse_requirements,
     with_options,
 )
-from .errors import ActorGone, ActorTimeout, AlreadyStarted, ConfigError, NotStarted, Overloaded
+from .errors import (
+    ActorGone,
+    ActorTimeout,
+    AlreadyStarted,
+    ConfigError,
+    MessageTooLarge,
+    NotStarted,
+    Overloaded,
+)
 from .messages import (
     Accepted,
     GetStats,
@@ -51,6 +59,7 @@ from .messages import (
 )
 from .metrics import Stats
 from .server import PachkaServer
+from .sink import Sink, default_size, sizer
 
 log = logging.getLogger(__name__)
 
@@ -73,19 +82,24 @@ class Pachka:
     the server as it is (`send_messages`, `status`, `flush`, `stop`) ship the
     buffer first, so order is kept. As a context manager it stops, on leaving,
     a server it started, and closes otherwise.
+
+    `message_size`: how the server measures a message (`Sink.message_size` bound to
+    its `server_value`), for a lingering handle to measure as it does.
     """
 
     @with_options((HandleOptions, HANDLE_OPTIONS))
     def __init__(self, system: ActorSystem, address: ActorAddress,
-                 options: HandleOptions | None = None, **handle: Any) -> None:
+                 options: HandleOptions | None = None, *,
+                 message_size: Callable[[Any], int] = default_size, **handle: Any) -> None:
         self.options = HandleOptions.parse(handle) if options is None else options
         self.system, self.address = system, address
         self.ask_timeout = self.options.ask_timeout
         self.linger = self.options.linger
         self.buffer_size = self.options.buffer_size
-        self._courier = Courier(system, address, self.options, Base.of(system))
+        self._courier = Courier(system, address, self.options, Base.of(system), message_size)
         #: Started by this handle and neither stopped nor closed: stopped at interpreter exit.
         self._owns_server = False
+        self._final: Stats | None = None  # the counters the server stopped with
         track(self)  # ships (and stops a server it started) at exit
 
     @classmethod
@@ -111,7 +125,8 @@ class Pachka:
             with system_lock(system_key(system)):
                 address = create_placed(system, PachkaServer, placement,
                                         globalName=config.name)
-            server = cls(system, address, handle)
+            server = cls(system, address, handle,
+                         message_size=sizer(config.sink, config.server_value))
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
             # A name just given up by a stopped server can still lead to it for a moment:
             # probe briefly, then ask the admin again, until `ask_timeout`.
@@ -138,14 +153,25 @@ class Pachka:
 
     @classmethod
     @with_options((HandleOptions, HANDLE_OPTIONS))
-    def connect(cls, system: ActorSystem, server: str | ActorAddress, **handle: Any) -> Pachka:
-        """A handle to a started server, by its `name` or its actor address."""
+    def connect(cls, system: ActorSystem, server: str | ActorAddress, *,
+                sink: Sink | None = None, server_value: Any = None, **handle: Any) -> Pachka:
+        """A handle to a started server, by its `name` or its actor address.
+
+        `sink` and `server_value`: the server's, when its sink overrides
+        `Sink.message_size` and a byte limit is set, so that this handle measures
+        messages as the server does (else a lingering handle may take a message the
+        server finds too large: it is then reported lost, `MessagesLost`).
+        """
         options = HandleOptions.parse(handle)
+        if sink is not None and not isinstance(sink, Sink):
+            raise ConfigError("sink", f"expected the server's Sink instance or None, "
+                                      f"got {sink!r}")
+        size = sizer(sink, server_value)
         if not isinstance(server, str):
-            return cls(system, server, options)
+            return cls(system, server, options, message_size=size)
         with system_lock(system_key(system)):
             address = system.createActor(PachkaServer, globalName=server)
-        connected = cls(system, address, options)
+        connected = cls(system, address, options, message_size=size)
         try:
             connected.status()
         except NotStarted:
@@ -184,7 +210,8 @@ class Pachka:
         to that long for room, at the server, in turn with other waiting producers,
         before raising `Overloaded`; no busy loop. 0 refuses at once, as Pachka does.
         A message that cannot be pickled (on a multi-process base) raises
-        `UnpicklableMessage` here and is not queued; nothing else is affected.
+        `UnpicklableMessage` here and is not queued; nothing else is affected; so
+        does one larger than `max_batch_bytes`, with `MessageTooLarge`.
         `MessagesLost` reports earlier messages lost; this one is then not queued.
         """
         courier = self._courier
@@ -192,18 +219,20 @@ class Pachka:
             self._hear(lambda why: Overloaded(why, terminating=True))
         if not (wait == 0 and type(wait) in _ZERO_TYPES):
             wait = seconds("wait", wait)
+        pickled = None
         if courier.checks_pickling and type(message) not in PLAIN:
-            check_picklable(message)
+            pickled = check_picklable(message)
         try:
             if self.linger is not None:
-                courier.put(message, wait)
+                courier.put(message, wait, pickled)
                 return
             accepted = courier.call(SendMessages([message]), Accepted, self.ask_timeout)
             if accepted.count:
                 return
-            assert accepted.refused is not None
-            if accepted.refused.terminating or not wait:
-                raise accepted.refused
+            refused = accepted.refused
+            assert refused is not None
+            if isinstance(refused, MessageTooLarge) or refused.terminating or not wait:
+                raise refused
             courier.put(message, wait)  # room at the server, then at once under its credit
             courier.flush(self.ask_timeout)
         except ActorGone:
@@ -214,19 +243,23 @@ class Pachka:
         """Queue what fits of `messages`, in order; returns how many were accepted.
 
         On a multi-process base a message that cannot be pickled raises
-        `UnpicklableMessage` naming its index, and none of the list is queued. A
-        server that stopped accepts none (0).
+        `UnpicklableMessage` naming its index, and none of the list is queued; so
+        does one larger than `max_batch_bytes`, with `MessageTooLarge`. A server
+        that stopped accepts none (0).
         """
         if self._courier.trouble:
             self._hear(None)
         if self._courier.gone is not None:
             return 0  # what a terminating server answers: none accepted
         try:
-            return self._courier.call(SendMessages(list(messages)), Accepted,
-                                      self.ask_timeout).count
+            accepted = self._courier.call(SendMessages(list(messages)), Accepted,
+                                          self.ask_timeout)
         except ActorGone:
             self._hear(None)
             return 0
+        if isinstance(accepted.refused, MessageTooLarge):
+            raise accepted.refused
+        return accepted.count
 
     # ---- asking ------------------------------------------------------------------------
 
@@ -236,11 +269,15 @@ class Pachka:
         return self._ask(GetStatus(), ServerStatus)
 
     def stats(self) -> Stats:
-        """The server's counters since it started (see docs/metrics.md), after a flush."""
+        """The server's counters since it started (see docs/metrics.md), after a flush; after
+        this handle's `stop()`, those it exited with. `NotStarted` once it is gone otherwise."""
+        if self._final is not None:
+            return self._final
         return self._ask(GetStats(), Stats)
 
     def flush(self, timeout: float | None = None) -> None:
-        """Ship buffered messages now and wait until the server has them.
+        """Ship buffered messages now and wait until the server has them (with
+        `journal_path`, in its journal: durable).
 
         `timeout` (seconds) defaults to the handle's `ask_timeout`. `MessagesLost`
         when some could not be shipped.
@@ -267,7 +304,7 @@ class Pachka:
             courier.flush(timeout, release=True)  # no credit left open: the server waits for it
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
             with contextlib.suppress(ActorGone):  # it exited already: stopped elsewhere
-                courier.call(Stop(), Stopped, left)
+                self._final = courier.call(Stop(), Stopped, left).stats
             courier.down(f"the Pachka server at {self.address} was stopped")
         self._owns_server = False  # stopped: nothing more to do at interpreter exit
         courier.end(self.ask_timeout)

@@ -29,6 +29,7 @@ from ._credits import Credits, Ship
 from .config import HANDLE_OPTIONS, HandleOptions, with_options
 from .errors import ActorTimeout, ConfigError, Overloaded, PachkaError
 from .messages import Accepted, Granted, RequestCredit, SendMessages
+from .sink import Sink, sizer
 
 log = logging.getLogger(__name__)
 
@@ -58,18 +59,21 @@ class BufferedProducer:
     True when the message is taken (it will be delivered, in order), False when
     no room is held yet (room is being asked for, and `on_ready` is called once
     the answer comes), and raises `Overloaded` when the server refused room.
-    Creating it asks for the first room at once.
+    Creating it asks for the first room at once. `sink` and `server_value`: the
+    server's, when its sink overrides `Sink.message_size` (as `Pachka.connect`).
     """
 
     @with_options((HandleOptions, HANDLE_OPTIONS))
     def __init__(self, actor: ProducerActor, server: ActorAddress, *,
-                 on_ready: Callable[[], None] | None = None, **options: Any) -> None:
+                 on_ready: Callable[[], None] | None = None, sink: Sink | None = None,
+                 server_value: Any = None, **options: Any) -> None:
         handle = HandleOptions.parse(options)
         if handle.linger is None:
             raise ConfigError("linger", "a producer always buffers: give seconds (0 ships "
                                         "once the actor's handler returns)")
         self.server, self.on_ready, self.ask_timeout = server, on_ready, handle.ask_timeout
         self._actor = actor
+        self._size = sizer(sink, server_value)
         self._id = new_ref()
         self._credits = Credits(handle.buffer_size, handle.linger, IDLE_GRANT, new_ref,
                                 ahead=True)
@@ -96,14 +100,16 @@ class BufferedProducer:
         this producer's actor exits) once per refusal: the next call asks again.
         Raises `ActorTimeout` when a request for room got no answer within
         `ask_timeout`, and `UnpicklableMessage` for a message that cannot cross
-        processes. Nothing is taken in any of these cases.
+        processes, and `MessageTooLarge` for one larger than the server's
+        `max_batch_bytes`. Nothing is taken in any of these cases.
         """
         check_picklable(message)
         if self._closed:
             raise Overloaded("the producer is closed: its actor exits", terminating=True)
         credits = self._credits
         try:
-            taken = credits.take(message, 0, time.monotonic())
+            taken = credits.take(message, self._size(message) if credits.measures else 0,
+                                 time.monotonic())
         finally:
             if credits.outbox or credits.buffered == 1:  # else nothing to send or to time
                 self._perform()
@@ -140,7 +146,7 @@ class BufferedProducer:
             reply = message.reply
             if isinstance(reply, Granted):
                 mine = credits.answered(message.ref, now, reply.credit, reply.count,
-                                        reply.refused)
+                                        reply.refused, reply.bytes, reply.max_batch_bytes)
             else:
                 refused = reply if isinstance(reply, Exception) else PachkaError(
                     f"unexpected answer from {self.server}: {reply!r}")
@@ -178,7 +184,7 @@ class BufferedProducer:
             if isinstance(action, Ship):
                 request: Any = SendMessages(action.messages, action.credit)
             else:
-                request = RequestCredit(action.count, action.wait)
+                request = RequestCredit(action.count, action.wait, action.size)
             self._actor.send(self.server, Ask(action.ref, request))
             if not isinstance(action, Ship) and self.ask_timeout is not None:
                 self._tick(_Tick(self._id, action.ref), self.ask_timeout)

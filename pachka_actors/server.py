@@ -14,6 +14,7 @@ import os
 import select
 import time
 from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -33,6 +34,7 @@ from . import _exit, _spill
 from ._ask import Caller
 from ._base import Base
 from ._exporters import ExporterPool, Outcome
+from ._journal import Journal
 from ._link import GetLink, Link, LinkName
 from ._timers import Timers
 from .config import PachkaConfig, capabilities_satisfy
@@ -60,13 +62,14 @@ from .core import (
     Timer,
     TimerFired,
 )
-from .errors import AlreadyStarted, ConfigError, NotStarted
+from .errors import AlreadyStarted, ConfigError, NotStarted, Overloaded
 from .messages import (
     Accepted,
     CheckLoadable,
     FireTimer,
     GetStats,
     GetStatus,
+    Granted,
     RequestCredit,
     SendMessage,
     SendMessages,
@@ -76,7 +79,7 @@ from .messages import (
     Stopped,
 )
 from .metrics import Metrics
-from .sink import DrainingSink, retry_delay
+from .sink import DrainingSink, retry_delay, sizer
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +89,7 @@ log = logging.getLogger(__name__)
 #: from the exporter instead would cost ~500 us.
 POLL_FIRST, POLL_LAST = 0.0005, 0.02
 _POLL = "pachka-poll"
+_SYNC = "pachka-journal-sync"
 
 #: Seconds a server on multiprocTCPBase waits, inside one Thespian message, for the result
 #: of an export under way before it goes back to Thespian's loop (bounded by its next
@@ -107,6 +111,9 @@ class Running:
     look_due: float | None = None  # when the pending look at the exporters comes
     look_delay: float = POLL_FIRST  # the delay of the next one
     told: list[Link] = field(default_factory=list)  # handles told that the server exits
+    #: The sink's `message_size`, when a byte limit is set: each message measured once, here.
+    size: Callable[[Any], int] | None = None
+    journal: Journal | None = None  # journal_path: what the core holds, on disk
 
     @property
     def name(self) -> str:
@@ -143,15 +150,21 @@ class PachkaServer(Actor):  # type: ignore[misc]
 
     def dispatch(self, run: Running, message: Any, sender: Caller) -> None:
         if isinstance(message, SendMessage):
-            self.handle(run, MessagesReceived((message.message,)), sender)
+            messages: Sequence[Any] = (message.message,)
+            self.handle(run, MessagesReceived(messages, None, _sizes(run, messages)), sender)
         elif isinstance(message, SendMessages):
-            self.handle(run, MessagesReceived(message.messages, message.credit), sender)
+            self.handle(run, MessagesReceived(message.messages, message.credit,
+                                              _sizes(run, message.messages)), sender)
         elif isinstance(message, RequestCredit):
-            self.handle(run, CreditRequested(message.count, message.wait, sender), sender)
+            self.handle(run, CreditRequested(message.count, message.wait, sender,
+                                             message.size), sender)
         elif isinstance(message, WakeupMessage):
             if message.payload == _POLL:
                 if run.look_due is not None and time.monotonic() >= run.look_due:
                     run.look_due = None  # the look itself follows this dispatch
+            elif message.payload == _SYNC:
+                if run.journal is not None:
+                    run.journal.timed_sync()
             else:
                 self.fire_due(run, sender)
         elif isinstance(message, FireTimer):
@@ -205,6 +218,10 @@ class PachkaServer(Actor):  # type: ignore[misc]
             spilled = _spill.take(config.spill_path) if config.spill_path else []
         except Exception as exc:
             raise ConfigError("spill_path", f"cannot read {config.spill_path}: {exc!r}") from exc
+        prefix = f"{os.getpid():x}{os.urandom(4).hex()}-"
+        journal = _open_journal(config, f"{prefix}0")  # "<prefix>0" is no core batch's id
+        if journal is not None:  # what an earlier server held goes first
+            spilled = list(journal.live.batches.values())
         base = Base.of(self)
         core = PachkaCore(
             max_batch_size=config.max_batch_size,
@@ -214,23 +231,31 @@ class PachkaServer(Actor):  # type: ignore[misc]
             credit_timeout=config.credit_timeout,
             shutdown_timeout=config.shutdown_timeout,
             drains=isinstance(config.sink, DrainingSink),
-            spills=config.spill_path is not None,
-            batch_prefix=f"{os.getpid():x}{os.urandom(4).hex()}-",
+            spills=config.spill_path is not None or journal is not None,
+            batch_prefix=prefix,
+            max_batch_bytes=config.max_batch_bytes,
+            critical_queue_bytes=config.critical_queue_bytes,
+            notes=None if journal is None else [],
         )
         status = core.status
         metrics = Metrics(config.name or str(self.myAddress), config.meter_provider,
-                          lambda: (status().queue_length, status().batch_length),
+                          lambda: (status().queue_length, status().batch_length,
+                                   status().queue_bytes),
                           capacity=config.critical_queue_size)
         pool = ExporterPool(self, base, config.sink, config.server_value,
                             config.batches_per_exporter)
-        run = Running(config, core, pool, metrics, watching=base.watches_files)
+        run = Running(config, core, pool, metrics, watching=base.watches_files,
+                      size=sizer(config.sink, config.server_value) if core.measures else None,
+                      journal=journal)
         _exit.prepare(base)
         pool.prepare()
         self._answer(sender, Started(self.myAddress))
         if spilled:
-            log.warning("Pachka %s: sending %d messages spilled to %s by an earlier server "
-                        "first", run.name, sum(map(len, spilled)), config.spill_path)
-            self.handle(run, Restored(spilled), sender)
+            log.warning("Pachka %s: sending %d messages an earlier server left in %s first",
+                        run.name, sum(map(len, spilled)), config.journal_path or config.spill_path)
+            size = run.size
+            self.handle(run, Restored(spilled, None if size is None else
+                                      [list(map(size, batch)) for batch in spilled]), sender)
         return run
 
     def handle(self, run: Running, event: Event, sender: Caller) -> None:
@@ -269,6 +294,10 @@ class PachkaServer(Actor):  # type: ignore[misc]
                                   "be ignored", run.name, export_id)
                 case Drain(messages):
                     results = [_drain(config, messages)]
+                case Spill(batches, why) if run.journal is not None:
+                    log.warning("Pachka %s: %d accepted messages kept in the journal %s (%s); a "
+                                "server started on it sends them first", run.name,
+                                sum(map(len, batches)), config.journal_path, why)
                 case Spill(batches, why):
                     _spill.keep(run.name, config.spill_path, batches, why)
                 case Finish():
@@ -278,10 +307,17 @@ class PachkaServer(Actor):  # type: ignore[misc]
             for result in results:
                 effects.extend(self._step(run, result))
 
-    @staticmethod
-    def _step(run: Running, event: Event) -> list[Effect]:
-        """One core step, counted by the metrics."""
-        effects = run.core.handle(event)
+    def _step(self, run: Running, event: Event) -> list[Effect]:
+        """One core step, counted by the metrics; with a journal, what it changed is written
+        (and synced, as `journal_sync` says) before any of its effects: an acknowledgement,
+        an export."""
+        journal = run.journal
+        refused = None if journal is None else _refused(journal, event)
+        effects: list[Effect] = run.core.handle(event) if refused is None else [refused]
+        if journal is not None and (notes := run.core.take_notes()):
+            delay = journal.record(notes)
+            if delay is not None and not run.exiting:
+                self.wakeupAfter(timedelta(seconds=delay), payload=_SYNC)
         run.metrics.record(event, effects, time.monotonic())
         return effects
 
@@ -339,12 +375,44 @@ class PachkaServer(Actor):  # type: ignore[misc]
     def _finish(self, run: Running) -> None:
         """Everything accepted is delivered, drained, spilled or reported: answer every
         `Stop`, end the exporters (their teardown is not worth waiting for), and exit."""
+        if run.journal is not None:  # left compacted before anyone hears of the stop
+            run.journal.close()
         for requester in run.stop_requesters:
-            self._answer(requester, Stopped())
+            self._answer(requester, Stopped(run.metrics.stats()))
         run.stop_requesters.clear()
         run.pool.close()
         if not run.exiting:
             self.send(self.myAddress, ActorExitRequest())
+
+
+def _sizes(run: Running, messages: Sequence[Any]) -> list[int] | None:
+    return None if run.size is None else list(map(run.size, messages))
+
+
+def _open_journal(config: PachkaConfig, tail_id: str) -> Journal | None:
+    if config.journal_path is None:
+        return None
+    try:
+        return Journal.open(config.journal_path, config.journal_sync, config.journal_max_bytes,
+                            tail_id)
+    except ConfigError:
+        raise
+    except Exception as exc:
+        raise ConfigError("journal_path", f"cannot read {config.journal_path}: {exc!r}") from exc
+
+
+def _refused(journal: Journal, event: Event) -> Answer | None:
+    """At `journal_max_bytes` new messages and room for them are refused, as `Overloaded`
+    (messages already promised to a handle's buffer are still taken)."""
+    if not ((isinstance(event, MessagesReceived) and event.credit is None)
+            or isinstance(event, CreditRequested)):
+        return None
+    why = journal.full()
+    if why is None:
+        return None
+    if isinstance(event, CreditRequested):
+        return Answer(Granted(None, 0, Overloaded(why, limit="journal_max_bytes")))
+    return Answer(Accepted(0, Overloaded(why, limit="journal_max_bytes")))
 
 
 def _done(outcomes: list[Outcome]) -> list[Event]:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+import pickle
+from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import Any, Protocol, runtime_checkable
 
@@ -71,6 +72,15 @@ class Sink:
         or its batch failed). An error is logged only; the batches are already delivered.
         Not run for an exporter killed (`export_timeout`, server exit) or whose setup failed."""
 
+    def message_size(self, message: Any, server_value: Any) -> int:
+        """A message's size in bytes, for `max_batch_bytes` and `critical_queue_bytes`
+        (only called when one is set). Measured once per message by the server, and by a
+        lingering handle that must know it before the server sees the message; so it must
+        be deterministic, and cheap. The default (`default_size`): the length of `bytes`,
+        of a `str` in UTF-8, else of the message's pickle. Override it to count what the
+        sink will write (a row's encoded length, a protobuf's `ByteSize()`)."""
+        return default_size(message)
+
     def retry_timeout(
         self, retry_num: int, failure_reason: FailureReason, server_value: Any
     ) -> float:
@@ -85,6 +95,41 @@ class Sink:
         shown = ", ".join(f"{message!r:.100}" for message in messages[:5])
         more = f" and {len(messages) - 5} more" if len(messages) > 5 else ""
         log.error("%d messages dead-lettered (%s): %s%s", len(messages), error, shown, more)
+
+
+def default_size(message: Any) -> int:
+    """`Sink.message_size`'s default: cheap for bytes and str (an ASCII str's length is its
+    UTF-8 length, known without encoding), else the length of the message's pickle."""
+    kind = type(message)
+    if kind is bytes:
+        return len(message)
+    if kind is str:
+        return len(message) if message.isascii() else len(message.encode("utf-8",
+                                                                          "surrogatepass"))
+    return len(pickle.dumps(message, pickle.HIGHEST_PROTOCOL))
+
+
+def sizer(sink: Sink | None, server_value: Any) -> Callable[[Any], int]:
+    """How a server and its handles measure a message: `sink.message_size`, or the default
+    when the sink does not override it (no call through the sink then). A size that is not
+    an int >= 0, or an exception, is logged at ERROR and the default used: a message is not
+    lost for its sizer."""
+    if sink is None or type(sink).message_size is Sink.message_size:
+        return default_size
+
+    def size(message: Any) -> int:
+        try:
+            value = sink.message_size(message, server_value)
+        except Exception:
+            log.exception("message_size raised; using the default size")
+            return default_size(message)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            log.error("message_size returned %r, not an int >= 0; using the default size",
+                      value)
+            return default_size(message)
+        return value
+
+    return size
 
 
 @runtime_checkable

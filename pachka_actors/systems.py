@@ -20,7 +20,7 @@ from typing import Any
 
 from thespian.actors import Actor, ActorAddress, ActorSystem, InvalidActorAddress
 
-from ._process import stat
+from ._process import child_pids, kill_tree, stat
 
 
 class SessionProbe(Actor):  # type: ignore[misc]
@@ -57,15 +57,22 @@ def start_system(base: str, capabilities: Mapping[str, Any] | None = None,
     a fresh `'Admin Port'` unless they name one.
     """
     capabilities = dict(capabilities or {})
-    if base == "multiprocTCPBase":
-        capabilities.setdefault("Admin Port", free_port())
+    fresh_port = base == "multiprocTCPBase" and "Admin Port" not in capabilities
     for attempt in range(3):
+        if fresh_port:
+            capabilities["Admin Port"] = free_port()
+        before = set(child_pids(os.getpid()))
         try:
             asys = ActorSystem(base, capabilities, logDefs=None, transientUnique=True)
             break
         except InvalidActorAddress:
-            # On a loaded machine the new admin can be slower than Thespian's start-up
-            # wait; asking again attaches to it once it listens.
+            # On a loaded machine the new admin can miss Thespian's start-up wait (~11 s).
+            # On a port of the caller's, asking again attaches to it once it listens; on a
+            # fresh one (which another socket may have taken meanwhile) the admins this
+            # attempt forked are ended and a new port is tried.
+            if fresh_port:
+                for admin in set(child_pids(os.getpid())) - before:
+                    kill_tree(admin)
             if attempt == 2:
                 raise
             time.sleep(0.5)

@@ -2,14 +2,20 @@
 
 `python handle_exit.py DIR BASE MODE`: sends 3,000 messages through a lingering
 handle, then with MODE `shutdown` calls `ActorSystem.shutdown()` (no `stop()`),
-with MODE `forget` just exits (no `stop()`, no `shutdown()`). Prints the OS
+with MODE `forget` just exits (no `stop()`, no `shutdown()`), with MODE `sigterm`
+keeps them in a handle that lingers for a minute and waits for the SIGTERM that
+docs/shutdown.md's handler turns into an exit (its `sent` file says when). Prints the OS
 session id of the actor system, then the pids that belong to the system itself
 (admin, logger, probe), before the server starts.
 """
 
 from __future__ import annotations
 
+import signal
 import sys
+import time
+from pathlib import Path
+from typing import Any
 
 from sinks import RecordingSink
 
@@ -21,8 +27,15 @@ if __name__ == "__main__":
     asys, sid = start_system(base)
     assert sid is not None
     print(sid, *session_pids(sid), flush=True)
-    server = Pachka.start(system=asys, sink=RecordingSink(directory), max_batch_size=100)
+    if mode == "sigterm":  # as docs/shutdown.md says
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    lingering: dict[str, Any] = {"linger": 60.0, "buffer_size": 5000} if mode == "sigterm" else {}
+    server = Pachka.start(system=asys, sink=RecordingSink(directory), max_batch_size=100,
+                          **lingering)
     for i in range(3000):
         server.send_message(i)
     if mode == "shutdown":
         asys.shutdown()
+    elif mode == "sigterm":
+        (Path(directory) / "sent").touch()
+        time.sleep(120)

@@ -62,6 +62,13 @@ class RecordingSink(Sink):
         return self.retry_seconds
 
 
+class SizedSink(RecordingSink):
+    """Measures a message `[id, size]` as its `size` (ids stay unique down to 1 byte)."""
+
+    def message_size(self, message: Any, server_value: Any) -> int:
+        return int(message[1])
+
+
 class DrainingRecordingSink(RecordingSink):
     """Also has Pachka's optional `drain_on_terminate`; fails it while `drain-fail` exists."""
 

@@ -1,4 +1,9 @@
-"""Hypothesis stateful test of the pure core: any interleaving of events keeps Pachka's promises."""
+"""Hypothesis stateful test of the pure core: any interleaving of events keeps Pachka's promises.
+
+Messages have sizes (drawn, 0 to 12 bytes) for the byte rules: no batch over
+`max_batch_bytes`, cut as soon as the next message would not fit; a message larger
+refused whole, never queued; `critical_queue_bytes` exact as `critical_queue_size`.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ from hypothesis.stateful import (
     rule,
 )
 
+from pachka_actors._journal import Live, records_of
 from pachka_actors.core import (
     Answer,
     ArmRetryTimer,
@@ -24,6 +30,7 @@ from pachka_actors.core import (
     DeadLetters,
     Drain,
     DrainDone,
+    Draining,
     Effect,
     ExitRequested,
     ExportDone,
@@ -33,6 +40,7 @@ from pachka_actors.core import (
     MessagesReceived,
     PachkaCore,
     Reply,
+    Restored,
     Spill,
     StartExport,
     State,
@@ -41,7 +49,7 @@ from pachka_actors.core import (
     TimerFired,
     TimerKind,
 )
-from pachka_actors.errors import PermanentSinkError
+from pachka_actors.errors import MessageTooLarge, Overloaded, PermanentSinkError
 from pachka_actors.messages import Accepted, Granted
 from pachka_actors.sink import Batch
 
@@ -61,17 +69,28 @@ class CoreModel(RuleBasedStateMachine):
         drains=st.booleans(),
         spills=st.booleans(),
         poison_every=st.sampled_from([None, 2, 5]),
+        max_batch_bytes=st.sampled_from([None, 4, 10]),
+        critical_queue_bytes=st.sampled_from([None, 8, 25]),
+        restored=st.lists(st.lists(st.integers(0, 14), min_size=1, max_size=7), max_size=3),
     )
     def start(self, max_batch_size: int, critical_queue_size: int,
               max_batch_delay: float | None, export_timeout: float | None,
               credit_timeout: float | None, shutdown_timeout: float | None,
-              drains: bool, spills: bool, poison_every: int | None) -> None:
+              drains: bool, spills: bool, poison_every: int | None,
+              max_batch_bytes: int | None, critical_queue_bytes: int | None,
+              restored: list[list[int]]) -> None:
         self.core = PachkaCore(max_batch_size=max_batch_size,
                                critical_queue_size=critical_queue_size,
                                max_batch_delay=max_batch_delay,
                                export_timeout=export_timeout, credit_timeout=credit_timeout,
                                shutdown_timeout=shutdown_timeout, drains=drains, spills=spills,
-                               batch_prefix="b")
+                               batch_prefix="b", max_batch_bytes=max_batch_bytes,
+                               critical_queue_bytes=critical_queue_bytes,
+                               notes=[] if spills else None)
+        self.size_of: dict[int, int] = {-1: 1, -2: 13}  # every message's size, as measured
+        self.grant_bytes: dict[int, int] = {}  # open grants' bytes, as the producers see them
+        self.journal = Live()  # what a journal replaying the core's notes holds
+        self.spilled: list[Batch] = []  # a journal keeps them: spilled is not delivered
         self.accepted = 0  # messages are the integers 0, 1, 2, ... in the order sent
         self.poison_every = poison_every  # message m fails on its own when m % this == 1
         self.delivered_upto = 0  # the good messages before it are delivered, in order
@@ -89,8 +108,27 @@ class CoreModel(RuleBasedStateMachine):
         self.grants: dict[int, int] = {}  # open credit grants, as the producers see them
         self.expired: set[int] = set()
         self.beyond_capacity = False  # an expired grant's messages came anyway
-        self.waiters: dict[int, int] = {}  # credit requests waiting for room: id -> count
+        self.waiters: dict[int, tuple[int, int]] = {}  # waiting requests: id -> (count, size)
         self.next_waiter = 0
+        self.too_large: set[int] = set()  # restored, larger than max_batch_bytes now
+        self.restore(restored)
+
+    def restore(self, sizes: list[list[int]]) -> None:
+        """Batches a previous server spilled (under other limits, maybe) go first: the
+        messages 0, 1, ...; one larger than max_batch_bytes now ends as a dead letter."""
+        batches = []
+        for n, batch_sizes in enumerate(sizes):
+            messages = list(range(self.accepted, self.accepted + len(batch_sizes)))
+            self.size_of.update(zip(messages, batch_sizes, strict=True))
+            self.too_large.update(m for m in messages if self.core.max_batch_bytes is not None
+                                  and self.size_of[m] > self.core.max_batch_bytes)
+            batches.append(Batch(messages, f"old-{n}"))
+            self.accepted += len(messages)
+        for batch in batches:  # a journal holds what it gives the next server, whole
+            self.journal.apply(("B", batch))
+        if batches:
+            self.apply(self.core.handle(Restored(batches, sizes if self.core.measures
+                                                 else None)))
 
     # ---- the shell's side ------------------------------------------------------------
 
@@ -101,13 +139,20 @@ class CoreModel(RuleBasedStateMachine):
                 case Answer(Accepted() | Granted() as reply):
                     replies.append(reply)
                 case Reply(int() as waiter, Granted() as grant):
-                    count = self.waiters.pop(waiter)
+                    count, size = self.waiters.pop(waiter)
                     assert grant.count <= count
                     if grant.credit is not None:
-                        self.grants[grant.credit] = grant.count
+                        self.granted(grant, size)
                 case StartExport(_, batch):
                     assert self.in_flight is None, "two exports in flight"
                     assert 0 < len(batch) <= self.core.max_batch_size
+                    if not isinstance(batch, DeadLetters):  # for send_batch: under the ceiling
+                        self.check_ceiling(batch)
+                    if batch.id == f"b{self.core._batches}" and batch.id not in self.batch_ids \
+                            and self.core.queue:  # just cut, the next message behind it:
+                        assert len(batch) == self.core.max_batch_size or self.bytes(
+                            [*batch, self.core.queue[0]]) > (self.core.max_batch_bytes or 0), \
+                            "a batch cut before it was full"
                     # A batch keeps its id, and its messages, however often it is retried.
                     assert self.batch_ids.setdefault(batch.id, list(batch)) == list(batch)
                     self.in_flight = effect
@@ -121,10 +166,18 @@ class CoreModel(RuleBasedStateMachine):
                     assert self.live.pop(timer.token, None) == timer, "cancelled a dead timer"
                 case Drain(messages):
                     assert messages and self.core.drains and self.core.terminating
+                    at = 0
+                    for _, count in messages.parts:  # each part a batch within the ceiling
+                        self.check_ceiling(messages[at:at + count])
+                        at += count
                     self.draining = messages
                 case Spill(batches):
                     assert batches and self.core.spills and self.exit_requested
                     assert all(0 < len(b) <= self.core.max_batch_size for b in batches)
+                    for b in batches:
+                        if not isinstance(b, DeadLetters):
+                            self.check_ceiling(b)
+                    self.spilled += batches
                     spilled = [m for b in batches for m in b]
                     self.deliver([m for m in spilled if not self.poison(m)])  # in order
                     self.account([m for m in spilled if self.poison(m)])
@@ -134,6 +187,37 @@ class CoreModel(RuleBasedStateMachine):
                     pass
         assert self.core.state is State.STOPPED or not self.stopped
         return replies
+
+    def bytes(self, messages: list[Any]) -> int:
+        return sum(self.size_of[m] for m in messages)
+
+    def check_ceiling(self, batch: list[Any]) -> None:
+        limit = self.core.max_batch_bytes
+        assert limit is None or self.bytes(batch) <= limit, \
+            f"a batch of {self.bytes(batch)} bytes over max_batch_bytes={limit}"
+
+    def sized(self, messages: list[int]) -> list[int] | None:
+        """The sizes the shell passes: measured when the core has a byte limit."""
+        return [self.size_of[m] for m in messages] if self.core.measures else None
+
+    def free_bytes(self) -> int:
+        assert self.core.critical_queue_bytes is not None
+        return (self.core.critical_queue_bytes - self.core.queue_bytes
+                - self.core.reserved_bytes)
+
+    def granted(self, grant: Granted, size: int) -> None:
+        """A grant, checked for its bytes: room the message asking fits in, up to a batch."""
+        assert grant.credit is not None and grant.max_batch_bytes == self.core.max_batch_bytes
+        self.grants[grant.credit] = grant.count
+        if self.core.critical_queue_bytes is None:
+            assert grant.bytes is None
+            return
+        # (a producer measuring a message larger than a batch refuses it: MessageTooLarge)
+        limit = self.core.max_batch_bytes
+        assert grant.bytes is not None
+        assert max(size, 1) <= grant.bytes <= (limit or grant.bytes) \
+            or (limit is not None and grant.bytes == limit < size)
+        self.grant_bytes[grant.credit] = grant.bytes
 
     def arm(self, timer: Timer) -> None:
         assert timer.token not in self.live
@@ -146,7 +230,9 @@ class CoreModel(RuleBasedStateMachine):
         return self.core.handle(TimerFired(timer))
 
     def poison(self, message: int) -> bool:
-        return self.poison_every is not None and message % self.poison_every == 1
+        """Fails on its own: a poison message, or one no batch can hold now."""
+        return message in self.too_large or (self.poison_every is not None
+                                             and message % self.poison_every == 1)
 
     def takes(self, batch: Batch) -> bool:
         """Whether the sink would take `batch` (a dead letter is never taken twice here)."""
@@ -184,44 +270,64 @@ class CoreModel(RuleBasedStateMachine):
 
     # ---- rules ----------------------------------------------------------------------
 
-    @rule(count=st.integers(0, 8))
-    def send(self, count: int) -> None:
+    @rule(sizes=st.lists(st.integers(0, 12), max_size=8))
+    def send(self, sizes: list[int]) -> None:
+        count = len(sizes)
         room = self.core.critical_queue_size - len(self.core.queue)
         terminating = self.core.terminating
         messages = list(range(self.accepted, self.accepted + count))
-        [reply] = self.apply(self.core.handle(MessagesReceived(messages)))
+        self.size_of.update(zip(messages, sizes, strict=True))
+        limit = self.core.max_batch_bytes
+        too_large = [i for i, size in enumerate(sizes) if limit is not None and size > limit]
+        free = None if self.core.critical_queue_bytes is None else self.free_bytes()
+        [reply] = self.apply(self.core.handle(MessagesReceived(messages, None,
+                                                               self.sized(messages))))
         assert isinstance(reply, Accepted)
+        if too_large:  # refused whole, naming the first, never queued
+            assert reply.count == 0 and isinstance(reply.refused, MessageTooLarge)
+            assert (reply.refused.size, reply.refused.limit) == (sizes[too_large[0]], limit)
+            assert reply.refused.index == (too_large[0] if count > 1 else None)
+            return
         expected = 0 if terminating else max(0, min(count, room - self.core.reserved))
+        by_count = expected
+        if free is not None:  # the prefix that fits in bytes too
+            while expected and sum(sizes[:expected]) > free:
+                expected -= 1
         assert reply.count == expected
         assert (reply.refused is not None) == (expected < count or terminating)
         if reply.refused is not None:
+            assert isinstance(reply.refused, Overloaded)
             assert reply.refused.terminating == terminating
+            if not terminating:  # which limit refused the first message not taken
+                assert reply.refused.limit == ("critical_queue_bytes" if expected < by_count
+                                               else "critical_queue_size")
         self.accepted += reply.count
 
-    @rule(count=st.integers(1, 8))
-    def request_credit(self, count: int) -> None:
+    @rule(count=st.integers(1, 8), size=st.integers(0, 12))
+    def request_credit(self, count: int, size: int) -> None:
         room = self.core.critical_queue_size - len(self.core.queue) - self.core.reserved
-        [grant] = self.apply(self.core.handle(CreditRequested(count)))
+        fits = self.core.critical_queue_bytes is None or self.free_bytes() >= max(size, 1)
+        [grant] = self.apply(self.core.handle(CreditRequested(count, size=size)))
         assert isinstance(grant, Granted)
-        expected = 0 if self.core.terminating else max(0, min(count, room))
+        expected = 0 if self.core.terminating or not fits else max(0, min(count, room))
         assert grant.count == expected
         assert (grant.credit is None) == (expected == 0)
         if grant.credit is not None:
-            self.grants[grant.credit] = grant.count
+            self.granted(grant, size)
 
-    @rule(count=st.integers(1, 8))
-    def request_credit_waiting(self, count: int) -> None:
+    @rule(count=st.integers(1, 8), size=st.integers(0, 12))
+    def request_credit_waiting(self, count: int, size: int) -> None:
         """A blocking producer: with no room, its request waits for some, in turn."""
         waiter, self.next_waiter = self.next_waiter, self.next_waiter + 1
-        self.waiters[waiter] = count
-        replies = self.apply(self.core.handle(CreditRequested(count, 1.0, waiter)))
+        self.waiters[waiter] = (count, size)
+        replies = self.apply(self.core.handle(CreditRequested(count, 1.0, waiter, size)))
         if replies:  # room at once, or a stopping server: answered like any request
             [grant] = replies
             assert isinstance(grant, Granted)
             assert (grant.credit is None) == self.core.terminating
             del self.waiters[waiter]
             if grant.credit is not None:
-                self.grants[grant.credit] = grant.count
+                self.granted(grant, size)
         else:
             assert waiter in self.waiters and any(w[0] == waiter for w in self.core.waiting)
 
@@ -233,20 +339,30 @@ class CoreModel(RuleBasedStateMachine):
         self.apply(self.fire(timer))
 
     @precondition(lambda self: self.grants or self.expired)
-    @rule(data=st.data())
-    def ship_credited(self, data: st.DataObject) -> None:
-        """A producer ships what it buffered under a grant: all of it is taken, always."""
+    @rule(data=st.data(), mismeasured=st.booleans())
+    def ship_credited(self, data: st.DataObject, mismeasured: bool) -> None:
+        """A producer ships what it buffered under a grant: all of it is taken, always; but
+        for a message larger than max_batch_bytes (`mismeasured`: the producer measured it
+        otherwise), which is not."""
         credit = data.draw(st.sampled_from(sorted([*self.grants, *self.expired])))
         limit = self.grants.pop(credit, None)
+        room = self.grant_bytes.pop(credit, 12 * 3)
         if limit is None:
             self.expired.discard(credit)
             limit = 3
             self.beyond_capacity = True
         count = data.draw(st.integers(0, limit))
         messages = list(range(self.accepted, self.accepted + count))
+        for m in messages:  # each within the grant's bytes and a batch's
+            size = data.draw(st.integers(0, min(room, self.core.max_batch_bytes or 12)))
+            self.size_of[m], room = size, room - size
+        mismeasured = mismeasured and self.core.max_batch_bytes is not None
+        shipped = [*messages, -2] if mismeasured else messages
         stopped = self.core.state is State.STOPPED
-        [reply] = self.apply(self.core.handle(MessagesReceived(messages, credit)))
+        [reply] = self.apply(self.core.handle(MessagesReceived(shipped, credit,
+                                                               self.sized(shipped))))
         assert reply.count == (0 if stopped else count)
+        assert isinstance(reply.refused, MessageTooLarge) == (mismeasured and not stopped)
         self.accepted += reply.count
 
     @precondition(lambda self: self.grants)
@@ -255,6 +371,7 @@ class CoreModel(RuleBasedStateMachine):
         credit = data.draw(st.sampled_from(sorted(self.grants)))
         self.expired.add(credit)
         del self.grants[credit]
+        self.grant_bytes.pop(credit, None)
         reserved, waiting = self.core.reserved, len(self.waiters)
         timer = Timer(TimerKind.CREDIT, credit)
         self.apply(self.fire(timer) if credit in self.live
@@ -337,6 +454,7 @@ class CoreModel(RuleBasedStateMachine):
             self.apply(self.fire(bound[0]))
             assert self.in_flight is None and not self.core.credits
             self.grants.clear()  # given up: their producers report what they held
+            self.grant_bytes.clear()
             if self.draining is not None:
                 self.drain_finished(ok=True)
             if not self.core.spills and self.core.done:
@@ -371,7 +489,8 @@ class CoreModel(RuleBasedStateMachine):
                 break
             if self.grants:  # producers ship what they hold, or give their credits back
                 credit, _ = self.grants.popitem()
-                self.apply(self.core.handle(MessagesReceived([], credit)))
+                self.grant_bytes.pop(credit, None)
+                self.apply(self.core.handle(MessagesReceived([], credit, self.sized([]))))
             elif self.draining is not None:
                 self.drain_finished(ok=True)
             elif self.in_flight is not None:
@@ -381,12 +500,27 @@ class CoreModel(RuleBasedStateMachine):
         assert self.core.state is State.STOPPED
         assert len(self.done) + self.lost == self.accepted
         assert not [t for t in self.live.values() if t.kind is not TimerKind.CREDIT]
-        [reply] = self.apply(self.core.handle(MessagesReceived([-1])))
+        [reply] = self.apply(self.core.handle(MessagesReceived([-1], None, self.sized([-1]))))
         assert reply.count == 0
         [grant] = self.apply(self.core.handle(CreditRequested(1)))
         assert grant.count == 0
 
     # ---- invariants -----------------------------------------------------------------
+
+    @invariant()
+    def the_journal_holds_what_the_core_holds(self) -> None:
+        """Replayed, the notes rebuild every batch the core holds (or spilled), under its id,
+        and its queue: what a journal gives the next server."""
+        for record in records_of(self.core.take_notes()):
+            self.journal.apply(record)
+        if self.core.notes is None:
+            return
+        phase = self.core.phase
+        held = [*([self.core.batch] if self.core.batch else []), *self.core.pending,
+                *(phase.batches if isinstance(phase, Draining) else []), *self.spilled]
+        assert {b.id: list(b) for b in held} == {
+            i: list(b) for i, b in self.journal.batches.items()}
+        assert list(self.journal.queued) == list(self.core.queue)
 
     @invariant()
     def bounded(self) -> None:
@@ -396,6 +530,24 @@ class CoreModel(RuleBasedStateMachine):
             assert len(self.core.queue) + self.core.reserved <= self.core.critical_queue_size
         if self.core.state in (State.EXPORTING, State.RETRY_BACKOFF):
             assert 0 < len(self.core.batch) <= self.core.max_batch_size
+            if not isinstance(self.core.batch, DeadLetters):
+                self.check_ceiling(self.core.batch)
+
+    @invariant()
+    def bounded_in_bytes(self) -> None:
+        """The queue's bytes are its messages' sizes, and critical_queue_bytes holds with
+        the bytes granted, exactly (but for an expired grant's messages that came)."""
+        core = self.core
+        assert core.credit_bytes == self.grant_bytes
+        assert core.reserved_bytes == sum(core.credit_bytes.values()) >= 0
+        if core.measures:
+            assert list(core.sizes) == [self.size_of[m] for m in core.queue]
+            assert core.queue_bytes == self.bytes(list(core.queue))
+        else:
+            assert not core.sizes and core.queue_bytes == 0
+        if core.critical_queue_bytes is not None and not self.beyond_capacity:
+            assert core.queue_bytes + core.reserved_bytes <= core.critical_queue_bytes
+        assert -2 not in core.queue, "a message too large for any batch was queued"
 
     @invariant()
     def waiting_only_while_full(self) -> None:
@@ -403,7 +555,9 @@ class CoreModel(RuleBasedStateMachine):
         core = self.core
         if core.waiting:
             assert not core.terminating
-            assert len(core.queue) + core.reserved >= core.critical_queue_size
+            head = self.waiters[core.waiting[0][0]][1]
+            assert len(core.queue) + core.reserved >= core.critical_queue_size or (
+                core.critical_queue_bytes is not None and self.free_bytes() < max(head, 1))
         assert {w[0] for w in core.waiting} == set(self.waiters)
 
     @invariant()
@@ -428,6 +582,8 @@ class CoreModel(RuleBasedStateMachine):
             assert not core.queue and core.credits  # only promised messages are awaited
         if core.state is State.IDLE and not core.terminating:
             assert len(core.queue) < core.max_batch_size
+            # full in bytes (the next message would not fit, or none could) goes out at once
+            assert core.max_batch_bytes is None or core.queue_bytes < core.max_batch_bytes
             timed = core.queue and core.max_batch_delay is not None
             assert (core.timer is not None) == bool(timed)
         if core.state is State.RETRY_BACKOFF:

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from pachka_actors._credits import AskRoom, Credits, Ship
-from pachka_actors.errors import Overloaded
+from pachka_actors.errors import MessageTooLarge, Overloaded
 
 
 class CreditsModel(RuleBasedStateMachine):
@@ -48,6 +48,7 @@ class CreditsModel(RuleBasedStateMachine):
         self.gone = False
         self.closed = False
         self.refusal_due = False  # a refusal that the next take finding no room must raise
+        self.max_bytes: int | None = None  # the server's max_batch_bytes, as its grants say
 
     def perform(self) -> None:
         """What a shell does after every call: send the actions, in order."""
@@ -62,8 +63,9 @@ class CreditsModel(RuleBasedStateMachine):
             assert action.credit not in self.shipped_credits, "a grant shipped twice"
             count, room = self.granted[action.credit]
             assert len(action.messages) <= count, "more messages than the grant's room"
-            if room is not None and len(action.messages) > 1:
-                assert sum(self.sizes[m] for m in action.messages) <= room
+            if room is not None:
+                assert sum(self.sizes[m] for m in action.messages) <= room, \
+                    "more bytes than the grant's room"
             self.shipped_credits.add(action.credit)
             self.shipped += action.messages
             self.ships[action.ref] = action
@@ -78,6 +80,12 @@ class CreditsModel(RuleBasedStateMachine):
         message = len(self.taken)
         if not self.bytes_limited:
             size = 0
+        if self.max_bytes is not None and size > self.max_bytes:
+            assert not (fast and self.credits.add(message, size)), "add took a message too large"
+            with pytest.raises(MessageTooLarge):
+                self.credits.take(message, size, self.now, wait)
+            assert not self.credits.outbox, "a message too large for any batch asked for room"
+            return
         oracle = copy.deepcopy(self.credits)
         if fast and self.credits.add(message, size):
             assert oracle.take(message, size, self.now, wait) and not oracle.outbox, \
@@ -105,6 +113,8 @@ class CreditsModel(RuleBasedStateMachine):
             else:
                 assert self.credits.current is None
                 assert self.credits.asking is not None, "no room and nobody asking"
+                asked = [a for a in self.credits.outbox if isinstance(a, AskRoom)]
+                assert all(a.size == size for a in asked), "asked for room it may not fit"
         self.perform()
 
     @precondition(lambda self: not self.gone)
@@ -141,8 +151,9 @@ class CreditsModel(RuleBasedStateMachine):
 
     @precondition(lambda self: self.asks)
     @rule(data=st.data(), fraction=st.sampled_from([0.0, 0.5, 1.0]),
-          room=st.sampled_from([None, 0, 3, 8]))
-    def answer(self, data: st.DataObject, fraction: float, room: int | None) -> None:
+          room=st.sampled_from([None, 0, 3, 8]), max_bytes=st.sampled_from([None, 4]))
+    def answer(self, data: st.DataObject, fraction: float, room: int | None,
+               max_bytes: int | None) -> None:
         ref = data.draw(st.sampled_from(sorted(self.asks)))
         ask = self.asks.pop(ref)
         late = ref in self.given_up
@@ -152,8 +163,12 @@ class CreditsModel(RuleBasedStateMachine):
         if count:
             credit, self.next_credit = self.next_credit, self.next_credit + 1
             size = room if self.bytes_limited else None
+            if size is not None and ask.size:
+                size = max(size, ask.size)  # the server grants room the message fits in
+            self.max_bytes = max_bytes if self.bytes_limited else None
             self.granted[credit] = (count, size)
-            assert self.credits.answered(ref, self.now, credit, count, size=size)
+            assert self.credits.answered(ref, self.now, credit, count, size=size,
+                                         max_bytes=self.max_bytes)
         else:
             assert self.credits.answered(ref, self.now, None, 0, Overloaded("full"))
             if not (late or self.closed) and ref in self.needed:
@@ -228,13 +243,30 @@ class CreditsModel(RuleBasedStateMachine):
 TestCredits = CreditsModel.TestCase
 
 
-def test_a_message_larger_than_the_room_goes_alone() -> None:
+def test_a_message_larger_than_the_room_gives_it_back_and_asks_for_room_it_fits() -> None:
+    """Overload stays exact in bytes: no grant takes more bytes than it reserved."""
     credits = Credits(4, 1.0, 1.0, itertools.count(1).__next__, ahead=True)
     assert not credits.take("a", 10, 0.0)
     (ask,) = credits.drain()
     assert isinstance(ask, AskRoom) and credits.answered(ask.ref, 0.0, 7, 4, size=5)
-    assert credits.take("big", 10, 0.0)  # an empty grant takes any one message
-    assert [type(a) for a in credits.drain()] == [Ship, AskRoom]  # then the next room
+    assert not credits.take("big", 10, 0.0)
+    back, again = credits.drain()
+    assert isinstance(back, Ship) and back.credit == 7 and not back.messages
+    assert isinstance(again, AskRoom) and again.size == 10
+    credits.answered(again.ref, 0.0, None, 0, Overloaded("full in bytes"))
+    with pytest.raises(Overloaded):
+        credits.take("big", 10, 0.0)
+
+
+def test_a_message_larger_than_max_batch_bytes_is_refused_at_take() -> None:
+    credits = Credits(4, 1.0, 1.0, itertools.count(1).__next__, ahead=False)
+    assert not credits.take("a", 3, 0.0)
+    (ask,) = credits.drain()
+    credits.answered(ask.ref, 0.0, 7, 4, size=100, max_bytes=8)
+    assert credits.measures
+    with pytest.raises(MessageTooLarge, match=r"9 bytes.*max_batch_bytes=8"):
+        credits.take("big", 9, 0.0)
+    assert credits.take("a", 8, 0.0) and credits.buffered == 1
 
 
 def test_a_refusal_while_room_is_held_is_not_raised() -> None:

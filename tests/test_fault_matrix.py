@@ -342,6 +342,37 @@ def test_ledger_delivers_exactly_once_despite_kills_after_commit(
     assert len(got) + len(letters) == ROWS  # accepted = rows + dead-lettered
 
 
+@pytest.mark.parametrize(("system", "database"), [
+    pytest.param(TCP, "sqlite", id="tcp-sqlite"),
+    pytest.param(TCP, "postgres", id="tcp-postgres"),
+], indirect=["system", "database"])
+def test_sigkilled_server_with_a_journal_loses_nothing(
+        system: ActorSystem, tmp_path: Path, database: tuple[TableSink[Any], Read]) -> None:
+    """Issue 19: the server process SIGKILLed with rows queued and a batch in flight (its
+    exporters SIGKILLed after every 3rd commit too); a new server on the same journal
+    sends the rest first, under the same batch ids. Lost 0, duplicates 0 (the ledger),
+    every row in order, every NULL a dead letter once."""
+    sink, read = database
+    journal = tmp_path / "journal"
+    messages = [{"i": None if n in NULLS else n} for n in range(ROWS)]
+    options: dict[str, Any] = {"max_batch_size": 50, "max_batch_delay": 0.02,
+                               "export_timeout": 1.0, "journal_path": str(journal)}
+    first = Pachka.start(system=system, sink=KillAfterCommit(sink, tmp_path, 3), **options)
+    assert first.send_messages(messages) == ROWS
+    wait_for(lambda: records(tmp_path, "commit"))
+    server_pid = int((tmp_path / "journal.lock").read_text())  # the holder of the journal
+    os.kill(server_pid, signal.SIGKILL)
+    wait_for(lambda: process_gone(server_pid))
+    assert len(read()[0]) < ROWS - len(NULLS)  # the kill left rows to deliver
+    second = Pachka.start(system=system, sink=KillAfterCommit(sink, tmp_path, 3), **options)
+    second.stop(timeout=60)
+    got, letters = read()
+    assert len(got) == len(set(got)), f"{len(got) - len(set(got))} duplicates"
+    assert got == [n for n in range(ROWS) if n not in NULLS]  # nothing lost, in order
+    assert [json.loads(m) for m in letters] == [{"i": None}] * len(NULLS)
+    assert os.path.getsize(journal) == 0  # all delivered: nothing left to send
+
+
 # ---- the server gets ActorExitRequest (what ActorSystem.shutdown() sends) mid-export --------
 
 M = 100

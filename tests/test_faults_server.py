@@ -15,7 +15,7 @@ from support import actor_system, fire, process_gone, start, touch, wait_state
 from thespian.actors import ActorSystem
 
 from pachka_actors import Overloaded, Pachka, _ask
-from pachka_actors._process import _children, stat
+from pachka_actors._process import child_pids, stat
 from pachka_actors.messages import State, TimerKind
 
 
@@ -27,8 +27,8 @@ def parent_of(pid: int) -> int:
 
 def exporters_of(server_pid: int, count: int) -> list[int]:
     """The server's exporter processes, once there are `count` (the busy one and a spare)."""
-    found: list[int] = wait_for(lambda: len(_children(server_pid)) >= count
-                                and _children(server_pid))
+    found: list[int] = wait_for(lambda: len(child_pids(server_pid)) >= count
+                                and child_pids(server_pid))
     return found
 
 

@@ -122,3 +122,18 @@ def test_a_gone_server_raises_public_errors(tcp_system: ActorSystem, tmp_path: P
         other.stats()
     other.flush()  # nothing to ship: nothing to say
     other.stop()  # stopped elsewhere: nothing lost
+
+
+def test_stats_after_stop_are_the_final_counters(any_system: ActorSystem,
+                                                 tmp_path: Path) -> None:
+    """What a program reports at its end ("12 delivered, 0 lost") needs the counters as the
+    server exited; after this handle's `stop()` `stats()` returns them, without a server
+    to ask. `status()`, which describes a running server, still raises `NotStarted`."""
+    server = Pachka.start(system=any_system, sink=RecordingSink(tmp_path), max_batch_size=5)
+    server.send_messages(list(range(12)))
+    server.stop()
+    final = server.stats()
+    assert (final.accepted, final.exported, final.batches_exported) == (12, 12, 3)
+    assert (final.queue_length, final.batch_length) == (0, 0)
+    with pytest.raises(NotStarted):
+        server.status()

@@ -78,6 +78,34 @@ def test_forgotten_shutdown_stops_the_server(tmp_path: Path) -> None:
         kill(set(session_pids(sid)))
 
 
+@pytest.mark.multiproc
+def test_sigterm_turned_into_an_exit_ships_the_handles_buffer(tmp_path: Path) -> None:
+    """docs/shutdown.md: a producer killed by SIGTERM runs no exit hook and loses what its
+    handle buffered, unless it turns SIGTERM into an exit; with that one line, the 3,000
+    messages a handle lingering for a minute holds are all delivered, once."""
+    with open(tmp_path / "out", "w") as out, open(tmp_path / "err", "w") as err:
+        producer = subprocess.Popen(
+            [sys.executable, str(TESTS / "handle_exit.py"), str(tmp_path), "multiprocTCPBase",
+             "sigterm"], stdout=out, stderr=err,
+            env={**os.environ, "PYTHONPATH": f"{TESTS}:{TESTS.parent}"})
+    sid: int | None = None
+    try:
+        wait_for(lambda: (tmp_path / "sent").exists(), timeout=60)
+        sid = int((tmp_path / "out").read_text().split()[0])
+        RECORDS.append(SystemRecord("of a child process", sid))  # checked at the end of the run
+        assert delivered(tmp_path) == []  # all in the handle's buffer
+        producer.send_signal(signal.SIGTERM)
+        assert producer.wait(timeout=60) == 128 + signal.SIGTERM
+        err_text = (tmp_path / "err").read_text()
+        assert "Traceback" not in err_text, err_text
+        assert delivered(tmp_path) == list(range(3000))
+    finally:
+        producer.kill()
+        producer.wait()
+        if sid is not None:
+            kill(set(session_pids(sid)))
+
+
 def test_a_forked_child_leaves_its_parents_handle_alone(tcp_system: ActorSystem,
                                                          tmp_path: Path) -> None:
     """A program with a handle forks a child (not through Thespian) that ends normally:

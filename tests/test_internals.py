@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 from sinks import wait_for
-from thespian.actors import Actor, ActorAddress, ActorSystem
+from thespian.actors import Actor, ActorAddress, ActorSystem, InvalidActorAddress
 
-from pachka_actors import errors
+from pachka_actors import errors, systems
 from pachka_actors._base import (
     Base,
     child_pid,
@@ -216,3 +216,34 @@ def test_a_long_lived_pool_forgets_dead_exporters_as_they_die() -> None:
         pool.closed = True
         if pool.listener is not None:
             pool.listener.close()
+
+
+def test_a_system_start_that_misses_its_wait_ends_its_admin_and_tries_a_new_port(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """CI saw `InvalidActorAddress` from a fresh port three times in a row under load: the
+    second and third attempts asked the same port again. Now each attempt on a port of
+    `start_system`'s own choosing gets a new one, and what a failed attempt forked (here a
+    stand-in admin, a process in a session of its own) is ended, not left running."""
+    ports: list[int] = []
+    stand_ins: list[subprocess.Popen[bytes]] = []
+    real = ActorSystem
+
+    def slow_then_real(base: str, capabilities: dict[str, Any], **kwargs: Any) -> ActorSystem:
+        ports.append(capabilities["Admin Port"])
+        if len(ports) == 1:
+            stand_ins.append(subprocess.Popen(["sleep", "60"], start_new_session=True))
+            raise InvalidActorAddress(None, "not a valid or useable ActorSystem Admin")
+        return real(base, capabilities, **kwargs)
+
+    monkeypatch.setattr(systems, "ActorSystem", slow_then_real)
+    asys, sid = systems.start_system("multiprocTCPBase")
+    try:
+        assert len(ports) == 2 and ports[0] != ports[1]
+        assert stand_ins[0].wait(timeout=5) == -signal.SIGKILL
+        probe = asys.createActor(systems.SessionProbe)
+        assert sid is not None and asys.ask(probe, "sid", 10) == sid  # the system works
+    finally:
+        for stand_in in stand_ins:
+            stand_in.kill()
+            stand_in.wait()
+        systems.shutdown_system(asys, sid)

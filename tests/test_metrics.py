@@ -42,7 +42,7 @@ def test_counters_reach_plain_stats_and_the_sdk() -> None:
     reader = sdk_export.InMemoryMetricReader()
     provider = sdk_metrics.MeterProvider(metric_readers=[reader])
     queue = [7, 3]
-    metrics = Metrics("events", lambda: provider, lambda: (queue[0], queue[1]), capacity=50)
+    metrics = Metrics("events", lambda: provider, lambda: (queue[0], queue[1], 0), capacity=50)
     metrics.on_accepted(10)
     metrics.on_accepted(0)
     metrics.on_refused(2, QUEUE_FULL)
@@ -80,7 +80,7 @@ def test_instrument_kinds_follow_the_conventions() -> None:
     a monotonic counter, as otel.sdk.processor.<signal>.queue.size/.queue.capacity/.processed."""
     reader = sdk_export.InMemoryMetricReader()
     provider = sdk_metrics.MeterProvider(metric_readers=[reader])
-    metrics = Metrics("events", lambda: provider, lambda: (1, 1), capacity=2)
+    metrics = Metrics("events", lambda: provider, lambda: (1, 1, 0), capacity=2)
     metrics.on_exported(1, 0.01)
     kinds = {metric.name: (type(metric.data).__name__, getattr(metric.data, "is_monotonic", None))
              for resource in reader.get_metrics_data().resource_metrics

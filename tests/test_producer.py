@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from producer_actors import Flush, Open, Produce, Produced, Producer, Report
 from sinks import delivered, wait_for
-from support import start
+from support import start, touch
 from thespian.actors import ActorAddress, ActorExitRequest, ActorSystem, WakeupMessage
 
 from pachka_actors import ActorTimeout, BufferedProducer, ConfigError, Overloaded, Pachka
@@ -201,3 +201,27 @@ class _Actor:
 
     def requests(self, kind: type) -> list[Ask]:
         return [m for m in self.sent if isinstance(m.request, kind)]
+
+
+def test_byte_limits_hold_for_an_actor_producer(tcp_system: ActorSystem,
+                                                tmp_path: Path) -> None:
+    """Grants reserve bytes: the queue takes what fits in `critical_queue_bytes` exactly;
+    a message larger than `max_batch_bytes` is refused at `send`, never queued."""
+    touch(tmp_path, "block")  # the first batch stays in flight: the queue only fills
+    server = start(tcp_system, tmp_path, max_batch_size=100, max_batch_bytes=10,
+                   critical_queue_bytes=30)
+    producer = open_producer(tcp_system, server, buffer_size=10, linger=60)
+    messages = [f"m{i:04d}" for i in range(20)]  # 5 bytes each: 2 to a batch
+    tcp_system.tell(producer, Produce(messages))
+    produced = settled(tcp_system, producer)
+    assert produced.accepted == messages[:8]  # 2 in flight, then 30 bytes queued
+    assert [e.split(" (")[0] for e in produced.errors] == [
+        "Overloaded: queue is at critical_queue_bytes=30"]
+    assert server.status().queue_bytes == 30
+    tcp_system.tell(producer, Produce(["x" * 11]))
+    produced = settled(tcp_system, producer)
+    assert produced.errors[1].startswith("MessageTooLarge: a message of 11 bytes is larger "
+                                         "than max_batch_bytes=10")
+    (tmp_path / "block").unlink()
+    server.stop()
+    assert delivered(tmp_path) == messages[:8]

@@ -13,7 +13,7 @@ from support import actor_system, touch
 
 from pachka_actors import ConfigError, Pachka, _spill
 from pachka_actors.core import DeadLetters, PachkaCore, Restored, StartExport
-from pachka_actors.errors import PermanentSinkError
+from pachka_actors.errors import MessageTooLarge, PermanentSinkError
 from pachka_actors.sink import Batch
 
 
@@ -53,6 +53,24 @@ def test_restored_batches_go_first_under_their_ids_even_beyond_capacity() -> Non
         ([1, 2], "old-1")]
     # Longer than max_batch_size now: in parts, with ids derived from its own.
     assert [(list(b), b.id) for b in core.pending] == [([3, 4], "old-2.0"), ([5], "old-2.1")]
+
+
+def test_restored_batches_keep_under_max_batch_bytes_now() -> None:
+    """Spilled under a larger `max_batch_bytes`: in parts under today's, and a message now
+    larger than a batch goes to `dead_letter`, never to `send_batch`; dead letters stay
+    whole."""
+    core = PachkaCore(max_batch_size=10, critical_queue_size=10, max_batch_delay=None,
+                      export_timeout=None, drains=False, max_batch_bytes=5)
+    dead = DeadLetters(Batch(["x" * 9, "y"], "old-0.x"), PermanentSinkError("bad"))
+    core.handle(Restored([dead, Batch(["aaaa", "bb", "c", "dddddd"], "old-1")],
+                         [[9, 1], [4, 2, 1, 6]]))
+    assert [(list(b), b.id, type(b)) for b in core.pending] == [
+        (["aaaa"], "old-1.0", Batch), (["bb", "c"], "old-1.1", Batch),
+        (["dddddd"], "old-1.2", DeadLetters)]
+    letter = core.pending[-1]
+    assert isinstance(letter, DeadLetters) and isinstance(letter.error, MessageTooLarge)
+    assert (letter.error.size, letter.error.limit) == (6, 5)
+    assert list(core.batch) == ["x" * 9, "y"] and core.batch is dead  # exported first
 
 
 def test_spilled_batches_keep_their_ids_and_kinds(tmp_path: Path) -> None:
