@@ -163,11 +163,11 @@ class Courier:
         (once) when the server has a byte limit, `pickled` (its pickle's length, known
         already) standing for the default size; `MessageTooLarge` beyond its batches'."""
         credits, until = self.credits, None
-        size = pickled if self.size is default_size else None
         if not (self.inline or credits.measures):  # the hot path: no clock, no queue, no
             with self.lock:                        # wake, no size (`Credits.add`)
                 if self.gone is None and credits.add(message, 0):
                     return
+        size = pickled if self.size is default_size else None
         while True:
             with self.lock:
                 if self.gone is not None:
