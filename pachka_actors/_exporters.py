@@ -308,11 +308,6 @@ class ExporterPool:
         """Something will come that only a look (`poll`) sees: a connection or a result."""
         return any(m.phase in (Phase.STARTING, Phase.EXPORTING) for m in self.members.values())
 
-    def exporting_fds(self) -> list[int]:
-        """The links of connected exporters owing a result: what a short wait for it reads."""
-        return [m.link.fileno() for m in self.members.values()
-                if m.phase is Phase.EXPORTING and m.link is not None and not m.link.closed]
-
     def fds(self) -> list[int]:
         """What `poll` reads, to wait on in `select`."""
         links = [m.link for m in self.members.values() if m.link and not m.link.closed]

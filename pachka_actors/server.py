@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import select
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -90,12 +89,6 @@ log = logging.getLogger(__name__)
 POLL_FIRST, POLL_LAST = 0.0005, 0.02
 _POLL = "pachka-poll"
 _SYNC = "pachka-journal-sync"
-
-#: Seconds a server on multiprocTCPBase waits, inside one Thespian message, for the result
-#: of an export under way before it goes back to Thespian's loop (bounded by its next
-#: timer). A quick sink's result comes within a fraction of that; handled here it starts
-#: the next batch at once and saves a turn of Thespian's loop (~0.1-0.2 ms of CPU) per batch.
-RESULT_WAIT = 0.001
 
 
 @dataclass
@@ -327,7 +320,6 @@ class PachkaServer(Actor):  # type: ignore[misc]
         for event in _done(run.pool.poll()):
             run.look_delay = POLL_FIRST
             self.handle(run, event, sender)
-        self._await_results(run, sender)
         _exit.listen(self, run)
         if run.exiting or run.watching or not run.pool.busy:
             run.look_delay = POLL_FIRST
@@ -337,25 +329,6 @@ class PachkaServer(Actor):  # type: ignore[misc]
             run.look_due = due
             self.wakeupAfter(timedelta(seconds=run.look_delay), payload=_POLL)
             run.look_delay = min(run.look_delay * 2, POLL_LAST)
-
-    def _await_results(self, run: Running, sender: Caller) -> None:
-        """Wait up to `RESULT_WAIT` (never past a timer) for exports under way to report, and
-        handle what they report, so that a quick sink's batches follow one another without
-        a turn of Thespian's loop each. Not in the exit handler, which waits by itself;
-        only where Thespian watches the exporters' files (multiprocTCPBase), where it was
-        measured: on multiprocQueueBase a shutdown's drain then overran shutdown_timeout
-        in 3 of 11 runs of test_handle_exit (not explained yet)."""
-        if run.exiting or not run.watching:
-            return
-        until = time.monotonic() + RESULT_WAIT
-        due = run.timers.next_due()
-        if due is not None:
-            until = min(until, due)
-        while (fds := run.pool.exporting_fds()) and (left := until - time.monotonic()) > 0:
-            if not select.select(fds, [], [], left)[0]:
-                return
-            for event in _done(run.pool.poll()):
-                self.handle(run, event, sender)
 
     def _arm(self, run: Running, timer: Timer, delay: float) -> None:
         """Every timer is kept; manual ones get no wakeup (they still fire at a bare exit)."""
