@@ -201,10 +201,16 @@ class Convention:
         admin.record.shutdown_seconds = time.perf_counter() - started
 
     def kill_member(self, admin: Admin) -> list[int]:
-        """SIGKILL every process of a member (admin, logger, actors): a host that died."""
+        """SIGKILL every process of a member (admin, logger, actors) at once: a host that died.
+
+        All are frozen before any dies (`kill_tree` from the admin, the session's leader):
+        killed one by one, a Pachka server outliving its admin by a moment would get
+        SIGTERM from its admin's death and start delivering its queue.
+        """
         admin.gone = True
         pids = session_pids(admin.sid)
-        for pid in pids:
+        kill_tree(admin.sid)
+        for pid in session_pids(admin.sid):  # none, unless one left the admin's tree
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         if _wait_empty(admin.sid, 5.0):
