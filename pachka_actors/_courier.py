@@ -465,8 +465,9 @@ class Courier:
                 job.error = exc
                 batch = job.request.messages if isinstance(job.request, SendMessages) else []
                 if bad := self._unshippable(endpoint, batch, exc):
-                    job.error = UnpicklableMessage(f"{bad[1]}; none of the {len(batch)} was "
-                                                   f"queued")
+                    job.error = UnpicklableMessage(
+                        f"{bad[1]}; it was not queued" if len(batch) == 1 else
+                        f"{bad[1]}; none of the {len(batch)} was queued")
                     job.error.__cause__ = exc
         with self.cond:
             if isinstance(job, _Call):

@@ -141,8 +141,9 @@ SERVER_OPTIONS: tuple[Option, ...] = (
     Option("max_batch_bytes", "int > 0 or None",
            "Beyond Pachka: a hard ceiling on a batch's bytes, as `Sink.message_size` measures "
            "them: a batch goes out as soon as the next message would not fit, and a message "
-           "larger than this is refused at the call that sent it (`pachka_actors.errors.MessageTooLarge`), never "
-           "queued. None: batches are bounded in count only.", _optional_positive),
+           "larger than this is refused at the call that sent it "
+           "(`pachka_actors.errors.MessageTooLarge`), never queued. None: batches are "
+           "bounded in count only.", _optional_positive),
     Option("critical_queue_bytes", "int > 0 or None",
            "Beyond Pachka: `critical_queue_size` in bytes: queued bytes (with the bytes "
            "granted to lingering handles) beyond which messages are refused with "

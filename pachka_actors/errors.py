@@ -135,7 +135,9 @@ class MessagesLost(PachkaError):
         self.reason = reason
 
     def __str__(self) -> str:
-        return f"{self.count} messages accepted by the handle were lost: {self.reason}"
+        counted = "1 message" if self.count == 1 else f"{self.count} messages"
+        return f"{counted} accepted by the handle {'was' if self.count == 1 else 'were'} lost: " \
+               f"{self.reason}"
 
 
 class ActorTimeout(PachkaError, TimeoutError):

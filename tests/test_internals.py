@@ -247,3 +247,9 @@ def test_a_system_start_that_misses_its_wait_ends_its_admin_and_tries_a_new_port
             stand_in.kill()
             stand_in.wait()
         systems.shutdown_system(asys, sid)
+
+
+def test_messages_lost_counts_in_words() -> None:
+    """"1 messages ... were lost" read as a typo in the one error a program must not miss."""
+    assert str(errors.MessagesLost(1, "gone")) == "1 message accepted by the handle was lost: gone"
+    assert str(errors.MessagesLost(3, "gone")) == "3 messages accepted by the handle were lost: gone"
