@@ -251,5 +251,6 @@ def test_a_system_start_that_misses_its_wait_ends_its_admin_and_tries_a_new_port
 
 def test_messages_lost_counts_in_words() -> None:
     """"1 messages ... were lost" read as a typo in the one error a program must not miss."""
-    assert str(errors.MessagesLost(1, "gone")) == "1 message accepted by the handle was lost: gone"
-    assert str(errors.MessagesLost(3, "gone")) == "3 messages accepted by the handle were lost: gone"
+    said = "accepted by the handle"
+    assert str(errors.MessagesLost(1, "gone")) == f"1 message {said} was lost: gone"
+    assert str(errors.MessagesLost(3, "gone")) == f"3 messages {said} were lost: gone"
