@@ -16,7 +16,12 @@ from typing import Any
 import pytest
 from journal_sinks import ServerPidSink
 from sinks import RecordingSink, delivered, wait_for
-from support import actor_system, process_gone, touch
+from support import (
+    bare_exit_during_an_outage,
+    process_gone,
+    restart_after_the_outage,
+    touch,
+)
 from thespian.actors import ActorSystem
 
 from pachka_actors import ConfigError, Overloaded, Pachka, Supervisor, _ask, _journal
@@ -283,20 +288,7 @@ def test_what_shutdown_timeout_leaves_stays_in_the_journal(tmp_path: Path) -> No
     """spill_path's case: a bare exit with the sink down keeps what it held in the journal
     (no spill file), and the next server on it sends that first."""
     path = str(tmp_path / "j")
-    touch(tmp_path, "fail")  # the sink is down
-    with actor_system("multiprocTCPBase") as first:
-        server = Pachka.start(system=first, sink=RecordingSink(tmp_path, retry_seconds=0.05),
-                              journal_path=path, shutdown_timeout=0.5, max_batch_size=3,
-                              max_batch_delay=0.01, linger=None)
-        assert server.send_messages(list(range(7))) == 7
-        wait_for(lambda: server.stats().failures_raised >= 1)
-        # leaving the block shuts the system down without stop(): the bare-exit path
-    assert delivered(tmp_path) == [] and os.path.getsize(path) > 0
-    os.remove(tmp_path / "fail")  # the database is back
-    with actor_system("multiprocTCPBase") as second:
-        server = Pachka.start(system=second, sink=RecordingSink(tmp_path), journal_path=path,
-                              max_batch_size=3, linger=None)
-        server.send_messages([7, 8])
-        server.stop()
-    assert delivered(tmp_path) == list(range(9))  # the kept ones first, in order
+    bare_exit_during_an_outage(tmp_path, journal_path=path)
+    assert os.path.getsize(path) > 0
+    restart_after_the_outage(tmp_path, journal_path=path)
     assert os.path.getsize(path) == 0

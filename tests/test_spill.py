@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import pickle
 import sqlite3
 from pathlib import Path
 
 import pytest
-from sinks import RecordingSink, delivered, wait_for
-from support import actor_system, touch
+from sinks import RecordingSink
+from support import bare_exit_during_an_outage, restart_after_the_outage
 
 from pachka_actors import ConfigError, Pachka, _spill
 from pachka_actors.core import DeadLetters, PachkaCore, Restored, StartExport
@@ -19,27 +18,13 @@ from pachka_actors.sink import Batch
 
 def test_a_database_outage_during_a_deploy_loses_nothing(tmp_path: Path) -> None:
     spill = str(tmp_path / "spill.sqlite3")
-    touch(tmp_path, "fail")  # the sink is down
-    with actor_system("multiprocTCPBase") as first:
-        server = Pachka.start(system=first, sink=RecordingSink(tmp_path, retry_seconds=0.05),
-                              spill_path=spill, shutdown_timeout=0.5, max_batch_size=3,
-                              max_batch_delay=0.01, linger=None)
-        assert server.send_messages(list(range(7))) == 7
-        wait_for(lambda: server.stats().failures_raised >= 1)
-        # leaving the block shuts the system down without stop(): the bare-exit path
-    assert delivered(tmp_path) == []
+    bare_exit_during_an_outage(tmp_path, spill_path=spill)
     with sqlite3.connect(spill) as db:   # batches of 3, each a row, with its id
         kept = [pickle.loads(row) for (row,) in db.execute("select message from spill")]
     db.close()
     assert [list(batch) for batch in kept] == [[0, 1, 2], [3, 4, 5], [6]]
     assert all(batch.id for batch in kept)
-    os.remove(tmp_path / "fail")  # the database is back
-    with actor_system("multiprocTCPBase") as second:
-        server = Pachka.start(system=second, sink=RecordingSink(tmp_path), spill_path=spill,
-                              max_batch_size=3, linger=None)
-        server.send_messages([7, 8])
-        server.stop()
-    assert delivered(tmp_path) == list(range(9))  # the spilled ones first, in order
+    restart_after_the_outage(tmp_path, spill_path=spill)
     with sqlite3.connect(spill) as db:
         assert db.execute("select count(*) from spill").fetchone() == (0,)
     db.close()
