@@ -74,6 +74,13 @@ class _Grant:
     due: float  # when it ships (linger after its first message) or goes back unused
     messages: list[Any] = field(default_factory=list)
 
+    def put(self, message: Any, size: int) -> None:
+        """Take the message into this grant's room (what `add` and `take` share)."""
+        self.messages.append(message)
+        self.count -= 1
+        if self.bytes is not None:
+            self.bytes = max(0, self.bytes - size)
+
 
 class Credits:
     """One producer's grants, its request for room and its shipments (module docstring)."""
@@ -122,10 +129,7 @@ class Credits:
                 grant.bytes is not None and size >= grant.bytes) or (
                 self.max_bytes is not None and size > self.max_bytes):
             return False
-        grant.messages.append(message)
-        grant.count -= 1
-        if grant.bytes is not None:
-            grant.bytes -= size
+        grant.put(message, size)
         return True
 
     def take(self, message: Any, size: int, now: float, wait: float = 0.0) -> bool:
@@ -151,10 +155,7 @@ class Credits:
             return False
         if not grant.messages:
             grant.due = now + self.linger
-        grant.messages.append(message)
-        grant.count -= 1
-        if grant.bytes is not None:
-            grant.bytes = max(0, grant.bytes - size)
+        grant.put(message, size)
         if not grant.count or grant.bytes == 0:
             self._ship(grant)
         current = self.current
