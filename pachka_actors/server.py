@@ -230,10 +230,11 @@ class PachkaServer(Actor):  # type: ignore[misc]
             critical_queue_bytes=config.critical_queue_bytes,
             notes=None if journal is None else [],
         )
-        status = core.status
-        metrics = Metrics(config.name or str(self.myAddress), config.meter_provider,
-                          lambda: (status().queue_length, status().batch_length,
-                                   status().queue_bytes),
+        def gauges() -> tuple[int, int, int]:
+            now = core.status()  # once per reading, not once per gauge
+            return now.queue_length, now.batch_length, now.queue_bytes
+
+        metrics = Metrics(config.name or str(self.myAddress), config.meter_provider, gauges,
                           capacity=config.critical_queue_size)
         pool = ExporterPool(self, base, config.sink, config.server_value,
                             config.batches_per_exporter)
