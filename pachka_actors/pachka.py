@@ -163,9 +163,6 @@ class Pachka:
         server finds too large: it is then reported lost, `MessagesLost`).
         """
         options = HandleOptions.parse(handle)
-        if sink is not None and not isinstance(sink, Sink):
-            raise ConfigError("sink", f"expected the server's Sink instance or None, "
-                                      f"got {sink!r}")
         size = sizer(sink, server_value)
         if not isinstance(server, str):
             return cls(system, server, options, message_size=size)

@@ -8,6 +8,8 @@ from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import Any, Protocol, runtime_checkable
 
+from .errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 #: Why an export failed: the exception `send_batch` raised or returned, or
@@ -113,7 +115,10 @@ def sizer(sink: Sink | None, server_value: Any) -> Callable[[Any], int]:
     """How a server and its handles measure a message: `sink.message_size`, or the default
     when the sink does not override it (no call through the sink then). A size that is not
     an int >= 0, or an exception, is logged at ERROR and the default used: a message is not
-    lost for its sizer."""
+    lost for its sizer. `ConfigError` for a `sink` that is no `Sink` instance (a class, given
+    to `Pachka.connect` or `BufferedProducer`, would fail at the first message measured)."""
+    if sink is not None and not isinstance(sink, Sink):
+        raise ConfigError("sink", f"expected the server's Sink instance or None, got {sink!r}")
     if sink is None or type(sink).message_size is Sink.message_size:
         return default_size
 

@@ -15,6 +15,7 @@ from thespian.actors import ActorSystem
 from pachka_actors import ConfigError, MessagesLost, Overloaded, Pachka
 from pachka_actors.errors import MessageTooLarge
 from pachka_actors.messages import Accepted, SendMessages
+from pachka_actors.sink import sizer
 
 LIMIT = 1000
 
@@ -128,3 +129,13 @@ def test_a_producer_actor_sending_directly_is_answered_too_large(tcp_system: Act
     assert isinstance(reply, Accepted) and reply.count == 0
     assert isinstance(reply.refused, MessageTooLarge) and reply.refused.index == 0
     server.stop()
+
+
+def test_a_sink_class_for_a_producer_is_refused_naming_the_option(tmp_path: Path) -> None:
+    """`BufferedProducer(sink=...)` measures through the same `sizer` as `Pachka.connect`:
+    a class where the instance belongs is a `ConfigError` there too, at the call, not an
+    `AttributeError` at the first message measured."""
+    with pytest.raises(ConfigError) as refused:
+        sizer(SizedSink, None)  # type: ignore[arg-type]
+    assert refused.value.option == "sink"
+    assert sizer(SizedSink(tmp_path), None)([0, 1]) > 0
