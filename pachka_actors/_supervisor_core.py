@@ -218,10 +218,9 @@ class _Decide(_Incarnation):
 
 @dataclass(frozen=True)
 class _Retry:
-    """Restarting the child failed to start it: try again, counting against the intensity,
-    unless `terminate_child` ended the loop meanwhile (the child is no longer RESTARTING)."""
-
-    id: Hashable
+    """A restart failed to start a child: try again for the first child still RESTARTING,
+    counting against the intensity. `terminate_child` takes a child out of the loop; the
+    siblings that restart did not reach are RESTARTING too, so they are never stranded."""
 
 
 class JobKind(enum.Enum):
@@ -391,8 +390,13 @@ class SupervisorCore:
                     self.children.remove(child)  # that did not start
                 return [Reply(job.requester, StartChildError(child.id, reason))]
             case JobKind.RESTART:
-                child.status = Status.RESTARTING
-                self._queue.append(_Retry(child.id))
+                # Erlang leaves the children after it unstarted until the retry; should
+                # terminate_child end the retry, they would stay down with nothing to restart them.
+                unreached = (self.find(id) for do, id in job.steps if do is Do.START)
+                for waiting in (child, *unreached):
+                    if waiting is not None and not waiting.alive:
+                        waiting.status = Status.RESTARTING
+                self._queue.append(_Retry())
                 return [Log(logging.ERROR, f"restarting child {child.id!r} failed: {reason}; "
                                            f"trying again")]
         raise AssertionError(f"a {job.kind} job failed to start {child.id!r}")
@@ -444,9 +448,9 @@ class SupervisorCore:
                 child = self.find(id)
                 if child and child.incarnation == incarnation and not child.alive:
                     return self._decide(child, now)
-            case _Retry(id):
-                child = self.find(id)
-                if child and child.status is Status.RESTARTING:
+            case _Retry():
+                if child := next((c for c in self.children if c.status is Status.RESTARTING),
+                                 None):
                     return self._restart(child, now)
         return []
 
@@ -511,7 +515,7 @@ class SupervisorCore:
         # Its exit, if queued behind this call: Erlang handles the call first.
         exit_queued = _Decide(child.id, child.incarnation)
         if isinstance(request, TerminateChild):
-            if child.status is Status.RESTARTING:  # the queued retry then finds nothing to do
+            if child.status is Status.RESTARTING:  # the queued retry passes it by
                 child.status = Status.STOPPED
             # As Erlang's terminate_child takes the child's EXIT: no restart decision follows.
             self._queue = deque(item for item in self._queue if item != exit_queued)

@@ -236,7 +236,7 @@ class DeleteChild:
 @dataclass(frozen=True)
 class WhichChildren:
     """Reply: a list of `(id, address, type)`, in start order; the address is None for a
-    child that is not running, `RESTARTING` for one whose restart is being retried."""
+    child that is not running, `RESTARTING` for one a failed restart left to its retry."""
 
 
 @dataclass(frozen=True)

@@ -374,7 +374,7 @@ class Supervisor:
             self) -> list[tuple[Hashable, ActorAddress | Literal["restarting"] | None, ChildType]]:
         """`(id, address, type)` of every child, in start order. The address is None when
         the child is not running, `RESTARTING` ("restarting", Elixir's `:restarting`) while a
-        failed restart of it is retried."""
+        failed restart left it to a retry."""
         return self._ask(WhichChildren(), list)
 
     def count_children(self) -> dict[str, int]:
