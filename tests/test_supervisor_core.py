@@ -327,7 +327,7 @@ def _one_for_all_after_a_terminated_child(max_restarts: int) -> SupervisorModel:
         model.answer_init(True)
         if i == 0:
             model.send(TerminateChild("c0"))
-            model.crash(_Draws("c0#1"))  # type: ignore[arg-type]
+            model.crash(_Draws("c0#1"))
     return model
 
 
@@ -341,18 +341,18 @@ def _check(model: SupervisorModel) -> None:
 
 def test_a_terminated_child_restarted_with_its_sibling_may_be_reported_restarting() -> None:
     model = _one_for_all_after_a_terminated_child(max_restarts=1)
-    model.crash(_Draws("c1#2"))  # type: ignore[arg-type]  # c0 and c1 restart: c0#3 starts
+    model.crash(_Draws("c1#2"))  # c0 and c1 restart: c0#3 starts
     model.send(WhichChildren())  # queued behind the restart
-    model.crash(_Draws("c0#3"))  # type: ignore[arg-type]  # before its init: retried
+    model.crash(_Draws("c0#3"))  # before its init: retried
     _check(model)
     assert model.replies[len(model.requests) - 1][0][0] == ("c0", RESTARTING, ChildType.WORKER)
 
 
 def test_terminate_child_ending_a_retry_does_not_strand_the_siblings_it_had_not_reached() -> None:
     model = _one_for_all_after_a_terminated_child(max_restarts=3)
-    model.crash(_Draws("c1#2"))  # type: ignore[arg-type]  # c0 and c1 restart: c0#3 starts
+    model.crash(_Draws("c1#2"))  # c0 and c1 restart: c0#3 starts
     model.send(TerminateChild("c0"))  # queued behind the restart
-    model.crash(_Draws("c0#3"))  # type: ignore[arg-type]  # before its init: c1 not reached
+    model.crash(_Draws("c0#3"))  # before its init: c1 not reached
     while model.awaiting_init is not None:
         model.answer_init(True)
     _check(model)
