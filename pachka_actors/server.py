@@ -61,7 +61,7 @@ from .core import (
     Timer,
     TimerFired,
 )
-from .errors import AlreadyStarted, ConfigError, NotStarted, Overloaded
+from .errors import AlreadyStarted, ConfigError, NotStarted, Overloaded, plural
 from .messages import (
     Accepted,
     CheckLoadable,
@@ -245,8 +245,9 @@ class PachkaServer(Actor):  # type: ignore[misc]
         pool.prepare()
         self._answer(sender, Started(self.myAddress))
         if spilled:
-            log.warning("Pachka %s: sending %d messages an earlier server left in %s first",
-                        run.name, sum(map(len, spilled)), config.journal_path or config.spill_path)
+            log.warning("Pachka %s: sending %s an earlier server left in %s first",
+                        run.name, plural(sum(map(len, spilled)), "message"),
+                        config.journal_path or config.spill_path)
             size = run.size
             self.handle(run, Restored(spilled, None if size is None else
                                       [list(map(size, batch)) for batch in spilled]), sender)
@@ -269,8 +270,8 @@ class PachkaServer(Actor):  # type: ignore[misc]
                 case ArmRetryTimer(timer, retry_num, failure):
                     delay = retry_delay(config.sink, retry_num, failure, config.server_value)
                     notes = "".join(f"\n{note}" for note in getattr(failure, "__notes__", ()))
-                    log.warning("Pachka %s: export of %d messages failed (%s); retry %d in "
-                                "%.3g s%s", run.name, len(run.core.batch),
+                    log.warning("Pachka %s: export of %s failed (%s); retry %d in "
+                                "%.3g s%s", run.name, plural(len(run.core.batch), "message"),
                                 failure if isinstance(failure, str)
                                 else f"{type(failure).__name__}: {failure}", retry_num, delay,
                                 notes)
@@ -289,9 +290,10 @@ class PachkaServer(Actor):  # type: ignore[misc]
                 case Drain(messages):
                     results = [_drain(config, messages)]
                 case Spill(batches, why) if run.journal is not None:
-                    log.warning("Pachka %s: %d accepted messages kept in the journal %s (%s); a "
+                    log.warning("Pachka %s: %s kept in the journal %s (%s); a "
                                 "server started on it sends them first", run.name,
-                                sum(map(len, batches)), config.journal_path, why)
+                                plural(sum(map(len, batches)), "accepted message"),
+                                config.journal_path, why)
                 case Spill(batches, why):
                     _spill.keep(run.name, config.spill_path, batches, why)
                 case Finish():
@@ -372,7 +374,8 @@ def _open_journal(config: PachkaConfig, tail_id: str) -> Journal | None:
     except ConfigError:
         raise
     except Exception as exc:
-        raise ConfigError("journal_path", f"cannot read {config.journal_path}: {exc!r}") from exc
+        raise ConfigError("journal_path", f"cannot open {config.journal_path} to read and "
+                                          f"append (created if missing): {exc!r}") from exc
 
 
 def _refused(journal: Journal, event: Event) -> Answer | None:

@@ -154,6 +154,14 @@ def test_journal_and_spill_path_exclude_each_other(tmp_path: Path) -> None:
         Pachka.start(system=None, sink=RecordingSink(tmp_path), journal_sync=0)
 
 
+def test_a_journal_path_that_cannot_be_opened_names_the_path(simple_system: ActorSystem,
+                                                              tmp_path: Path) -> None:
+    path = tmp_path / "a folder"
+    path.mkdir()
+    with pytest.raises(ConfigError, match=f"cannot open {path} to read and append"):
+        Pachka.start(system=simple_system, sink=RecordingSink(tmp_path), journal_path=str(path))
+
+
 def test_a_full_journal_refuses_new_messages(simple_system: ActorSystem, tmp_path: Path) -> None:
     """`journal_max_bytes`: Overloaded naming the limit, rather than a full disk."""
     touch(tmp_path, "fail")  # nothing is delivered: nothing can be compacted away
