@@ -46,6 +46,7 @@ from .errors import (
     Overloaded,
     PachkaError,
     UnpicklableMessage,
+    plural,
 )
 from .messages import Accepted, CheckLoadable, Granted, RequestCredit, SendMessages, Stop
 from .sink import default_size
@@ -249,7 +250,7 @@ class Courier:
             if self.lifeline is not None and not final and self.exiting:
                 return
             if lost := self.credits.lose_all(self.gone):
-                log.error("%d messages accepted by the handle to %s are lost: %s", lost,
+                log.error("%s accepted by the handle to %s lost: %s", plural(lost, "message"),
                           self.address, self.gone)
 
     # ---- the server's exit (`_exit.Lifeline`) ----------------------------------------------
@@ -365,8 +366,8 @@ class Courier:
                 if self.current is not None:  # its work may be partly done: at least once
                     self.jobs.appendleft(self.current)
                 self.crash, self.trouble, self.crashes = exc, True, self.crashes + 1
-            log.error("the courier thread of the handle to %s failed (%r); %d messages "
-                      "are kept for the next call", self.address, exc, self.credits.pending)
+            log.error("the courier thread of the handle to %s failed (%r); %s kept for the "
+                      "next call", self.address, exc, plural(self.credits.pending, "message"))
         finally:
             with self.cond:
                 self.current = None
@@ -504,8 +505,8 @@ class Courier:
             self.credits.shipped(ship.ref, accepted, why)
             if self.credits.lost > lost:
                 self.trouble = True
-                log.error("%d buffered messages were not shipped to %s: %s",
-                          self.credits.lost - lost, self.address, why)
+                log.error("%s not shipped to %s: %s",
+                          plural(self.credits.lost - lost, "buffered message"), self.address, why)
 
     def _unshippable(self, endpoint: ActorSystem, messages: list[Any],
                      failure: PachkaError) -> tuple[set[int], str] | None:

@@ -30,6 +30,7 @@ from ._base import Base, reopened, system_key
 from ._link import Exiting, Link, Producer
 from ._process import die_with_parent
 from .core import ExitRequested, State
+from .errors import plural
 from .messages import SendMessages
 
 if TYPE_CHECKING:
@@ -192,5 +193,5 @@ def at_exit() -> None:
             else:
                 courier.flush(bound)
         except Exception as exc:
-            log.error("at exit, %s: %s (%d messages not confirmed by the server)", handle,
-                      exc, courier.credits.pending)
+            log.error("at exit, %s: %s (%s not confirmed by the server)", handle,
+                      exc, plural(courier.credits.pending, "message"))

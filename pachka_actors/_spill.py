@@ -15,6 +15,7 @@ import pickle
 import sqlite3
 from contextlib import closing
 
+from .errors import plural
 from .sink import Batch
 
 log = logging.getLogger(__name__)
@@ -51,8 +52,9 @@ def keep(server: str, path: str | None, batches: list[Batch], why: str) -> None:
     try:
         write(path, batches)
     except Exception as exc:
-        log.error("Pachka %s: %d accepted messages lost: %s, and writing them to %s failed: %r",
-                  server, count, why, path, exc)
+        log.error("Pachka %s: %s lost: %s, and writing them to %s failed: %r",
+                  server, plural(count, "accepted message"), why, path, exc)
     else:
-        log.warning("Pachka %s: %d accepted messages spilled to %s (%s); a server started with "
-                    "that spill_path sends them first", server, count, path, why)
+        log.warning("Pachka %s: %s spilled to %s (%s); a server started with "
+                    "that spill_path sends them first", server, plural(count, "accepted message"),
+                    path, why)

@@ -72,7 +72,7 @@ from ._core_events import (
     TimerFired,
     TimerKind,
 )
-from .errors import MessageTooLarge, Overloaded, PermanentSinkError
+from .errors import MessageTooLarge, Overloaded, PermanentSinkError, plural
 from .messages import Accepted, Granted
 from .sink import KILLED, Batch, FailureReason
 
@@ -348,7 +348,8 @@ class PachkaCore:
         """Promised messages are never refused, even past an expired grant or a stop; but
         for one too large for any batch (its producer measured it otherwise)."""
         if isinstance(self.phase, Done):
-            return [Answer(Accepted(0)), Log(logging.ERROR, f"{len(messages)} messages under "
+            return [Answer(Accepted(0)), Log(logging.ERROR, f"{plural(len(messages), 'message')} "
+                                                            f"under "
                                                             f"credit {credit} came after the "
                                                             f"server stopped")]
         too_large = self._too_large(sizes)
@@ -357,8 +358,8 @@ class PachkaCore:
             assert sizes is not None and self.max_batch_bytes is not None
             fit = [i for i, size in enumerate(sizes) if size <= self.max_batch_bytes]
             effects = [Answer(Accepted(len(fit), too_large)),
-                       Log(logging.ERROR, f"{len(messages) - len(fit)} messages under credit "
-                                          f"{credit} are larger than max_batch_bytes="
+                       Log(logging.ERROR, f"{plural(len(messages) - len(fit), 'message')} under "
+                                          f"credit {credit} larger than max_batch_bytes="
                                           f"{self.max_batch_bytes}: not taken (their producer "
                                           f"measured them otherwise: give it the sink)")]
             messages, sizes = [messages[i] for i in fit], [sizes[i] for i in fit]
@@ -376,7 +377,8 @@ class PachkaCore:
             if self.credit_timeout is not None:
                 effects.append(CancelTimer(Timer(TimerKind.CREDIT, credit)))
             if len(messages) > granted:
-                effects.append(Log(logging.ERROR, f"credit {credit} was for {granted} messages, "
+                effects.append(Log(logging.ERROR, f"credit {credit} was for "
+                                                  f"{plural(granted, 'message')}, "
                                                   f"{len(messages)} came; taking them all"))
         if granted_bytes is not None:
             self.reserved_bytes -= granted_bytes
@@ -451,8 +453,9 @@ class PachkaCore:
             return [Log(logging.WARNING, f"credit timeout {credit} for no open credit")]
         self.reserved -= granted
         self.reserved_bytes -= self.credit_bytes.pop(credit, 0)
-        effects: list[Effect] = [Log(logging.WARNING, f"credit {credit} for {granted} messages "
-                                                      f"expired unused")]
+        effects: list[Effect] = [Log(logging.WARNING, f"credit {credit} for "
+                                                      f"{plural(granted, 'message')} expired "
+                                                      f"unused")]
         if isinstance(self.phase, Idle) and self.terminating:
             effects += self._settle()
         return effects
@@ -502,14 +505,15 @@ class PachkaCore:
             self.pending.extendleft(reversed(parts))
             if self.notes is not None:
                 self.notes.append(Replaced(phase.batch.id, tuple(parts)))
-            return [Log(logging.WARNING, f"batch {phase.batch.id} of {len(phase.batch)} messages "
+            return [Log(logging.WARNING, f"batch {phase.batch.id} of "
+                                         f"{plural(len(phase.batch), 'message')} "
                                          f"failed for some of them ({failure}): going on with "
                                          f"{' and '.join(_described(p) for p in parts)}"),
                     *self._settle()]
         if self.terminating and self.drains and (not letters or self._drainable):
             self.phase = Idle()
             self.pending.appendleft(phase.batch)  # dead letters stay for their export
-            return [Log(logging.WARNING, f"export of {len(phase.batch)} messages failed "
+            return [Log(logging.WARNING, f"export of {plural(len(phase.batch), 'message')} failed "
                                          f"({failure!r}) while stopping: draining what is "
                                          f"held"),
                     *self._drain()]
@@ -688,7 +692,8 @@ class PachkaCore:
             return []
         if self.spills:
             return [Spill(left, why)]
-        return [Log(logging.ERROR, f"{sum(map(len, left))} accepted messages lost: {why}")]
+        return [Log(logging.ERROR, f"{plural(sum(map(len, left)), 'accepted message')} lost: "
+                                   f"{why}")]
 
     def _restore(self, batches: Sequence[Batch],
                  sizes: Sequence[Sequence[int]] | None) -> list[Effect]:

@@ -10,6 +10,11 @@ from collections.abc import Hashable, Sequence
 from typing import Any
 
 
+def plural(count: int, noun: str) -> str:
+    """`count` of `noun` in words ("1 message", "2 messages"), for errors and logs alike."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
 class PachkaError(Exception):
     """Base of every error this library raises, so callers can catch them all at once."""
 
@@ -135,8 +140,8 @@ class MessagesLost(PachkaError):
         self.reason = reason
 
     def __str__(self) -> str:
-        counted = "1 message" if self.count == 1 else f"{self.count} messages"
-        return f"{counted} accepted by the handle {'was' if self.count == 1 else 'were'} lost: " \
+        return f"{plural(self.count, 'message')} accepted by the handle " \
+               f"{'was' if self.count == 1 else 'were'} lost: " \
                f"{self.reason}"
 
 

@@ -27,7 +27,7 @@ from ._ask import Answer, Ask, new_ref
 from ._courier import IDLE_GRANT, check_picklable
 from ._credits import Credits, Ship
 from .config import HANDLE_OPTIONS, HandleOptions, with_options
-from .errors import ActorTimeout, ConfigError, Overloaded, PachkaError
+from .errors import ActorTimeout, ConfigError, Overloaded, PachkaError, plural
 from .messages import Accepted, Granted, RequestCredit, SendMessages
 from .sink import Sink, sizer
 
@@ -153,8 +153,8 @@ class BufferedProducer:
                 mine = credits.answered(message.ref, now, None, 0, refused) or credits.shipped(
                     message.ref, reply.count if isinstance(reply, Accepted) else 0, "")
                 if credits.lost > lost:
-                    log.error("%d messages shipped to %s under a credit were not taken (%r): "
-                              "the server stopped or failed first", credits.lost - lost,
+                    log.error("%s shipped to %s under a credit not taken (%r): the server "
+                              "stopped or failed first", plural(credits.lost - lost, "message"),
                               self.server, reply)
         elif isinstance(message, WakeupMessage) and isinstance(message.payload, _Tick) \
                 and message.payload.owner == self._id:

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import Any, Protocol, runtime_checkable
 
-from .errors import ConfigError
+from .errors import ConfigError, plural
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,8 @@ class Sink:
         them at ERROR; the server counts them (`stats().dead_lettered`)."""
         shown = ", ".join(f"{message!r:.100}" for message in messages[:5])
         more = f" and {len(messages) - 5} more" if len(messages) > 5 else ""
-        log.error("%d messages dead-lettered (%s): %s%s", len(messages), error, shown, more)
+        log.error("%s dead-lettered (%s): %s%s", plural(len(messages), "message"), error, shown,
+                  more)
 
 
 def default_size(message: Any) -> int:

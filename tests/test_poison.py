@@ -28,7 +28,8 @@ from exit_sinks import (
 from sinks import StopDriver, wait_for
 from thespian.actors import ActorSystem
 
-from pachka_actors import Pachka
+from pachka_actors import Batch, Pachka, Sink
+from pachka_actors.errors import PermanentSinkError
 from pachka_actors.sinks import SQLiteSink
 
 pytestmark = pytest.mark.multiproc
@@ -190,3 +191,11 @@ def test_without_ledger_a_batch_committed_by_a_killed_exporter_is_written_twice(
     got = good_rows(db)
     assert sorted(set(got)) == list(range(1000))
     assert len(got) == 1100  # the killed batch twice
+
+
+def test_the_default_dead_letter_logs_one_message_in_words(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Poison comes one message at a time: "1 message dead-lettered", not "1 messages"."""
+    with caplog.at_level("ERROR", logger="pachka_actors"):
+        Sink().dead_letter(Batch(["bad row"]), PermanentSinkError("no"), None)
+    assert "1 message dead-lettered (no): 'bad row'" in caplog.text
