@@ -269,7 +269,10 @@ class PachkaServer(Actor):  # type: ignore[misc]
                     self._arm(run, timer, delay)
                 case ArmRetryTimer(timer, retry_num, failure):
                     delay = retry_delay(config.sink, retry_num, failure, config.server_value)
-                    notes = "".join(f"\n{note}" for note in getattr(failure, "__notes__", ()))
+                    # The traceback with a batch's first failure only: a sink down for an
+                    # hour then logs one line per retry, not a page.
+                    notes = "".join(f"\n{note}" for note in getattr(failure, "__notes__", ())
+                                    if retry_num == 1)
                     log.warning("Pachka %s: export of %s failed (%s); retry %d in "
                                 "%.3g s%s", run.name, plural(len(run.core.batch), "message"),
                                 failure if isinstance(failure, str)

@@ -183,3 +183,29 @@ def test_stats_and_the_failure_log(simple_system: ActorSystem,
     assert stats == Stats(accepted=3, refused_queue_full=1, exported=2, batches_exported=1,
                           failures_raised=1, retries=1, queue_length=1, batch_length=0)
     server.stop()
+
+
+class FailingTwice(FailingOnce):
+    def __init__(self) -> None:
+        self.failures = 0
+
+    def send_batch(self, messages: list[Any], server_value: Any) -> None:
+        self.failures += 1
+        if self.failures <= 2:
+            raise RuntimeError("database down")
+
+
+def test_a_batch_logs_its_traceback_with_its_first_failure_only(
+        simple_system: ActorSystem, caplog: pytest.LogCaptureFixture) -> None:
+    server = Pachka.start(system=simple_system, sink=FailingTwice(), name="logged",
+                          max_batch_size=2, timers="manual")
+    with caplog.at_level(logging.WARNING, logger="pachka_actors"):
+        server.send_messages(["a", "b"])
+        wait_for(lambda: server.status().state is State.RETRY_BACKOFF)
+        fire(simple_system, server, TimerKind.RETRY)
+        wait_for(lambda: server.status().retry_num == 2)
+    first, second = [r.getMessage() for r in caplog.records if "failed" in r.getMessage()]
+    assert "retry 1 in" in first and "Traceback (most recent call last)" in first
+    assert second.endswith("(RuntimeError: database down); retry 2 in 0 s"), second
+    fire(simple_system, server, TimerKind.RETRY)  # the third try delivers
+    server.stop()
