@@ -142,6 +142,14 @@ class Restored:
     sizes: Sequence[Sequence[int]] | None = None
 
 
+@dataclass(frozen=True)
+class JournalFull:
+    """The crash journal is at `journal_max_bytes`, compacted (`why`), or has room again
+    (None): new messages and room for them are refused meanwhile, as at a queue limit."""
+
+    why: str | None
+
+
 # ---- notes: for a journal (`journal_path`), what changed the accepted, undelivered set ----
 
 
@@ -179,7 +187,7 @@ Note = Queued | Formed | Replaced | Delivered
 
 
 Event = (MessagesReceived | CreditRequested | TimerFired | ExportDone | StopRequested
-         | ExitRequested | DrainDone | Restored)
+         | ExitRequested | DrainDone | Restored | JournalFull)
 
 
 # ---- effects ----------------------------------------------------------------------------

@@ -55,6 +55,7 @@ from ._core_events import (
     ExportDone,
     Finish,
     Formed,
+    JournalFull,
     KillExport,
     Log,
     MessagesReceived,
@@ -96,6 +97,7 @@ __all__ = [
     "Finish",
     "Formed",
     "Idle",
+    "JournalFull",
     "KillExport",
     "Log",
     "MessagesReceived",
@@ -181,6 +183,8 @@ class PachkaCore:
     #: With a journal: what each step changed in the accepted, undelivered set, for the
     #: shell to make durable (`take_notes`) before it performs the step's effects.
     notes: list[Note] | None = None
+    #: Why the journal refuses new messages (`JournalFull`), None while it has room.
+    journal_full: str | None = None
     phase: Phase = field(default_factory=Idle)
     terminating: bool = False
     queue: deque[Any] = field(default_factory=deque)
@@ -282,6 +286,9 @@ class PachkaCore:
                 return self._drain_done(failure)
             case Restored(batches, sizes):
                 return self._restore(batches, sizes)
+            case JournalFull(why):
+                self.journal_full = why
+                return []
         raise TypeError(f"not a core event: {event!r}")
 
     # ---- producers ----------------------------------------------------------------------
@@ -291,6 +298,8 @@ class PachkaCore:
         in count, and in bytes by `sizes` (the first messages' sizes, as far as known)."""
         if self.terminating:
             return 0, Overloaded("server is terminating", terminating=True)
+        if self.journal_full is not None and wanted:
+            return 0, Overloaded(self.journal_full, limit="journal_max_bytes")
         room = max(0, min(wanted, self.critical_queue_size - len(self.queue) - self.reserved))
         refused = None
         if room < wanted:

@@ -49,6 +49,7 @@ from .core import (
     Event,
     ExportDone,
     Finish,
+    JournalFull,
     KillExport,
     Log,
     MessagesReceived,
@@ -61,14 +62,13 @@ from .core import (
     Timer,
     TimerFired,
 )
-from .errors import AlreadyStarted, ConfigError, NotStarted, Overloaded, plural
+from .errors import AlreadyStarted, ConfigError, NotStarted, plural
 from .messages import (
     Accepted,
     CheckLoadable,
     FireTimer,
     GetStats,
     GetStatus,
-    Granted,
     RequestCredit,
     SendMessage,
     SendMessages,
@@ -311,12 +311,14 @@ class PachkaServer(Actor):  # type: ignore[misc]
         (and synced, as `journal_sync` says) before any of its effects: an acknowledgement,
         an export."""
         journal = run.journal
-        refused = None if journal is None else _refused(journal, event)
-        effects: list[Effect] = run.core.handle(event) if refused is None else [refused]
-        if journal is not None and (notes := run.core.take_notes()):
-            delay = journal.record(notes)
-            if delay is not None and not run.exiting:
-                self.wakeupAfter(timedelta(seconds=delay), payload=_SYNC)
+        effects = run.core.handle(event)
+        if journal is not None:
+            if notes := run.core.take_notes():
+                delay = journal.record(notes)
+                if delay is not None and not run.exiting:
+                    self.wakeupAfter(timedelta(seconds=delay), payload=_SYNC)
+            if (full := journal.full()) != run.core.journal_full:  # it grew, or compacted
+                effects += run.core.handle(JournalFull(full))
         run.metrics.record(event, effects, time.monotonic())
         return effects
 
@@ -379,20 +381,6 @@ def _open_journal(config: PachkaConfig, tail_id: str) -> Journal | None:
     except Exception as exc:
         raise ConfigError("journal_path", f"cannot open {config.journal_path} to read and "
                                           f"append (created if missing): {exc!r}") from exc
-
-
-def _refused(journal: Journal, event: Event) -> Answer | None:
-    """At `journal_max_bytes` new messages and room for them are refused, as `Overloaded`
-    (messages already promised to a handle's buffer are still taken)."""
-    if not ((isinstance(event, MessagesReceived) and event.credit is None)
-            or isinstance(event, CreditRequested)):
-        return None
-    why = journal.full()
-    if why is None:
-        return None
-    if isinstance(event, CreditRequested):
-        return Answer(Granted(None, 0, Overloaded(why, limit="journal_max_bytes")))
-    return Answer(Accepted(0, Overloaded(why, limit="journal_max_bytes")))
 
 
 def _done(outcomes: list[Outcome]) -> list[Event]:

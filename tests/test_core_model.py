@@ -35,6 +35,7 @@ from pachka_actors.core import (
     ExitRequested,
     ExportDone,
     Finish,
+    JournalFull,
     KillExport,
     Log,
     MessagesReceived,
@@ -288,7 +289,9 @@ class CoreModel(RuleBasedStateMachine):
             assert (reply.refused.size, reply.refused.limit) == (sizes[too_large[0]], limit)
             assert reply.refused.index == (too_large[0] if count > 1 else None)
             return
-        expected = 0 if terminating else max(0, min(count, room - self.core.reserved))
+        journal_full = self.core.journal_full is not None
+        expected = 0 if terminating or journal_full else max(0, min(count,
+                                                                     room - self.core.reserved))
         by_count = expected
         if free is not None:  # the prefix that fits in bytes too
             while expected and sum(sizes[:expected]) > free:
@@ -298,7 +301,9 @@ class CoreModel(RuleBasedStateMachine):
         if reply.refused is not None:
             assert isinstance(reply.refused, Overloaded)
             assert reply.refused.terminating == terminating
-            if not terminating:  # which limit refused the first message not taken
+            if journal_full and not terminating:
+                assert reply.refused.limit == "journal_max_bytes"
+            elif not terminating:  # which limit refused the first message not taken
                 assert reply.refused.limit == ("critical_queue_bytes" if expected < by_count
                                                else "critical_queue_size")
         self.accepted += reply.count
@@ -309,7 +314,8 @@ class CoreModel(RuleBasedStateMachine):
         fits = self.core.critical_queue_bytes is None or self.free_bytes() >= max(size, 1)
         [grant] = self.apply(self.core.handle(CreditRequested(count, size=size)))
         assert isinstance(grant, Granted)
-        expected = 0 if self.core.terminating or not fits else max(0, min(count, room))
+        expected = 0 if (self.core.terminating or not fits
+                         or self.core.journal_full is not None) else max(0, min(count, room))
         assert grant.count == expected
         assert (grant.credit is None) == (expected == 0)
         if grant.credit is not None:
@@ -330,6 +336,12 @@ class CoreModel(RuleBasedStateMachine):
                 self.granted(grant, size)
         else:
             assert waiter in self.waiters and any(w[0] == waiter for w in self.core.waiting)
+
+    @rule(full=st.booleans())
+    def journal_fills_or_frees(self, full: bool) -> None:
+        """The shell's journal reached journal_max_bytes, or compacted below it."""
+        self.apply(self.core.handle(JournalFull("journal is at journal_max_bytes=1" if full
+                                                else None)))
 
     @precondition(lambda self: any(t.kind is TimerKind.WAIT for t in self.live.values()))
     @rule(data=st.data())
@@ -557,7 +569,8 @@ class CoreModel(RuleBasedStateMachine):
             assert not core.terminating
             head = self.waiters[core.waiting[0][0]][1]
             assert len(core.queue) + core.reserved >= core.critical_queue_size or (
-                core.critical_queue_bytes is not None and self.free_bytes() < max(head, 1))
+                core.critical_queue_bytes is not None and self.free_bytes() < max(head, 1)) \
+                or core.journal_full is not None
         assert {w[0] for w in core.waiting} == set(self.waiters)
 
     @invariant()
@@ -702,3 +715,4 @@ def test_dead_letters_failing_while_stopping_do_not_hold_back_the_drain() -> Non
     effects = core.handle(TimerFired(core.timer))  # ...but runs past export_timeout
     assert [list(e.messages) for e in effects if isinstance(e, Drain)] == [["later"]]
     assert [list(b) for b in core.pending] == [["bad"]]  # exported after the drain
+

@@ -178,6 +178,27 @@ def test_a_full_journal_refuses_new_messages(simple_system: ActorSystem, tmp_pat
     server.stop()
 
 
+def test_a_producer_waiting_for_room_in_a_full_journal_gets_it_once_delivery_frees_some(
+        simple_system: ActorSystem, tmp_path: Path) -> None:
+    """`wait=` waits at the journal's limit as at the queue's: a delivery compacts room."""
+    touch(tmp_path, "fail")
+    server = Pachka.start(system=simple_system, sink=RecordingSink(tmp_path, retry_seconds=0.1),
+                          journal_path=str(tmp_path / "j"), journal_max_bytes=4096,
+                          max_batch_size=50, max_batch_delay=None, linger=None)
+    sent = 0
+    while server.send_messages([f"message {i}" for i in range(sent, sent + 10)]) == 10:
+        sent += 10
+    with pytest.raises(Overloaded, match="journal is at journal_max_bytes=4096"):
+        server.send_message("refused")
+    os.remove(tmp_path / "fail")  # the next retry delivers
+    refused = server.stats().refused_queue_full
+    server.send_message("waited", wait=10.0)
+    # Refused once (the message itself), then the request for room waited: no busy loop.
+    assert server.stats().refused_queue_full == refused + 1
+    server.stop()
+    assert delivered(tmp_path) == [f"message {i}" for i in range(sent)] + ["waited"]
+
+
 def test_compaction_keeps_the_file_to_what_is_held(simple_system: ActorSystem, tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_journal, "COMPACT_AT", 20_000)
