@@ -397,6 +397,9 @@ class PachkaCore:
         self._enqueue(messages, sizes)
         if isinstance(self.phase, Idle):
             effects += self._settle()
+        elif self.terminating and self.drains and isinstance(self.phase, RetryBackoff) \
+                and messages:  # dead letters wait for their retry; these need not wait
+            effects += self._drain()
         return effects
 
     def _grant(self, count: int, wait: float = 0.0, requester: Any = None,

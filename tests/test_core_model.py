@@ -716,3 +716,20 @@ def test_dead_letters_failing_while_stopping_do_not_hold_back_the_drain() -> Non
     assert [list(e.messages) for e in effects if isinstance(e, Drain)] == [["later"]]
     assert [list(b) for b in core.pending] == [["bad"]]  # exported after the drain
 
+
+def test_promised_messages_arriving_while_dead_letters_wait_for_their_retry_are_drained() -> None:
+    """Found by the model: stopping with `drain_on_terminate`, dead letters in retry
+    backoff (never drained) held back messages a producer shipped under its grant until
+    that retry; they are drained at once, as they would have been without the letters."""
+    core = PachkaCore(max_batch_size=1, critical_queue_size=1, max_batch_delay=None,
+                      export_timeout=None, drains=True, max_batch_bytes=4)
+    [letters] = [e for e in core.handle(Restored([Batch([0], "old")], [[5]]))  # too large
+                 if isinstance(e, StartExport)]
+    [answer] = core.handle(CreditRequested(1))
+    assert isinstance(answer, Answer) and isinstance(answer.value, Granted)
+    core.handle(StopRequested())
+    core.handle(ExportDone(letters.export_id, RuntimeError("dead_letter failed")))
+    assert core.retry_num == 1  # in retry backoff
+    effects = core.handle(MessagesReceived([1], answer.value.credit, [0]))
+    [drain] = [e for e in effects if isinstance(e, Drain)]
+    assert list(drain.messages) == [1] and core.state is State.DRAINING
