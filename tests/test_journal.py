@@ -230,16 +230,22 @@ def test_sigkilled_server_restarted_by_its_supervisor_loses_no_acknowledged_mess
                            system=tcp_system, ask_timeout=20, max_restarts=10)
     acked: list[int] = []
     killed: list[int] = []
+    failed: list[BaseException] = []
     done = threading.Event()
 
     def killer() -> None:
-        while len(killed) < 4:
-            wait_for(lambda: len(acked) >= 1500 * (len(killed) + 1))
-            pid = int(wait_for(lambda: (text := (tmp_path / "server").read_text())
-                               and int(text) not in killed and text))
-            os.kill(pid, 9)
-            killed.append(pid)
-        done.set()
+        try:
+            while len(killed) < 4:
+                wait_for(lambda: len(acked) >= 1500 * (len(killed) + 1))
+                pid = int(wait_for(lambda: (server := tmp_path / "server").exists()
+                                   and int(text := server.read_text()) not in killed
+                                   and text))  # (written whole: os.replace)
+                os.kill(pid, 9)
+                killed.append(pid)
+        except BaseException as exc:  # the producer below then stops too, not sends forever
+            failed.append(exc)
+        finally:
+            done.set()
 
     def child() -> object:
         return wait_for(lambda: sup.which_children()[0][1] not in (None, RESTARTING)
@@ -257,7 +263,7 @@ def test_sigkilled_server_restarted_by_its_supervisor_loses_no_acknowledged_mess
         else:  # the server died meanwhile: not acknowledged
             handle = Pachka.connect(tcp_system, child(), linger=None)
     thread.join(5)
-    assert len(killed) == 4 and all(map(process_gone, killed))
+    assert not failed and len(killed) == 4 and all(map(process_gone, killed)), failed
     sup.stop()
     with closing(sqlite3.connect(db)) as connection:
         rows = [i for (i,) in connection.execute("select i from t order by rowid")]
