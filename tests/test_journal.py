@@ -169,7 +169,8 @@ def test_a_full_journal_refuses_new_messages(simple_system: ActorSystem, tmp_pat
                           journal_path=str(tmp_path / "j"), journal_max_bytes=4096,
                           max_batch_delay=None, linger=None)
     start = 0
-    while server.send_messages([f"message {i}" for i in range(start, start + 100)]) == 100:
+    while start < 10_000 and server.send_messages([f"message {i}"
+                                                   for i in range(start, start + 100)]) == 100:
         start += 100
     assert 0 < start < 1000 and 4096 <= os.path.getsize(tmp_path / "j") < 8192
     with pytest.raises(Overloaded, match="journal is at journal_max_bytes=4096"):
@@ -186,7 +187,8 @@ def test_a_producer_waiting_for_room_in_a_full_journal_gets_it_once_delivery_fre
                           journal_path=str(tmp_path / "j"), journal_max_bytes=4096,
                           max_batch_size=50, max_batch_delay=None, linger=None)
     sent = 0
-    while server.send_messages([f"message {i}" for i in range(sent, sent + 10)]) == 10:
+    while sent < 10_000 and server.send_messages([f"message {i}"
+                                                  for i in range(sent, sent + 10)]) == 10:
         sent += 10
     with pytest.raises(Overloaded, match="journal is at journal_max_bytes=4096"):
         server.send_message("refused")
