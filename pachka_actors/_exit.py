@@ -61,7 +61,7 @@ def finish(server: PachkaServer, run: Running, sender: Caller) -> None:
         return  # a second request (a SIGTERM, Thespian's own) while the first is handled
     run.exiting = True  # from here on even manual timers fire: nobody fires them by hand
     timers, pool = run.timers, run.pool
-    pool.exiting = True
+    pool.begin_exit()
     server.handle(run, ExitRequested(), sender)
     listen(server, run)  # the handles ship what they hold, over the link
     while run.core.state is not State.STOPPED:

@@ -210,6 +210,7 @@ class Phase(enum.Enum):
     SPARE = "spare"  # connected, its sink set up; no batch yet
     EXPORTING = "exporting"  # has a batch (sent once connected)
     IDLE = "idle"  # delivered its batch; may take the next
+    SPENT = "spent"  # served `batches_per_exporter`; kept until another is connected
     RETIRING = "retiring"  # asked to quit: tears down, then exits
     ABANDONED = "abandoned"  # killed, or to be killed once its pid is known
 
@@ -224,6 +225,11 @@ class Member:
     export: Export | None = None
     served: int = 0
 
+    @property
+    def connected(self) -> bool:
+        """It can be handed a batch now: its process has connected (or its sink runs inline)."""
+        return self.link is not None or self.session is not None
+
 
 #: How many dead exporters the pool remembers to forget again at the server's exit.
 RECENTLY_ENDED = 64
@@ -234,6 +240,8 @@ class ExporterPool:
 
     Each serves up to `batches_per_exporter` batches (None: no limit), one at a
     time; one whose batch failed, was killed or that exited is never given another.
+    One that served its batches retires once another exporter is connected, not
+    before: a bare exit then always finds a connected one to reuse (`begin_exit`).
     """
 
     def __init__(self, actor: Actor, base: Base, sink: Sink, server_value: Any,
@@ -281,16 +289,35 @@ class ExporterPool:
         return member
 
     def start(self, export_id: int, batch: Batch, spare: bool) -> list[Outcome]:
-        """Give the batch to the idle exporter, else to a spare; `spare`: keep one ready.
-        Under simpleSystemBase the export runs now: its outcome is returned."""
-        member = (self._in(Phase.IDLE) or self._in(Phase.SPARE) or self._in(Phase.STARTING)
-                  or self.prepare())
+        """Give the batch to a connected exporter (idle, spare; at exit a spent one too), else
+        to one starting; `spare`: keep one ready. Under simpleSystemBase the export runs
+        now: its outcome is returned."""
+        member = self._ready() or self._in(Phase.STARTING) or self.prepare()
         member.phase, member.export = Phase.EXPORTING, Export(export_id, batch)
         member.served += 1
         outcomes = self._send(member)
         if spare and not (self._in(Phase.SPARE) or self._in(Phase.STARTING)):
             self.prepare()  # the next one starts while this one exports
+        self._retire_spent()
         return outcomes
+
+    def begin_exit(self) -> None:
+        """The server's bare exit begins: exporters are reused whatever `batches_per_exporter`
+        says, and a batch handed to an exporter not connected yet goes to a connected one.
+        On multiprocQueueBase an exporter's process connects only once Thespian has put its
+        start-up notice into the server's queue (10 places), which the exit handler does not
+        read: with the queue full it never connects, and its batch would wait for
+        `export_timeout` while `shutdown_timeout` ran out."""
+        self.exiting = True
+        held = next((m for m in self.members.values()
+                     if m.phase is Phase.EXPORTING and not m.connected), None)
+        ready = self._ready()
+        if held is None or ready is None:
+            return
+        assert ready.link is not None  # not inline: an inline exporter never waits to connect
+        ready.phase, ready.export, ready.served = Phase.EXPORTING, held.export, ready.served + 1
+        held.phase, held.export, held.served = Phase.STARTING, None, held.served - 1
+        ready.link.send(ready.export)
 
     def kill(self, export_id: int) -> bool:
         """SIGKILL the exporter of `export_id`; False where it cannot be (simpleSystemBase)."""
@@ -347,7 +374,7 @@ class ExporterPool:
             return
         self.closing = self.exiting = True
         for member in list(self.members.values()):
-            if member.phase in (Phase.SPARE, Phase.IDLE):
+            if member.phase in (Phase.SPARE, Phase.IDLE, Phase.SPENT):
                 self._retire(member)
             elif member.phase is not Phase.RETIRING:
                 member.phase = Phase.ABANDONED  # if it connects yet, it is turned away
@@ -379,6 +406,11 @@ class ExporterPool:
     def _in(self, phase: Phase) -> Member | None:
         return next((m for m in self.members.values() if m.phase is phase), None)
 
+    def _ready(self) -> Member | None:
+        """A connected exporter that may take a batch now; a spent one only at exit."""
+        return (self._in(Phase.IDLE) or self._in(Phase.SPARE)
+                or (self._in(Phase.SPENT) if self.exiting else None))
+
     def _exporting(self, export_id: int) -> Member | None:
         return next((m for m in self.members.values() if m.phase is Phase.EXPORTING
                      and m.export is not None and m.export.export_id == export_id), None)
@@ -405,6 +437,7 @@ class ExporterPool:
         if member.phase is Phase.STARTING:
             member.phase = Phase.SPARE
         self._send(member)
+        self._retire_spent()
 
     def _send(self, member: Member) -> list[Outcome]:
         """Hand the member its batch, if it has one and can take it now."""
@@ -427,12 +460,21 @@ class ExporterPool:
         if not outcomes or member.phase is not Phase.EXPORTING:
             return []
         member.export = None
-        if outcomes[0].failure is None and (self.limit is None or member.served < self.limit
-                                            or self.exiting):
+        if outcomes[0].failure is not None:
+            self._retire(member)
+        elif self.limit is None or member.served < self.limit or self.exiting:
             member.phase = Phase.IDLE
         else:
-            self._retire(member)
+            member.phase = Phase.SPENT
+            self._retire_spent()
         return outcomes[:1]
+
+    def _retire_spent(self) -> None:
+        """Spent exporters retire once another connected one can take the next batch."""
+        if any(m.connected and m.phase in (Phase.SPARE, Phase.IDLE, Phase.EXPORTING)
+               for m in self.members.values()):
+            for member in [m for m in self.members.values() if m.phase is Phase.SPENT]:
+                self._retire(member)
 
     def _retire(self, member: Member) -> None:
         member.phase = Phase.RETIRING

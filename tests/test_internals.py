@@ -24,9 +24,10 @@ from pachka_actors._base import (
     is_status_of,
     status_request,
 )
-from pachka_actors._exporters import ExporterPool, Member, Phase
+from pachka_actors._exporters import Export, ExporterPool, Hello, Member, Outcome, Phase, Prepare
+from pachka_actors._link import Link
 from pachka_actors._process import DeathWatch, ended, kill_tree
-from pachka_actors.sink import Sink
+from pachka_actors.sink import Batch, Sink
 
 
 class Parent(Actor):  # type: ignore[misc]
@@ -216,6 +217,57 @@ def test_a_long_lived_pool_forgets_dead_exporters_as_they_die() -> None:
         pool.closed = True
         if pool.listener is not None:
             pool.listener.close()
+
+
+class _Creator(Actor):  # type: ignore[misc]
+    """A server whose exporters never start: on multiprocQueueBase, a new exporter waiting
+    for room in the server's full Thespian queue, which a bare exit does not read."""
+
+    def createActor(self, *args: Any, **kwargs: Any) -> str:
+        return "never-started"
+
+    def send(self, *args: Any) -> None:
+        """An `ActorExitRequest` to a retired exporter goes nowhere: it has no process."""
+
+
+def test_a_bare_exit_moves_a_batch_from_an_exporter_that_never_connected(
+        sleeper: subprocess.Popen[bytes]) -> None:
+    """CI, ~4% of runs of test_handle_exit on multiprocQueueBase: the batch in flight when
+    the exit began was held by an exporter not connected yet, whose start-up was blocked on
+    the server's full queue; it waited for `export_timeout`, the rest was lost at
+    `shutdown_timeout`. The exporter that had served its one batch was retired by then.
+    Now it stays until another is connected, and the exit hands it the batch."""
+    pool = ExporterPool(_Creator(), Base("multiprocQueueBase"), Sink(), None, 1)
+    assert pool.listener is not None
+
+    def phases() -> dict[int, Phase]:
+        return {m.exporter_id: m.phase for m in pool.members.values()}
+
+    exporter = Link.connect(pool.listener.name)  # the first exporter, connected
+    try:
+        pool.prepare()
+        exporter.send(Hello(1, sleeper.pid))
+        wait_for(lambda: pool.poll() == [] and pool.members[1].phase is Phase.SPARE)
+        assert isinstance(exporter.next(5.0), Prepare)
+        assert pool.start(1, Batch([1], "b1"), spare=True) == []
+        assert exporter.next(5.0) == Export(1, Batch([1], "b1"))
+        exporter.send(Outcome(1))
+        assert wait_for(pool.poll) == [Outcome(1)]
+        assert phases() == {1: Phase.SPENT, 2: Phase.STARTING}  # the spare never connects
+        pool.start(2, Batch([2], "b2"), spare=True)  # to that spare: it waits to connect
+        assert phases() == {1: Phase.SPENT, 2: Phase.EXPORTING, 3: Phase.STARTING}
+        pool.begin_exit()
+        assert exporter.next(5.0) == Export(2, Batch([2], "b2"))  # not Quit
+        assert phases() == {1: Phase.EXPORTING, 2: Phase.STARTING, 3: Phase.STARTING}
+        assert pool.members[2].export is None
+        exporter.send(Outcome(2))
+        assert wait_for(pool.poll) == [Outcome(2)]
+        pool.start(3, Batch([3], "b3"), spare=True)  # at exit: reused, whatever the limit
+        assert exporter.next(5.0) == Export(3, Batch([3], "b3"))
+    finally:
+        exporter.close()
+        pool.closed = True
+        pool.listener.close()
 
 
 def test_a_system_start_that_misses_its_wait_ends_its_admin_and_tries_a_new_port(
