@@ -161,8 +161,8 @@ class Exporter(Actor):  # type: ignore[misc]
         self._serving: threading.Thread | None = None
         where = os.environ.pop(_ENV, None)  # not for processes this one may start
         if where is not None:
-            die_with_parent()  # its batch is the server's to retry: never outlive it
-            name, exporter_id, ending = where.split()
+            name, exporter_id, ending, server = where.split()
+            die_with_parent(parent=int(server))  # its batch is the server's to retry
             self._serving = threading.Thread(
                 target=_serve, args=(name, int(exporter_id), ending == "process"),
                 name="pachka-exporter", daemon=True)
@@ -278,7 +278,7 @@ class ExporterPool:
             return member
         assert self.listener is not None
         ending = "process" if self.ends_quietly else "thespian"
-        os.environ[_ENV] = f"{self.listener.name} {member.exporter_id} {ending}"
+        os.environ[_ENV] = f"{self.listener.name} {member.exporter_id} {ending} {os.getpid()}"
         try:
             member.address = self.actor.createActor(Exporter)
         finally:

@@ -148,15 +148,17 @@ def _poll(condition: Callable[[], bool], timeout: float) -> bool:
     return True
 
 
-def die_with_parent(sig: signal.Signals = signal.SIGKILL) -> None:
+def die_with_parent(sig: signal.Signals = signal.SIGKILL, parent: int | None = None) -> None:
     """Have Linux send this process `sig` when its parent process dies.
 
     An exporter dies with its server (SIGKILL: its batch is the server's to
     retry); a server whose parent died gets SIGTERM, which Thespian turns into an
     `ActorExitRequest`, so that it finishes and exits rather than live on
     orphaned. Only in a process of its own, never a caller's (simpleSystemBase).
+    `parent`: the pid that started this process, where known: one that died before
+    this call (while Thespian started the child) sends `sig` at once, too.
     """
-    parent = os.getppid()
+    parent = os.getppid() if parent is None else parent
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")

@@ -306,3 +306,20 @@ def test_messages_lost_counts_in_words() -> None:
     said = "accepted by the handle"
     assert str(errors.MessagesLost(1, "gone")) == f"1 message {said} was lost: gone"
     assert str(errors.MessagesLost(3, "gone")) == f"3 messages {said} were lost: gone"
+
+
+def test_a_child_whose_parent_died_before_it_asked_to_die_with_it_dies_at_once() -> None:
+    """An exporter SIGKILLed with its server while Thespian was still starting it asked
+    for PR_SET_PDEATHSIG only once orphaned, and lived on (1 of ~50 runs of
+    test_sigkilled_server_takes_its_exporters_along under load): it now names the server
+    it was started by, and one already gone kills it at once."""
+    gone = subprocess.run([sys.executable, "-c", "import os, signal\n"
+                           "from pachka_actors._process import die_with_parent\n"
+                           "die_with_parent(signal.SIGKILL, parent=os.getppid() + 1)\n"
+                           "print('lived on')"], capture_output=True, text=True, timeout=30)
+    assert gone.returncode == -signal.SIGKILL and "lived on" not in gone.stdout, gone
+    kept = subprocess.run([sys.executable, "-c", "import os, signal\n"
+                           "from pachka_actors._process import die_with_parent\n"
+                           "die_with_parent(signal.SIGKILL, parent=os.getppid())\n"
+                           "print('lived on')"], capture_output=True, text=True, timeout=30)
+    assert kept.returncode == 0 and "lived on" in kept.stdout, kept
