@@ -14,7 +14,7 @@ import os
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
 
@@ -147,7 +147,8 @@ class PachkaServer(Actor):  # type: ignore[misc]
             self.handle(run, MessagesReceived(messages, None, _sizes(run, messages)), sender)
         elif isinstance(message, SendMessages):
             self.handle(run, MessagesReceived(message.messages, message.credit,
-                                              _sizes(run, message.messages)), sender)
+                                              _sizes(run, message.messages), message.ask,
+                                              message.ask_size), sender)
         elif isinstance(message, RequestCredit):
             self.handle(run, CreditRequested(message.count, message.wait, sender,
                                              message.size), sender)
@@ -306,8 +307,8 @@ class PachkaServer(Actor):  # type: ignore[misc]
         (and synced, as `journal_sync` says) before any of its effects: an acknowledgement,
         an export."""
         journal = run.journal
-        refused = None if journal is None else _refused(journal, event)
-        effects: list[Effect] = run.core.handle(event) if refused is None else [refused]
+        gated = event if journal is None else _gate(journal, event)
+        effects: list[Effect] = [gated] if isinstance(gated, Answer) else run.core.handle(gated)
         if journal is not None and (notes := run.core.take_notes()):
             delay = journal.record(notes)
             if delay is not None and not run.exiting:
@@ -375,15 +376,17 @@ def _open_journal(config: PachkaConfig, tail_id: str) -> Journal | None:
         raise ConfigError("journal_path", f"cannot read {config.journal_path}: {exc!r}") from exc
 
 
-def _refused(journal: Journal, event: Event) -> Answer | None:
+def _gate(journal: Journal, event: Event) -> Event | Answer:
     """At `journal_max_bytes` new messages and room for them are refused, as `Overloaded`
-    (messages already promised to a handle's buffer are still taken)."""
-    if not ((isinstance(event, MessagesReceived) and event.credit is None)
+    (messages already promised to a handle's buffer are still taken, with no next grant)."""
+    if not ((isinstance(event, MessagesReceived) and (event.credit is None or event.ask))
             or isinstance(event, CreditRequested)):
-        return None
+        return event
     why = journal.full()
     if why is None:
-        return None
+        return event
+    if isinstance(event, MessagesReceived) and event.credit is not None:
+        return replace(event, ask=0)
     if isinstance(event, CreditRequested):
         return Answer(Granted(None, 0, Overloaded(why, limit="journal_max_bytes")))
     return Answer(Accepted(0, Overloaded(why, limit="journal_max_bytes")))
