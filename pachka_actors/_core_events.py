@@ -76,11 +76,15 @@ class ServerStatus:
 class MessagesReceived:
     """Messages to queue. Under `credit` (a grant's id) they were promised a place already:
     all are taken, and the grant is closed, its unused credits returned. `sizes`: each
-    message's size, measured by the shell, when the core has a byte limit (else None)."""
+    message's size, measured by the shell, when the core has a byte limit (else None).
+    `ask`, `ask_size`: under a credit, the next grant asked for with them (`CreditRequested`
+    with no wait, granted in the reply only if there is room, refused silently)."""
 
     messages: Sequence[Any]
     credit: int | None = None
     sizes: Sequence[int] | None = None
+    ask: int = 0
+    ask_size: int = 0
 
 
 @dataclass(frozen=True)

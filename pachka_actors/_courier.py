@@ -135,9 +135,11 @@ class Courier:
         self.lock = threading.RLock()
         self.cond = threading.Condition(self.lock)
         # Asking on demand: this handle can wait for room (a refused request counts at the
-        # server as a refused message), unlike an actor (producer.py).
+        # server as a refused message), unlike an actor (producer.py); and with each
+        # shipment, where a thread ships lingering grants (inline, an unused grant would
+        # stay held until the next call).
         self.credits = Credits(options.buffer_size, options.linger or 0.0, IDLE_GRANT, new_ref,
-                               ahead=False)
+                               ahead=False, rides=not self.inline and bool(options.linger))
         self.jobs: deque[_Job] = deque()
         self.current: _Job | None = None  # the job the thread runs
         self.late: set[int] = set()  # refs of requests that timed out: replies may come
@@ -264,7 +266,10 @@ class Courier:
             self._push()
             ships = [job for job in self.jobs if isinstance(job, Ship)]
             self.jobs = deque(job for job in self.jobs if not isinstance(job, Ship))
-            return [self.current, *ships] if isinstance(self.current, Ship) else ships
+            current = self.current
+            if isinstance(current, Ship) and current.ref in self.credits.unconfirmed:
+                return [current, *ships]
+            return ships
 
     def confirmed(self, ref: int, reply: Any) -> None:
         """The server's answer, over the lifeline, to shipment `ref`."""
@@ -413,9 +418,11 @@ class Courier:
                         self.cond.acquire()
                     if isinstance(reply, Answer) and reply.ref in self.late:
                         self.late.discard(reply.ref)  # a late grant: given back
-                        if isinstance(reply.reply, Granted):
-                            self.credits.answered(reply.ref, time.monotonic(),
-                                                  reply.reply.credit, reply.reply.count)
+                        late = reply.reply
+                        if isinstance(late, Accepted) and late.granted is not None:
+                            late = late.granted  # given with a shipment
+                        if isinstance(late, Granted):
+                            self._granted(reply.ref, late)
                 self.credits.due(time.monotonic())
             self.current = self.jobs.popleft()
             return self.current
@@ -452,8 +459,7 @@ class Courier:
                     self.credits.give_up(job.ref, exc)
             else:
                 with self.cond:
-                    self.credits.answered(job.ref, time.monotonic(), room.credit, room.count,
-                                          room.refused, room.bytes, room.max_batch_bytes)
+                    self._granted(job.ref, room)
         else:
             left = None if job.deadline is None else job.deadline - time.monotonic()
             try:
@@ -479,15 +485,17 @@ class Courier:
         """One list under its credit. Messages that cannot cross (one changed since it was
         checked, or of a class the server's process cannot load) cost only themselves: the
         others go, under the same credit. What the server did not take is counted lost."""
-        messages, accepted = ship.messages, 0
+        messages, accepted, granted = ship.messages, 0, None
         why = f"the server at {self.address} had stopped"
+        failure: PachkaError | None = None
         try:
-            reply = self._ask(endpoint, SendMessages(messages, ship.credit), Accepted,
-                              self.ask_timeout, ship.ref)
-            accepted = reply.count
+            reply = self._ask(endpoint, SendMessages(messages, ship.credit, ship.ask, ship.size),
+                              Accepted, self.ask_timeout, ship.ref)
+            accepted, granted = reply.count, reply.granted
             if reply.refused is not None:  # too large: measured otherwise than the server
                 why = str(reply.refused)
         except PachkaError as exc:
+            failure = exc
             why = f"{exc} (the server may have some)" if isinstance(exc, ActorTimeout) \
                 else str(exc)
             if bad := self._unshippable(endpoint, messages, exc):
@@ -499,6 +507,8 @@ class Courier:
                 except PachkaError as again:
                     why = f"{why}; the other {len(good)} could not be shipped either: {again}"
         with self.cond:
+            if ship.ask:
+                self._rode(ship.ref, granted, failure)
             if self.exiting and not accepted:
                 return  # it went again over the lifeline, which settles it
             lost = self.credits.lost
@@ -507,6 +517,21 @@ class Courier:
                 self.trouble = True
                 log.error("%s not shipped to %s: %s",
                           plural(self.credits.lost - lost, "buffered message"), self.address, why)
+
+    def _rode(self, ref: int, granted: Granted | None, failure: PachkaError | None) -> None:
+        """The answer to the request for room that shipment `ref` made. Once the server
+        exits its grant is not taken: the shipment went again over the lifeline, and the
+        server withdrew the grant (`PachkaCore.rode`)."""
+        if isinstance(failure, ActorTimeout):
+            self.credits.give_up(ref, failure)  # a grant coming later goes back
+        elif granted is None or self.exiting:
+            self.credits.answered(ref, time.monotonic(), None)  # no room: `take` asks
+        else:
+            self._granted(ref, granted)
+
+    def _granted(self, ref: int, room: Granted) -> bool:
+        return self.credits.answered(ref, time.monotonic(), room.credit, room.count,
+                                     room.refused, room.bytes, room.max_batch_bytes)
 
     def _unshippable(self, endpoint: ActorSystem, messages: list[Any],
                      failure: PachkaError) -> tuple[set[int], str] | None:

@@ -22,12 +22,22 @@ passed in); a shell performs the `Ship` and `AskRoom` actions it drains from
   wait (an actor) then rarely has to. Otherwise room is asked for when a message
   needs it: the server counts a refused request as a refused message. One
   request is in flight at a time.
+- With `rides` (a handle, which ships every `linger`), a shipment of taken
+  messages that leaves no room held and no request in flight asks for the next
+  grant itself (`Ship.ask`), answered in its reply: a producer that keeps sending
+  waits for one round trip per grant, not for the shipment's and then a
+  request's. Such a grant unused for `linger` goes back: a producer that stopped
+  sending holds its room no longer than its messages would have lingered. Not
+  on `flush` and `close`: afterwards nothing is held (`flush` gives back an unused
+  grant too).
 - A grant held unused for `idle` seconds is given back (an empty shipment): an
   idle producer holds no room, and a stopping server does not wait for it.
 - A refusal matters only when the request was made holding no room: it is
   raised once by the next `take` that finds none, which then asks again. (A
   request made ahead is answered counting the room still held, so its refusal
-  says little; the next request, made after the shipment, will be exact.)
+  says little; the next request, made after the shipment, will be exact. One
+  made with a shipment is answered without a grant, and no refusal, when there
+  is no room: the server counts no refused message, and the next `take` asks.)
 - A request given up on (no answer in time) is forgotten; a grant answering it
   later is given back at once, and so is every grant after `close`.
 - Every message taken is either held, or confirmed by the server, or counted in
@@ -46,11 +56,14 @@ from .errors import MessageTooLarge
 @dataclass(frozen=True)
 class Ship:
     """Send `messages` as `SendMessages(messages, credit)`, asking with ref `ref`; no
-    messages gives the grant's room back."""
+    messages gives the grant's room back. `ask`: room for that many messages more is asked
+    for with it (`size`: the bytes of the message that needs it), answered in its reply."""
 
     ref: int
     credit: int
     messages: list[Any]
+    ask: int = 0
+    size: int = 0
 
 
 @dataclass(frozen=True)
@@ -86,15 +99,17 @@ class Credits:
     """One producer's grants, its request for room and its shipments (module docstring)."""
 
     def __init__(self, size: int, linger: float, idle: float, refs: Callable[[], int], *,
-                 ahead: bool) -> None:
+                 ahead: bool, rides: bool = False) -> None:
         """`size`: the room asked for; `refs`: unique refs, for requests and shipments."""
         self.size, self.linger, self.idle, self._refs = size, linger, idle, refs
         self.ahead = ahead  # ask for the next grant once half of one is used
+        self.rides = rides  # a shipment asks for the next grant (module docstring)
         self.outbox: list[Action] = []
         self.current: _Grant | None = None  # the grant being filled
         self.spare: _Grant | None = None  # the next one, asked for ahead of need
         self.asking: int | None = None  # the ref of the request for room in flight
-        self.asked_ahead = False  # ...while room was held
+        self.tentative = False  # ...ahead or with a shipment: its refusal is not raised
+        self.riding = False  # ...with a shipment (the request's ref is the shipment's)
         self.given_up: set[int] = set()  # requests no longer waited for
         self.refused: Exception | None = None  # raised once by the next `take` with no room
         self.closed = False  # hold nothing: every grant goes back until the next `take`
@@ -145,7 +160,7 @@ class Credits:
         self.closed = False
         grant = self.current
         while grant is not None and grant.bytes is not None and size > grant.bytes:
-            self._ship(grant)  # full in bytes (an empty one: its room goes back)
+            self._ship(grant, size)  # full in bytes (an empty one: its room goes back)
             grant = self.current
         if grant is None:
             if self.refused is not None:
@@ -169,8 +184,8 @@ class Credits:
         flight or two grants are held (an older refusal no longer says how full the
         server is)."""
         if self.asking is None and self.spare is None:
-            self.asking, self.refused = self._refs(), None
-            self.asked_ahead = self.current is not None
+            self.asking, self.refused, self.riding = self._refs(), None, False
+            self.tentative = self.current is not None
             self.outbox.append(AskRoom(self.asking, self.size, wait, size))
 
     def answered(self, ref: int, now: float, credit: int | None, count: int = 0,
@@ -179,22 +194,24 @@ class Credits:
         """The server answered request `ref`: room for `count` messages (and `size` bytes)
         under `credit`, or `refused`; `max_bytes`: its `max_batch_bytes`. False: `ref` is
         not one of ours."""
-        late = ref in self.given_up
+        late, idle = ref in self.given_up, self.idle
         if late:
             self.given_up.discard(ref)
         elif ref == self.asking:
             self.asking = None
+            if self.riding:
+                idle = min(self.linger, idle)
         else:
             return False
         if credit is None:
-            if not (late or self.closed or self.asked_ahead):
+            if not (late or self.closed or self.tentative):
                 self.refused = refused
             return True
         self.measures, self.max_bytes = size is not None or max_bytes is not None, max_bytes
         if late or self.closed:
             self._ship(_Grant(credit, count, size, now))
         elif self.current is None:
-            self.current = _Grant(credit, count, size, now + self.idle)
+            self.current = _Grant(credit, count, size, now + idle)
         else:
             self.spare = _Grant(credit, count, size, now + self.idle)
         return True
@@ -204,7 +221,7 @@ class Credits:
         if ref == self.asking:
             self.asking = None
             self.given_up.add(ref)
-            if not (self.closed or self.asked_ahead):
+            if not (self.closed or self.tentative):
                 self.refused = error
 
     def due(self, now: float) -> None:
@@ -218,9 +235,10 @@ class Credits:
         return min((g.due for g in (self.current, self.spare) if g is not None), default=None)
 
     def flush(self) -> None:
-        """Ship what is taken now."""
-        if self.current is not None and self.current.messages:
-            self._ship(self.current)
+        """Ship what is taken now, asking for nothing; with `rides`, an unused grant goes
+        back too (it came with a shipment: the producer asked for it no more than now)."""
+        if self.current is not None and (self.current.messages or self.rides):
+            self._ship(self.current, ride=False)
 
     def close(self) -> None:
         """Ship what is taken, give back all room, and every grant that comes, until `take`
@@ -253,11 +271,16 @@ class Credits:
             if why not in self.why:
                 self.why.append(why)
 
-    def _ship(self, grant: _Grant) -> None:
+    def _ship(self, grant: _Grant, size: int = 0, ride: bool = True) -> None:
+        """`size`: the bytes of the message that needs the next grant, if one is asked for."""
         if grant is self.current:
             self.current, self.spare = self.spare, None
         elif grant is self.spare:
             self.spare = None
-        ref = self._refs()
+        ref, ask = self._refs(), 0
+        if ride and self.rides and grant.messages and not self.closed \
+                and self.current is None and self.asking is None:
+            self.asking, self.refused, self.tentative, self.riding = ref, None, True, True
+            ask = self.size
         self.unconfirmed[ref] = len(grant.messages)
-        self.outbox.append(Ship(ref, grant.credit, grant.messages))
+        self.outbox.append(Ship(ref, grant.credit, grant.messages, ask, size if ask else 0))

@@ -35,7 +35,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import chain, islice
 from typing import Any
 
@@ -198,6 +198,9 @@ class PachkaCore:
     #: The grants shipped last: a shipment a handle sends again (it could not tell whether
     #: the first one arrived) is answered, not taken twice.
     shipped: deque[int] = field(default_factory=lambda: deque(maxlen=1024))
+    #: The grants given with those shipments (shipment's credit: grant), withdrawn if the
+    #: shipment comes again: its producer, exiting, never heard of the grant.
+    rode: dict[int, int] = field(default_factory=dict)
     reserved: int = 0
     #: With `critical_queue_bytes`: the open grants' room in bytes (id: bytes), and its sum.
     credit_bytes: dict[int, int] = field(default_factory=dict)
@@ -270,8 +273,8 @@ class PachkaCore:
         match event:
             case MessagesReceived(messages, None, sizes):
                 return self._receive(messages, sizes)
-            case MessagesReceived(messages, int() as credit, sizes):
-                return self._receive_credited(messages, credit, sizes)
+            case MessagesReceived(messages, int() as credit, sizes, ask, ask_size):
+                return self._receive_credited(messages, credit, sizes, ask, ask_size)
             case CreditRequested(count, wait, requester, size):
                 return self._grant(count, wait, requester, size)
             case TimerFired(timer):
@@ -353,9 +356,11 @@ class PachkaCore:
         return effects
 
     def _receive_credited(self, messages: Sequence[Any], credit: int,
-                          sizes: Sequence[int] | None) -> list[Effect]:
+                          sizes: Sequence[int] | None, ask: int = 0,
+                          ask_size: int = 0) -> list[Effect]:
         """Promised messages are never refused, even past an expired grant or a stop; but
-        for one too large for any batch (its producer measured it otherwise)."""
+        for one too large for any batch (its producer measured it otherwise). Room for
+        `ask` more is granted after them, as a request would be that came next."""
         if isinstance(self.phase, Done):
             return [Answer(Accepted(0)), Log(logging.ERROR, f"{plural(len(messages), 'message')} "
                                                             f"under "
@@ -373,6 +378,8 @@ class PachkaCore:
                                           f"measured them otherwise: give it the sink)")]
             messages, sizes = [messages[i] for i in fit], [sizes[i] for i in fit]
         if credit in self.shipped:  # sent again, over the link at exit: taken already
+            if (grant := self.rode.pop(credit, None)) in self.credits:
+                effects += self._withdraw(grant)
             return effects
         self.shipped.append(credit)
         granted = self.credits.pop(credit, None)
@@ -400,6 +407,34 @@ class PachkaCore:
         elif self.terminating and self.drains and isinstance(self.phase, RetryBackoff) \
                 and messages:  # dead letters wait for their retry; these need not wait
             effects += self._drain()
+        if ask and not self.waiting:  # else those waiting for room come first
+            effects = self._ride(credit, ask, ask_size, effects)
+        return effects
+
+    def _ride(self, credit: int, ask: int, ask_size: int,
+              effects: list[Effect]) -> list[Effect]:
+        """The reply to shipment `credit` (`effects[0]`) carries the next grant, if there is
+        room; else none, and nothing is refused: the producer asks with a `RequestCredit`."""
+        grant, expiry = self._open_credit(ask, ask_size)
+        if grant.credit is None:
+            return effects
+        self.rode[credit] = grant.credit
+        if len(self.rode) > len(self.shipped):  # no longer than `shipped` recalls them
+            del self.rode[next(iter(self.rode))]
+        answer = effects[0]
+        assert isinstance(answer, Answer) and isinstance(answer.value, Accepted)
+        return [Answer(replace(answer.value, granted=grant)), *effects[1:], *expiry]
+
+    def _withdraw(self, credit: int) -> list[Effect]:
+        """Close grant `credit`, given with a shipment whose producer did not hear of it."""
+        self.reserved -= self.credits.pop(credit)
+        self.reserved_bytes -= self.credit_bytes.pop(credit, 0)
+        effects: list[Effect] = [Log(logging.INFO, f"credit {credit}, given with a shipment "
+                                                   f"sent again, withdrawn")]
+        if self.credit_timeout is not None:
+            effects.append(CancelTimer(Timer(TimerKind.CREDIT, credit)))
+        if isinstance(self.phase, Idle) and self.terminating:
+            effects += self._settle()
         return effects
 
     def _grant(self, count: int, wait: float = 0.0, requester: Any = None,
@@ -409,16 +444,16 @@ class PachkaCore:
             timer = Timer(TimerKind.WAIT, self._issue())
             self.waiting.append((requester, count, timer, size))
             return [ArmTimer(timer, wait)]
-        return [Answer(granted) if isinstance(granted, Granted) else granted
-                for granted in self._open_credit(count, size)]
+        grant, expiry = self._open_credit(count, size)
+        return [Answer(grant), *expiry]
 
-    def _open_credit(self, count: int, size: int) -> list[Granted | Effect]:
+    def _open_credit(self, count: int, size: int) -> tuple[Granted, list[Effect]]:
         """The grant (answered by the caller to whoever asked), and its expiry timer. With
         `critical_queue_bytes` it reserves bytes too: what is free, up to `max_batch_bytes`
         (a shipment then holds about a batch)."""
         granted, refused = self._room(count, self._need(size))
         if not granted:
-            return [Granted(None, 0, refused)]
+            return Granted(None, 0, refused), []
         credit = self._issue()
         self.credits[credit] = granted
         self.reserved += granted
@@ -431,8 +466,8 @@ class PachkaCore:
             self.reserved_bytes += room
         grant = Granted(credit, granted, refused, room, self.max_batch_bytes)
         if self.credit_timeout is None:
-            return [grant]
-        return [grant, ArmTimer(Timer(TimerKind.CREDIT, credit), self.credit_timeout)]
+            return grant, []
+        return grant, [ArmTimer(Timer(TimerKind.CREDIT, credit), self.credit_timeout)]
 
     def _serve_waiting(self) -> list[Effect]:
         """Answer waiting credit requests, in turn, while there is room (or refuse them all
@@ -442,8 +477,8 @@ class PachkaCore:
                                 or self._room(1, self._need(self.waiting[0][3]))[0]):
             requester, count, timer, size = self.waiting.popleft()
             effects.append(CancelTimer(timer))
-            effects += [Reply(requester, e) if isinstance(e, Granted) else e
-                        for e in self._open_credit(count, size)]
+            grant, expiry = self._open_credit(count, size)
+            effects += [Reply(requester, grant), *expiry]
         return effects
 
     def _wait_expired(self, timer: Timer) -> list[Effect]:

@@ -13,7 +13,9 @@ Pachka server:
   than `max_batch_bytes` is refused whole (`MessageTooLarge` naming its index).
 - `RequestCredit(count)`: `Granted(credit, count, refused, bytes,
   max_batch_bytes)`; then `SendMessages(messages, credit=credit)` is always
-  accepted whole (but for a message larger than `max_batch_bytes`).
+  accepted whole (but for a message larger than `max_batch_bytes`). With
+  `ask=n` it asks for the next room too: `Accepted.granted` is the grant, or None
+  when there is no room for it (no refusal is counted: ask with `RequestCredit`).
 - `Stop()`: `Stopped(stats)`, once every accepted message is delivered or drained
   and the server is exiting; `stats` are its final counters.
 - `GetStatus()`: `ServerStatus`.
@@ -56,14 +58,21 @@ class SendMessage:
 
 @dataclass(frozen=True, repr=False)
 class SendMessages:
-    """`credit`: the grant these messages were buffered under (see `RequestCredit`)."""
+    """`credit`: the grant these messages were buffered under (see `RequestCredit`).
+
+    Under a credit, `ask`: room for that many messages more, asked for in the same round
+    trip (`ask_size`: as `RequestCredit.size`); answered in `Accepted.granted` if the
+    queue has room once these messages are in it."""
 
     messages: list[Any]
     credit: int | None = None
+    ask: int = 0
+    ask_size: int = 0
 
     def __repr__(self) -> str:
         # Thespian formats every message it sends for a debug line: keep that cheap.
-        return f"SendMessages({len(self.messages)} messages, credit={self.credit})"
+        return f"SendMessages({len(self.messages)} messages, credit={self.credit}, " \
+               f"ask={self.ask})"
 
 
 @dataclass(frozen=True, repr=False)
@@ -84,10 +93,12 @@ class Accepted:
     """Reply to the sender: `count` messages taken, in order; the rest refused for `refused`.
 
     Under a credit every message is taken but those larger than `max_batch_bytes` (a
-    producer that measured them otherwise than the server), which `refused` then names."""
+    producer that measured them otherwise than the server), which `refused` then names;
+    `granted`: the next grant, when the shipment asked for one and there was room."""
 
     count: int
     refused: Overloaded | MessageTooLarge | None = None
+    granted: Granted | None = None
 
 
 @dataclass(frozen=True)

@@ -147,7 +147,8 @@ class PachkaServer(Actor):  # type: ignore[misc]
             self.handle(run, MessagesReceived(messages, None, _sizes(run, messages)), sender)
         elif isinstance(message, SendMessages):
             self.handle(run, MessagesReceived(message.messages, message.credit,
-                                              _sizes(run, message.messages)), sender)
+                                              _sizes(run, message.messages), message.ask,
+                                              message.ask_size), sender)
         elif isinstance(message, RequestCredit):
             self.handle(run, CreditRequested(message.count, message.wait, sender,
                                              message.size), sender)

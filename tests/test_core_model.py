@@ -351,11 +351,14 @@ class CoreModel(RuleBasedStateMachine):
         self.apply(self.fire(timer))
 
     @precondition(lambda self: self.grants or self.expired)
-    @rule(data=st.data(), mismeasured=st.booleans())
-    def ship_credited(self, data: st.DataObject, mismeasured: bool) -> None:
+    @rule(data=st.data(), mismeasured=st.booleans(), ask=st.sampled_from([0, 3, 8]),
+          ask_size=st.integers(0, 12))
+    def ship_credited(self, data: st.DataObject, mismeasured: bool, ask: int,
+                      ask_size: int) -> None:
         """A producer ships what it buffered under a grant: all of it is taken, always; but
         for a message larger than max_batch_bytes (`mismeasured`: the producer measured it
-        otherwise), which is not."""
+        otherwise), which is not. With `ask`, the reply carries the next grant exactly when
+        a request made next would get one (none while others wait), and refuses nothing."""
         credit = data.draw(st.sampled_from(sorted([*self.grants, *self.expired])))
         limit = self.grants.pop(credit, None)
         room = self.grant_bytes.pop(credit, 12 * 3)
@@ -371,11 +374,23 @@ class CoreModel(RuleBasedStateMachine):
         mismeasured = mismeasured and self.core.max_batch_bytes is not None
         shipped = [*messages, -2] if mismeasured else messages
         stopped = self.core.state is State.STOPPED
+        waiting = bool(self.core.waiting)
         [reply] = self.apply(self.core.handle(MessagesReceived(shipped, credit,
-                                                               self.sized(shipped))))
+                                                               self.sized(shipped), ask,
+                                                               ask_size)))
         assert reply.count == (0 if stopped else count)
         assert isinstance(reply.refused, MessageTooLarge) == (mismeasured and not stopped)
         self.accepted += reply.count
+        assert isinstance(reply, Accepted)
+        grant = reply.granted
+        if grant is not None:
+            assert ask and not (stopped or waiting or self.core.terminating)
+            assert 0 < grant.count <= ask
+            self.granted(grant, ask_size)
+        elif ask and not (stopped or waiting or self.core.terminating):  # no room for one
+            room = self.core.critical_queue_size - len(self.core.queue) - self.core.reserved
+            assert room <= 0 or (self.core.critical_queue_bytes is not None
+                                 and self.free_bytes() < max(ask_size, 1))
 
     @precondition(lambda self: self.grants)
     @rule(data=st.data())
@@ -733,3 +748,36 @@ def test_promised_messages_arriving_while_dead_letters_wait_for_their_retry_are_
     effects = core.handle(MessagesReceived([1], answer.value.credit, [0]))
     [drain] = [e for e in effects if isinstance(e, Drain)]
     assert list(drain.messages) == [1] and core.state is State.DRAINING
+
+
+def test_a_shipment_asking_for_room_gets_the_next_grant_in_its_reply() -> None:
+    """One round trip per grant (issue 20): room is granted as to a request that came right
+    after the shipment, exactly; with none left the reply carries no grant and refuses
+    nothing (a shell counts no refused message)."""
+    core = PachkaCore(max_batch_size=50, critical_queue_size=10, max_batch_delay=None,
+                      export_timeout=None, drains=False)
+    [first] = core.handle(CreditRequested(4))
+    assert isinstance(first, Answer) and first.value.credit is not None
+    [reply] = core.handle(MessagesReceived([0, 1, 2, 3], first.value.credit, ask=8))
+    assert isinstance(reply, Answer) and reply.value == Accepted(4, granted=reply.value.granted)
+    grant = reply.value.granted
+    assert grant is not None and grant.count == 6 and core.reserved == 6  # 10 - 4 queued
+    [full] = core.handle(MessagesReceived(list(range(4, 10)), grant.credit, ask=8))
+    assert full == Answer(Accepted(6)) and not core.credits and len(core.queue) == 10
+
+
+def test_a_grant_given_with_a_shipment_sent_again_at_exit_is_withdrawn() -> None:
+    """A handle told that the server exits sends its unconfirmed shipment again over the
+    lifeline: it never took the grant the first one's reply carried, so the exiting server
+    does not wait for it."""
+    core = PachkaCore(max_batch_size=5, critical_queue_size=100, max_batch_delay=None,
+                      export_timeout=None, shutdown_timeout=30.0, drains=False)
+    [first] = core.handle(CreditRequested(3))
+    assert isinstance(first, Answer) and first.value.credit is not None
+    [reply] = core.handle(MessagesReceived([0, 1], first.value.credit, ask=3))
+    assert isinstance(reply, Answer) and reply.value.granted is not None and core.reserved == 3
+    core.handle(ExitRequested())
+    assert core.credits  # awaited: room promised to a producer
+    effects = core.handle(MessagesReceived([0, 1], first.value.credit))
+    assert effects[0] == Answer(Accepted(2)) and not core.credits and core.reserved == 0
+    assert core.held == 2  # taken once

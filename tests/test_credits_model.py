@@ -4,7 +4,9 @@ Any interleaving of takes, answers (grants, refusals, late ones), requests given
 up, time passing, flushes, closes, confirmations and the server vanishing keeps
 the promises: a message is taken only under room granted; nothing taken is lost
 or duplicated unless counted lost; shipments keep the order of taking; every
-grant is shipped or given back exactly once, or still held.
+grant is shipped or given back exactly once, or still held. With `rides`, a
+shipment's own request for the next grant is one more request, answered like any
+(its refusal is never raised).
 """
 
 from __future__ import annotations
@@ -25,11 +27,12 @@ class CreditsModel(RuleBasedStateMachine):
 
     @initialize(size=st.integers(1, 6), linger=st.sampled_from([0.0, 1.0, 5.0]),
                 idle=st.sampled_from([0.5, 3.0]), bytes_limited=st.booleans(),
-                ahead=st.booleans())
+                ahead=st.booleans(), rides=st.booleans())
     def start(self, size: int, linger: float, idle: float, bytes_limited: bool,
-              ahead: bool) -> None:
-        self.credits = Credits(size, linger, idle, itertools.count(1).__next__, ahead=ahead)
-        self.ahead = ahead
+              ahead: bool, rides: bool) -> None:
+        self.credits = Credits(size, linger, idle, itertools.count(1).__next__, ahead=ahead,
+                               rides=rides)
+        self.ahead, self.rides, self.linger = ahead, rides, linger
         self.bytes_limited = bytes_limited
         self.now = 0.0
         self.taken: list[int] = []  # messages are 0, 1, 2, ... in the order taken
@@ -40,6 +43,7 @@ class CreditsModel(RuleBasedStateMachine):
         self.shipped_credits: set[int] = set()
         self.asks: dict[int, AskRoom] = {}  # sent, not answered yet
         self.needed: set[int] = set()  # asks sent holding no room (their refusal counts)
+        self.riding: set[int] = set()  # asks made by a shipment (its ref)
         self.given_up: set[int] = set()
         self.ships: dict[int, Ship] = {}  # sent, not confirmed yet
         self.confirmed = 0
@@ -59,6 +63,13 @@ class CreditsModel(RuleBasedStateMachine):
                 if self.credits.current is None:
                     self.needed.add(action.ref)
                 continue
+            if action.ask:
+                assert self.rides and action.messages and not self.closed, \
+                    "a shipment asked for room it should not"
+                assert len(self.asks.keys() - self.given_up) == 0, "one request at a time"
+                assert action.ask == self.credits.size
+                self.asks[action.ref] = AskRoom(action.ref, action.ask, 0.0, action.size)
+                self.riding.add(action.ref)
             assert action.credit in self.granted, "shipped under a credit never granted"
             assert action.credit not in self.shipped_credits, "a grant shipped twice"
             count, room = self.granted[action.credit]
@@ -169,6 +180,9 @@ class CreditsModel(RuleBasedStateMachine):
             self.granted[credit] = (count, size)
             assert self.credits.answered(ref, self.now, credit, count, size=size,
                                          max_bytes=self.max_bytes)
+            if ref in self.riding and not (late or self.closed):  # held no longer than linger
+                assert self.credits.current is not None
+                assert self.credits.current.due <= self.now + self.linger
         else:
             assert self.credits.answered(ref, self.now, None, 0, Overloaded("full"))
             if not (late or self.closed) and ref in self.needed:
@@ -312,3 +326,74 @@ def test_add_takes_only_where_take_decides_nothing_else(ahead: bool, room: int |
             assert credits.take(i, 1, 2.0)
         credits.drain()
     assert added == ([] if ahead else [1] if room == 3 else [1, 2])
+
+
+def test_a_shipment_asks_for_the_next_grant_and_its_reply_grants_it() -> None:
+    """One round trip per grant: the shipment of a used-up grant asks for the next room,
+    and the messages after it are taken under the grant its reply carries."""
+    credits = Credits(2, 1.0, 5.0, itertools.count(1).__next__, ahead=False, rides=True)
+    assert not credits.take("a", 0, 0.0)
+    (ask,) = credits.drain()
+    credits.answered(ask.ref, 0.0, 7, 2)
+    assert credits.take("a", 0, 0.0) and credits.take("b", 0, 0.0)
+    (ship,) = credits.drain()
+    assert isinstance(ship, Ship) and ship.messages == ["a", "b"] and ship.ask == 2
+    assert credits.asking == ship.ref
+    assert not credits.take("c", 0, 0.1) and not credits.drain()  # waits: no second ask
+    assert credits.answered(ship.ref, 0.2, 8, 2) and credits.shipped(ship.ref, 2)
+    assert credits.take("c", 0, 0.2) and not credits.drain()
+    credits.due(1.2)  # linger passed: ships, and asks again
+    (again,) = credits.drain()
+    assert isinstance(again, Ship) and again.credit == 8 and again.ask == 2
+
+
+def test_a_shipment_refused_room_raises_nothing_and_the_next_take_asks() -> None:
+    """No room after the shipment: no grant and no refusal (the server counts none); the
+    message that needs room then asks as ever, and that refusal counts."""
+    credits = Credits(1, 1.0, 5.0, itertools.count(1).__next__, ahead=False, rides=True)
+    assert not credits.take("a", 0, 0.0)
+    (ask,) = credits.drain()
+    credits.answered(ask.ref, 0.0, 7, 1)
+    assert credits.take("a", 0, 0.0)
+    (ship,) = credits.drain()
+    assert isinstance(ship, Ship) and ship.ask == 1
+    assert credits.answered(ship.ref, 0.0, None, 0, Overloaded("full"))
+    assert not credits.take("b", 0, 0.0)  # not raised: asks
+    (request,) = credits.drain()
+    assert isinstance(request, AskRoom)
+    credits.answered(request.ref, 0.0, None, 0, Overloaded("full"))
+    with pytest.raises(Overloaded):
+        credits.take("b", 0, 0.0)
+
+
+def test_a_grant_from_a_shipment_goes_back_unused_after_linger_or_flush() -> None:
+    credits = Credits(1, 1.0, 5.0, itertools.count(1).__next__, ahead=False, rides=True)
+    for flush in (False, True):
+        assert not credits.take("a", 0, 0.0)
+        (ask,) = credits.drain()
+        credits.answered(ask.ref, 0.0, 7, 1)
+        assert credits.take("a", 0, 0.0)
+        (ship,) = credits.drain()
+        credits.answered(ship.ref, 0.0, 8, 1)
+        if flush:
+            credits.flush()
+        else:
+            credits.due(0.5)
+            assert not credits.drain()
+            credits.due(1.0)
+        (back,) = credits.drain()
+        assert isinstance(back, Ship) and back.credit == 8 and not back.messages and not back.ask
+        assert credits.current is None and credits.asking is None
+
+
+def test_flush_and_close_ship_without_asking() -> None:
+    for end in (Credits.flush, Credits.close):
+        credits = Credits(3, 1.0, 5.0, itertools.count(1).__next__, ahead=False, rides=True)
+        assert not credits.take("a", 0, 0.0)
+        (ask,) = credits.drain()
+        credits.answered(ask.ref, 0.0, 7, 3)
+        assert credits.take("a", 0, 0.0)
+        end(credits)
+        (ship,) = credits.drain()
+        assert isinstance(ship, Ship) and ship.messages == ["a"] and not ship.ask
+        assert credits.asking is None

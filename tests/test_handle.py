@@ -7,6 +7,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sinks import StopDriver, delivered, wait_for
@@ -14,6 +15,7 @@ from support import start, touch
 from thespian.actors import ActorSystem
 
 from pachka_actors import Overloaded, Pachka
+from pachka_actors._courier import Courier
 from pachka_actors.config import DEFAULT_LINGER
 from pachka_actors.messages import (
     Accepted,
@@ -135,3 +137,45 @@ def test_simple_base_shutdown_without_stop_drains(tmp_path: Path) -> None:
                             env={**os.environ, "PYTHONPATH": f"{tests}:{tests.parent}"})
     assert result.returncode == 0, result.stderr
     assert delivered(tmp_path) == list(range(30))
+
+
+def test_each_shipment_asks_for_the_next_room(tcp_system: ActorSystem, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """One round trip per grant (issue 20): after the first request for room, each shipment
+    of a used-up grant asks for the next, and its reply grants it; what `stop()` ships asks
+    for nothing."""
+    sent: list[Any] = []
+    ask = Courier._ask
+
+    def spy(courier: Courier, endpoint: ActorSystem, request: Any, *args: Any) -> Any:
+        sent.append(request)
+        return ask(courier, endpoint, request, *args)
+
+    monkeypatch.setattr(Courier, "_ask", spy)
+    server = start(tcp_system, tmp_path, max_batch_size=1000, linger=3600, buffer_size=10)
+    for i in range(35):
+        server.send_message(i)
+    server.stop()
+    ships = [r for r in sent if isinstance(r, SendMessages)]
+    assert len([r for r in sent if isinstance(r, RequestCredit)]) == 1
+    assert [(len(s.messages), s.ask) for s in ships] == [(10, 10), (10, 10), (10, 10), (5, 0)]
+    assert delivered(tmp_path) == list(range(35))
+
+
+def test_overload_stays_exact_when_shipments_ask_for_room(tcp_system: ActorSystem,
+                                                           tmp_path: Path) -> None:
+    """A shipment finding no room after it gets no grant and no refusal: the message that
+    needs room asks, and only its refusal counts."""
+    touch(tmp_path, "block")
+    server = start(tcp_system, tmp_path, max_batch_size=5, critical_queue_size=20,
+                   buffer_size=4, linger=3600)
+    for i in range(25):  # 5 in flight + 20 queued
+        server.send_message(i)
+    with pytest.raises(Overloaded):
+        server.send_message(25)
+    status = server.status()
+    assert (status.batch_length, status.queue_length, status.reserved) == (5, 20, 0)
+    assert server.stats().refused_queue_full == 1
+    os.remove(tmp_path / "block")
+    server.stop()
+    assert delivered(tmp_path) == list(range(25))

@@ -36,7 +36,7 @@ from pachka_actors.core import (
     StopRequested,
 )
 from pachka_actors.errors import PermanentSinkError
-from pachka_actors.messages import RESTARTING
+from pachka_actors.messages import RESTARTING, Accepted, RequestCredit, SendMessages
 
 
 def core(notes: bool = True, **options: object) -> PachkaCore:
@@ -168,6 +168,7 @@ def test_a_full_journal_refuses_new_messages(simple_system: ActorSystem, tmp_pat
     server = Pachka.start(system=simple_system, sink=RecordingSink(tmp_path, retry_seconds=60),
                           journal_path=str(tmp_path / "j"), journal_max_bytes=4096,
                           max_batch_delay=None, linger=None)
+    granted = simple_system.ask(server.address, RequestCredit(5), 5)
     start = 0
     while start < 10_000 and server.send_messages([f"message {i}"
                                                    for i in range(start, start + 100)]) == 100:
@@ -175,6 +176,10 @@ def test_a_full_journal_refuses_new_messages(simple_system: ActorSystem, tmp_pat
     assert 0 < start < 1000 and 4096 <= os.path.getsize(tmp_path / "j") < 8192
     with pytest.raises(Overloaded, match="journal is at journal_max_bytes=4096"):
         server.send_message("one more")
+    # Promised messages are taken; the next room a shipment asks for is not granted.
+    shipped = simple_system.ask(server.address, SendMessages(["promised"], granted.credit,
+                                                             ask=5), 5)
+    assert shipped == Accepted(1) and server.status().reserved == 0
     os.remove(tmp_path / "fail")
     server.stop()
 
