@@ -383,13 +383,14 @@ class CoreModel(RuleBasedStateMachine):
         self.accepted += reply.count
         assert isinstance(reply, Accepted)
         grant = reply.granted
+        journal_full = self.core.journal_full is not None
         if grant is not None:
-            assert ask and not (stopped or waiting or self.core.terminating)
+            assert ask and not (stopped or waiting or self.core.terminating or journal_full)
             assert 0 < grant.count <= ask
             self.granted(grant, ask_size)
-        elif ask and not (stopped or waiting or self.core.terminating):  # no room for one
+        elif ask and not (stopped or waiting or self.core.terminating or journal_full):
             room = self.core.critical_queue_size - len(self.core.queue) - self.core.reserved
-            assert room <= 0 or (self.core.critical_queue_bytes is not None
+            assert room <= 0 or (self.core.critical_queue_bytes is not None  # no room for one
                                  and self.free_bytes() < max(ask_size, 1))
 
     @precondition(lambda self: self.grants)
