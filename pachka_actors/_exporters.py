@@ -407,9 +407,12 @@ class ExporterPool:
         return next((m for m in self.members.values() if m.phase is phase), None)
 
     def _ready(self) -> Member | None:
-        """A connected exporter that may take a batch now; a spent one only at exit."""
-        return (self._in(Phase.IDLE) or self._in(Phase.SPARE)
-                or (self._in(Phase.SPENT) if self.exiting else None))
+        """A connected exporter that may take a batch now; a spent one only at exit. One
+        whose process has ended, which `poll` has not seen yet, is passed by: a batch given
+        to it would fail as "exited" once more."""
+        phases = (Phase.IDLE, Phase.SPARE, *((Phase.SPENT,) if self.exiting else ()))
+        return next((m for phase in phases for m in self.members.values()
+                     if m.phase is phase and not self.watch.ended(m.exporter_id)), None)
 
     def _exporting(self, export_id: int) -> Member | None:
         return next((m for m in self.members.values() if m.phase is Phase.EXPORTING

@@ -56,6 +56,13 @@ class DeathWatch(Generic[K]):
         pid, fd = self._watched.get(key, (0, None))
         return fd is not None and not _readable(fd) and kill_tree(pid)
 
+    def ended(self, key: K) -> bool:
+        """The process of `key` has ended (False for a key not watched)."""
+        if key not in self._watched:
+            return False
+        fd = self._watched[key][1]
+        return fd is None or _readable(fd)
+
     def fds(self) -> dict[int, K]:
         """The pidfds, to wait on with other files: readable once the process ended."""
         return {fd: key for key, (_, fd) in self._watched.items() if fd is not None}

@@ -270,6 +270,30 @@ def test_a_bare_exit_moves_a_batch_from_an_exporter_that_never_connected(
         pool.listener.close()
 
 
+def test_a_spare_that_died_unnoticed_is_not_given_the_next_batch(
+        sleeper: subprocess.Popen[bytes]) -> None:
+    """CI: the exporter and the spare SIGKILLed together, the retry fired before the pool
+    had looked at the spare's death: it was given the batch, which failed as "exited" a
+    second time (and with manual timers nothing fired the next retry)."""
+    pool = ExporterPool(_Creator(), Base("multiprocTCPBase"), Sink(), None, 1)
+    assert pool.listener is not None
+    exporter = Link.connect(pool.listener.name)
+    try:
+        pool.prepare()
+        exporter.send(Hello(1, sleeper.pid))
+        wait_for(lambda: pool.poll() == [] and pool.members[1].phase is Phase.SPARE)
+        assert isinstance(exporter.next(5.0), Prepare)
+        sleeper.kill()
+        sleeper.wait()
+        assert pool.start(1, Batch([1], "b1"), spare=True) == []  # before any poll
+        assert pool.members[2].phase is Phase.EXPORTING  # a new exporter's, once connected
+        assert pool.poll() == [] and 1 not in pool.members  # the dead spare: forgotten
+    finally:
+        exporter.close()
+        pool.closed = True
+        pool.listener.close()
+
+
 def test_a_system_start_that_misses_its_wait_ends_its_admin_and_tries_a_new_port(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """CI saw `InvalidActorAddress` from a fresh port three times in a row under load: the
