@@ -830,5 +830,5 @@ def _isolate(batch: Batch, failure: PermanentSinkError) -> list[Batch]:
 
 
 def _described(batch: Batch) -> str:
-    kind = "dead letter" if isinstance(batch, DeadLetters) else "messages"
-    return f"{batch.id} ({len(batch)} {kind})"
+    kind = "dead letter" if isinstance(batch, DeadLetters) else "message"
+    return f"{batch.id} ({plural(len(batch), kind)})"
