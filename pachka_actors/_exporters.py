@@ -317,7 +317,7 @@ class ExporterPool:
         assert ready.link is not None  # not inline: an inline exporter never waits to connect
         ready.phase, ready.export, ready.served = Phase.EXPORTING, held.export, ready.served + 1
         held.phase, held.export, held.served = Phase.STARTING, None, held.served - 1
-        ready.link.send(ready.export)
+        self._send(ready)
 
     def kill(self, export_id: int) -> bool:
         """SIGKILL the exporter of `export_id`; False where it cannot be (simpleSystemBase)."""

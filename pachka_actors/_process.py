@@ -53,8 +53,7 @@ class DeathWatch(Generic[K]):
     def kill(self, key: K) -> bool:
         """SIGKILL the process of `key` and its descendants; False if it is not watched
         or has ended (its pidfd says so: a pid reused since is never hit)."""
-        pid, fd = self._watched.get(key, (0, None))
-        return fd is not None and not _readable(fd) and kill_tree(pid)
+        return key in self._watched and not self.ended(key) and kill_tree(self._watched[key][0])
 
     def ended(self, key: K) -> bool:
         """The process of `key` has ended (False for a key not watched)."""

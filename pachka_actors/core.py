@@ -427,12 +427,17 @@ class PachkaCore:
 
     def _withdraw(self, credit: int) -> list[Effect]:
         """Close grant `credit`, given with a shipment whose producer did not hear of it."""
-        self.reserved -= self.credits.pop(credit)
-        self.reserved_bytes -= self.credit_bytes.pop(credit, 0)
         effects: list[Effect] = [Log(logging.INFO, f"credit {credit}, given with a shipment "
                                                    f"sent again, withdrawn")]
         if self.credit_timeout is not None:
             effects.append(CancelTimer(Timer(TimerKind.CREDIT, credit)))
+        return self._close_credit(credit, effects)
+
+    def _close_credit(self, credit: int, effects: list[Effect]) -> list[Effect]:
+        """Give back the room of open grant `credit` unused, after `effects`: a stopping
+        server may have waited only for it."""
+        self.reserved -= self.credits.pop(credit)
+        self.reserved_bytes -= self.credit_bytes.pop(credit, 0)
         if isinstance(self.phase, Idle) and self.terminating:
             effects += self._settle()
         return effects
@@ -495,17 +500,12 @@ class PachkaCore:
 
     def _credit_expired(self, credit: int) -> list[Effect]:
         """A producer that neither shipped nor returned its credits (crashed?) frees them."""
-        granted = self.credits.pop(credit, None)
+        granted = self.credits.get(credit)
         if granted is None:
             return [Log(logging.WARNING, f"credit timeout {credit} for no open credit")]
-        self.reserved -= granted
-        self.reserved_bytes -= self.credit_bytes.pop(credit, 0)
-        effects: list[Effect] = [Log(logging.WARNING, f"credit {credit} for "
-                                                      f"{plural(granted, 'message')} expired "
-                                                      f"unused")]
-        if isinstance(self.phase, Idle) and self.terminating:
-            effects += self._settle()
-        return effects
+        return self._close_credit(credit, [Log(logging.WARNING, f"credit {credit} for "
+                                                                f"{plural(granted, 'message')} "
+                                                                f"expired unused")])
 
     # ---- timers and exports -------------------------------------------------------------
 
