@@ -41,8 +41,13 @@ def test_exporter_deaths_thespian_does_not_report_are_noticed(tcp_system: ActorS
     server.send_messages(range(5))
     [entered] = wait_for(lambda: calls(tmp_path, "enter"))
     server_pid = parent_of(entered["pid"])
-    for pid in exporters_of(server_pid, 2):
+    killed = exporters_of(server_pid, 2)
+    for pid in killed:
         os.kill(pid, signal.SIGKILL)
+    # Ended, not only signalled (tens of ms on a loaded machine): a retry given to a spare
+    # still dying fails "exited" once more, and the retry timer is manual here.
+    for pid in killed:
+        wait_for(lambda: process_gone(pid))  # noqa: B023
     wait_state(server, State.RETRY_BACKOFF)
     assert calls(tmp_path, "retry_timeout")[0]["reason"] == "'exited'"
     os.remove(tmp_path / "block")
