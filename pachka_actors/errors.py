@@ -63,9 +63,10 @@ class MessageTooLarge(PachkaError, ValueError):
     """
 
     def __init__(self, size: int, limit: int, index: int | None = None) -> None:
-        where = "" if index is None else f"message {index} of the list: "
+        where, queued = ("", "it was not") if index is None else (
+            f"message {index} of the list: ", "none of the list was")
         super().__init__(f"{where}a message of {size} bytes is larger than "
-                         f"max_batch_bytes={limit}; it was not queued")
+                         f"max_batch_bytes={limit}; {queued} queued")
         self.size, self.limit, self.index = size, limit, index
 
     def __reduce__(self) -> tuple[Any, ...]:
