@@ -97,7 +97,7 @@ def ask(system: ActorSystem, address: ActorAddress, request: Any, reply_type: ty
     while True:
         began = time.monotonic()
         if began >= deadline:
-            raise ActorTimeout(f"no reply to {name} within {timeout:g} s")
+            raise ActorTimeout(f"no reply to {name} within {round(timeout, 2):g} s")
         wait = deadline - began if inline else min(deadline - began, PROBE_AFTER)
         sent, outgoing = outgoing, None
         try:
@@ -125,7 +125,7 @@ def _gone(name: str, address: ActorAddress, inline: bool, probed: bool,
           timeout: float | None) -> ActorTimeout:
     """Thespian returned early: no reply can come in time."""
     if inline:
-        within = "" if timeout is None else f" within {timeout:g} s"
+        within = "" if timeout is None else f" within {round(timeout, 2):g} s"
         return ActorTimeout(f"no reply to {name}{within}, and none can come: on "
                             f"simpleSystemBase nothing runs before then (no message is "
                             f"pending, and no timer of the server is due sooner)")

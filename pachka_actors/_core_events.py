@@ -260,6 +260,15 @@ class Spill:
 
 
 @dataclass(frozen=True)
+class Lose:
+    """`count` accepted messages will never be delivered (`why`): nothing was configured to
+    keep them. Logged, counted (`Stats.lost`), and raised by `stop()`."""
+
+    count: int
+    why: str
+
+
+@dataclass(frozen=True)
 class Finish:
     """Nothing is held any more: the server answers its stop requesters and exits."""
 
@@ -271,4 +280,4 @@ class Log:
 
 
 Effect = (Answer | Reply | ArmTimer | ArmRetryTimer | CancelTimer | StartExport | KillExport
-          | Drain | Spill | Finish | Log)
+          | Drain | Spill | Lose | Finish | Log)

@@ -151,8 +151,12 @@ _LIVE: weakref.WeakSet[Pachka] = weakref.WeakSet()
 
 
 def track(handle: Pachka) -> None:
-    """`handle`'s work is done at interpreter exit (`at_exit`)."""
+    """`handle`'s work is done at interpreter exit (`at_exit`), before multiprocessing's
+    own exit hook, which closes Thespian's queues on multiprocQueueBase: registered
+    anew, since that hook moves itself last (first to run) when a system starts."""
     _LIVE.add(handle)
+    atexit.unregister(at_exit)
+    atexit.register(at_exit)
 
 
 def _forget_handles() -> None:
@@ -165,7 +169,6 @@ def _forget_handles() -> None:
 os.register_at_fork(after_in_child=_forget_handles)
 
 
-@atexit.register
 def at_exit() -> None:
     """Every live handle ships what it holds; a server a handle started and did not stop
     ends with the program, as with Pachka's `start_link`: bounded, as by a bare exit

@@ -58,6 +58,7 @@ from ._core_events import (
     JournalFull,
     KillExport,
     Log,
+    Lose,
     MessagesReceived,
     Note,
     Queued,
@@ -100,6 +101,7 @@ __all__ = [
     "JournalFull",
     "KillExport",
     "Log",
+    "Lose",
     "MessagesReceived",
     "Note",
     "PachkaCore",
@@ -739,8 +741,7 @@ class PachkaCore:
             return []
         if self.spills:
             return [Spill(left, why)]
-        return [Log(logging.ERROR, f"{plural(sum(map(len, left)), 'accepted message')} lost: "
-                                   f"{why}")]
+        return [Lose(sum(map(len, left)), why)]
 
     def _restore(self, batches: Sequence[Batch],
                  sizes: Sequence[Sequence[int]] | None) -> list[Effect]:

@@ -63,9 +63,10 @@ class MessageTooLarge(PachkaError, ValueError):
     """
 
     def __init__(self, size: int, limit: int, index: int | None = None) -> None:
-        where = "" if index is None else f"message {index} of the list: "
+        where, queued = ("", "it was not") if index is None else (
+            f"message {index} of the list: ", "none of the list was")
         super().__init__(f"{where}a message of {size} bytes is larger than "
-                         f"max_batch_bytes={limit}; it was not queued")
+                         f"max_batch_bytes={limit}; {queued} queued")
         self.size, self.limit, self.index = size, limit, index
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -126,21 +127,25 @@ class UnpicklableMessage(PachkaError, TypeError):
 
 
 class MessagesLost(PachkaError):
-    """`count` messages a handle accepted cannot be accounted for, and `reason` says why.
+    """`count` messages accepted `by` the handle or its server cannot be accounted for, and
+    `reason` says why.
 
-    Its server ended elsewhere, or refused a shipment of its buffer (a message
-    that no longer pickles, or that the server's process cannot load). Raised by
-    the handle's next call, and again by `stop()` and `close()` with the total,
-    so that a program that only checks `stop()` learns of the loss too.
+    The handle's: its server ended elsewhere, or refused a shipment of its buffer
+    (a message that no longer pickles, or that the server's process cannot load).
+    Raised by the handle's next call, and again by `stop()` and `close()` with the
+    total, so that a program that only checks `stop()` learns of the loss too. The
+    server's: `stop()` raises them, counted in `Stats.lost`, after the server gave
+    them up at `shutdown_timeout` (its system was shut down meanwhile).
     """
 
-    def __init__(self, count: int, reason: str) -> None:
-        super().__init__(count, reason)
+    def __init__(self, count: int, reason: str, by: str = "the handle") -> None:
+        super().__init__(count, reason, by)
         self.count = count
         self.reason = reason
+        self.by = by
 
     def __str__(self) -> str:
-        return f"{plural(self.count, 'message')} accepted by the handle " \
+        return f"{plural(self.count, 'message')} accepted by {self.by} " \
                f"{'was' if self.count == 1 else 'were'} lost: " \
                f"{self.reason}"
 

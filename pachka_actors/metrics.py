@@ -26,10 +26,12 @@ from ._core_events import (
     CreditRequested,
     DeadLetters,
     Drain,
+    DrainDone,
     Effect,
     Event,
     ExportDone,
     KillExport,
+    Lose,
     MessagesReceived,
     Reply,
     StartExport,
@@ -77,6 +79,7 @@ class Stats:
     retries: int = 0
     drained: int = 0
     dead_lettered: int = 0
+    lost: int = 0  # accepted, then given up at shutdown_timeout with nowhere to keep them
     queue_length: int = 0
     batch_length: int = 0
     queue_bytes: int = 0  # of the queued messages, with a byte limit set
@@ -91,6 +94,7 @@ class Metrics:
         #: export id: batch size, start, whether it is dead letters
         self._exports: dict[int, tuple[int, float, bool]] = {}
         self._counts: dict[str, int] = {f.name: 0 for f in dataclasses.fields(Stats)}
+        self._draining = 0  # the messages of the drain under way
         self._gauges = gauges or (lambda: (0, 0, 0))
         self._attributes = {"pachka.server": server}
         self._otel = _Instruments(server, meter_provider, self._gauges, capacity) \
@@ -127,6 +131,8 @@ class Metrics:
                         self.on_export_failed(
                             EXITED if failure == EXITED
                             else RETURNED if returned else RAISED, now - since)
+            case DrainDone(None):  # a failed drain's messages go to send_batch (or are lost)
+                self.on_drained(self._draining)
         for effect in effects:
             match effect:
                 case StartExport(export_id, batch, retry_num):
@@ -137,7 +143,9 @@ class Metrics:
                     if (started := self._exports.pop(export_id, None)) is not None:
                         self.on_export_failed(KILLED, now - started[1])
                 case Drain(messages):
-                    self.on_drained(len(messages))
+                    self._draining = len(messages)
+                case Lose(count, _):
+                    self.on_lost(count)
                 case Reply(_, Granted(count=0, refused=Overloaded() as refused)):
                     self.on_refused(1, TERMINATING if refused.terminating else QUEUE_FULL)
 
@@ -188,6 +196,11 @@ class Metrics:
         if self._otel:
             self._otel.drained.add(count, self._attributes)
 
+    def on_lost(self, count: int) -> None:
+        self._counts["lost"] += count
+        if self._otel:
+            self._otel.lost.add(count, self._attributes)
+
 
 def _reason(refused: Overloaded | MessageTooLarge) -> str:
     if isinstance(refused, MessageTooLarge):
@@ -215,10 +228,14 @@ class _Instruments:
         self.retries = meter.create_counter(
             "pachka.export.retries", "{batch}", "Exports retried after a failure")
         self.drained = meter.create_counter(
-            "pachka.messages.drained", "{message}", "Messages handed to drain_on_terminate")
+            "pachka.messages.drained", "{message}",
+            "Messages drain_on_terminate took (it returned)")
         self.dead_lettered = meter.create_counter(
             "pachka.messages.dead_lettered", "{message}",
             "Messages that failed on their own, handed to Sink.dead_letter")
+        self.lost = meter.create_counter(
+            "pachka.messages.lost", "{message}",
+            "Accepted messages given up at shutdown_timeout, with no spill_path or journal")
         self.duration = meter.create_histogram(
             "pachka.export.duration", "s", "Time from handing a batch to an exporter to its "
                                            "result")

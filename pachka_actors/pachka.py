@@ -42,6 +42,7 @@ from .errors import (
     ActorTimeout,
     AlreadyStarted,
     ConfigError,
+    MessagesLost,
     MessageTooLarge,
     NotStarted,
     Overloaded,
@@ -293,7 +294,9 @@ class Pachka:
         `ActorTimeout` the server goes on draining. Once the server stopped, a
         second `stop()` returns at once. Raises `MessagesLost`, once the server
         stopped, when any message this handle accepted was lost, even if an
-        earlier call said so.
+        earlier call said so, and then when the server lost any it had accepted
+        (`Stats.lost`: its system was shut down meanwhile, and `shutdown_timeout`
+        passed with nowhere to keep them).
         """
         courier = self._courier
         if courier.gone is None:
@@ -306,6 +309,10 @@ class Pachka:
         self._owns_server = False  # stopped: nothing more to do at interpreter exit
         courier.end(self.ask_timeout)
         courier.check(total=True)
+        if self._final is not None and self._final.lost:
+            raise MessagesLost(self._final.lost, "not delivered within shutdown_timeout, and no "
+                                                 "spill_path or journal_path kept them (the "
+                                                 "server's log says more)", by="the server")
 
     def close(self) -> None:
         """Ship what is buffered, give back reserved room and end the handle's thread; the

@@ -52,6 +52,7 @@ from .core import (
     JournalFull,
     KillExport,
     Log,
+    Lose,
     MessagesReceived,
     PachkaCore,
     Reply,
@@ -300,6 +301,9 @@ class PachkaServer(Actor):  # type: ignore[misc]
                                 config.journal_path, why)
                 case Spill(batches, why):
                     _spill.keep(run.name, config.spill_path, batches, why)
+                case Lose(count, why):
+                    log.error("Pachka %s: %s lost: %s", run.name,
+                              plural(count, "accepted message"), why)
                 case Finish():
                     self._finish(run)
                 case Log(level, text):

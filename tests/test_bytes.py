@@ -61,6 +61,7 @@ def test_a_list_holding_an_oversized_message_is_refused_whole(tcp_system: ActorS
     with pytest.raises(MessageTooLarge) as error:
         server.send_messages(["a", "b" * 10, "c" * 11, "d"])
     assert (error.value.index, error.value.size, error.value.limit) == (2, 11, 10)
+    assert str(error.value).endswith("; none of the list was queued"), error.value
     with pytest.raises(MessageTooLarge):  # also one by one, without lingering
         server.send_message("e" * 11)
     assert server.send_messages(["f", "g" * 10]) == 2

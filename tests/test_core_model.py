@@ -38,6 +38,7 @@ from pachka_actors.core import (
     JournalFull,
     KillExport,
     Log,
+    Lose,
     MessagesReceived,
     PachkaCore,
     Reply,
@@ -102,7 +103,7 @@ class CoreModel(RuleBasedStateMachine):
         self.batch_ids: dict[str, list[Any]] = {}  # every batch id issued, and its messages
         self.armed: list[Timer] = []  # every timer ever armed
         self.live: dict[int, Timer] = {}  # armed, neither fired nor cancelled
-        self.lost = 0  # reported lost: shutdown_timeout passed without drain_on_terminate
+        self.lost = 0  # `Lose`: shutdown_timeout passed, with nowhere to keep them
         self.draining: list[Any] | None = None
         self.stopped = False
         self.exit_requested = False
@@ -184,6 +185,8 @@ class CoreModel(RuleBasedStateMachine):
                     self.account([m for m in spilled if self.poison(m)])
                 case Finish():
                     self.stopped = True
+                case Lose(count, _):
+                    self.lost += count
                 case Log():
                     pass
         assert self.core.state is State.STOPPED or not self.stopped
@@ -486,8 +489,7 @@ class CoreModel(RuleBasedStateMachine):
             if self.draining is not None:
                 self.drain_finished(ok=True)
             if not self.core.spills and self.core.done:
-                self.lost = self.accepted - len(self.done)  # reported at ERROR
-                assert self.lost <= held
+                assert self.lost == self.accepted - len(self.done) <= held  # each counted
         self.run_to_stop()
         assert self.core.state is State.STOPPED and not self.live
 
@@ -640,7 +642,7 @@ TestCoreModel = CoreModel.TestCase
 
 
 
-def test_out_of_time_at_exit_reports_the_count_lost_at_error() -> None:
+def test_out_of_time_at_exit_reports_the_count_lost() -> None:
     core = PachkaCore(max_batch_size=5, critical_queue_size=100, max_batch_delay=None,
                       export_timeout=None, shutdown_timeout=30.0, drains=False)
     [export] = [e for e in core.handle(MessagesReceived(list(range(12))))
@@ -650,8 +652,7 @@ def test_out_of_time_at_exit_reports_the_count_lost_at_error() -> None:
                and e.timer.kind is TimerKind.SHUTDOWN]
     effects = core.handle(TimerFired(bound))
     assert KillExport(export.export_id) in effects
-    assert Log(logging.ERROR, "12 accepted messages lost: not delivered within "
-                              "shutdown_timeout") in effects
+    assert Lose(12, "not delivered within shutdown_timeout") in effects
     assert effects[-1] == Finish() and core.state is State.STOPPED
 
 

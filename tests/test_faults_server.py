@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -14,7 +16,7 @@ from sinks import DrainingRecordingSink, RecordingSink, calls, delivered, wait_f
 from support import actor_system, fire, process_gone, start, touch, wait_state
 from thespian.actors import ActorSystem
 
-from pachka_actors import Overloaded, Pachka, _ask
+from pachka_actors import MessagesLost, Overloaded, Pachka, _ask
 from pachka_actors._process import child_pids, stat
 from pachka_actors.messages import State, TimerKind
 
@@ -90,6 +92,42 @@ def test_stop_without_timeout_ends_when_the_server_dies(tcp_system: ActorSystem,
     assert not stopping.is_alive(), "stop() still waits for a server that is gone"
     with pytest.raises(Overloaded):
         server.send_message("late")  # the handle knows it is gone
+
+
+def test_stop_raises_what_the_server_lost_at_shutdown_timeout(tcp_system: ActorSystem,
+                                                              tmp_path: Path) -> None:
+    """`stop()` waits on a server whose sink always fails; another program ends the system:
+    the server gives up at `shutdown_timeout`, and `stop()` says how many it lost. Before,
+    it returned normally, the loss in the admin's log only."""
+    touch(tmp_path, "fail")
+    server = start(tcp_system, tmp_path, shutdown_timeout=0.5)
+    assert server.send_messages(range(7)) == 7
+    wait_state(server, State.RETRY_BACKOFF)  # its retry timer is manual: it waits there
+    failures: list[BaseException] = []
+
+    def stop() -> None:
+        try:
+            server.stop(timeout=30)
+        except BaseException as exc:
+            failures.append(exc)
+
+    stopping = threading.Thread(target=stop)
+    stopping.start()
+    observer = Pachka.connect(tcp_system, server.address, linger=None)
+    wait_for(lambda: observer.status().terminating)
+    port = tcp_system._systemBase.adminAddr.addressDetails.sockname[1]
+    subprocess.run([sys.executable, "-c", "from thespian.actors import ActorSystem; "
+                    f"ActorSystem('multiprocTCPBase', {{'Admin Port': {port}}}, "
+                    "logDefs=None).shutdown()"], check=True, timeout=60)
+    stopping.join(30)
+    assert not stopping.is_alive()
+    [lost] = failures
+    assert isinstance(lost, MessagesLost), lost
+    assert (lost.count, lost.by) == (7, "the server"), lost
+    assert "shutdown_timeout" in str(lost)
+    assert server.stats().lost == 7
+    with pytest.raises(MessagesLost):
+        server.stop()  # said again: a program may check only its last call
 
 
 @pytest.mark.parametrize("fault", ["hang", "fail"])

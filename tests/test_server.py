@@ -267,6 +267,8 @@ def test_failed_drain_falls_back_to_send_batch(any_system: ActorSystem, tmp_path
     server.stop()
     assert calls(tmp_path, "drain_on_terminate") == []
     assert delivered(tmp_path) == list(range(7))
+    stats = server.stats()  # the failed drain took nothing
+    assert (stats.drained, stats.exported, stats.lost) == (0, 7, 0)
 
 
 @pytest.mark.parametrize("state", [State.IDLE, State.EXPORTING, State.RETRY_BACKOFF])
