@@ -97,7 +97,7 @@ def ask(system: ActorSystem, address: ActorAddress, request: Any, reply_type: ty
     while True:
         began = time.monotonic()
         if began >= deadline:
-            raise ActorTimeout(f"no reply to {name} within {round(timeout, 2):g} s")
+            raise ActorTimeout(f"no reply to {name}{_within(timeout)}")
         wait = deadline - began if inline else min(deadline - began, PROBE_AFTER)
         sent, outgoing = outgoing, None
         try:
@@ -121,12 +121,16 @@ def ask(system: ActorSystem, address: ActorAddress, request: Any, reply_type: ty
             log.debug("dropped a reply that was not to %s (ref %d): %r", name, ref, message)
 
 
+def _within(timeout: float | None) -> str:
+    """The wait a caller had left, as ' within 0.3 s' (no float noise: '0.299973')."""
+    return "" if timeout is None else f" within {round(timeout, 2):g} s"
+
+
 def _gone(name: str, address: ActorAddress, inline: bool, probed: bool,
           timeout: float | None) -> ActorTimeout:
     """Thespian returned early: no reply can come in time."""
     if inline:
-        within = "" if timeout is None else f" within {round(timeout, 2):g} s"
-        return ActorTimeout(f"no reply to {name}{within}, and none can come: on "
+        return ActorTimeout(f"no reply to {name}{_within(timeout)}, and none can come: on "
                             f"simpleSystemBase nothing runs before then (no message is "
                             f"pending, and no timer of the server is due sooner)")
     how = "killed, or it exited without answering" if probed else "it has exited?"
