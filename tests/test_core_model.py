@@ -233,6 +233,13 @@ class CoreModel(RuleBasedStateMachine):
         assert self.live.pop(timer.token) == timer
         return self.core.handle(TimerFired(timer))
 
+    def all_accounted(self) -> None:
+        """Once stopped, each accepted message was delivered or counted lost; counted lost
+        though delivered only where a killed export may have got it there (the core
+        cannot know)."""
+        extra = len(self.done) + self.lost - self.accepted
+        assert 0 <= extra <= len(self.maybe_delivered & self.done), (extra, self.lost)
+
     def poison(self, message: int) -> bool:
         """Fails on its own: a poison message, or one no batch can hold now."""
         return message in self.too_large or (self.poison_every is not None
@@ -489,7 +496,7 @@ class CoreModel(RuleBasedStateMachine):
             if self.draining is not None:
                 self.drain_finished(ok=True)
             if not self.core.spills and self.core.done:
-                assert self.lost == self.accepted - len(self.done) <= held  # each counted
+                assert self.accepted - len(self.done) <= self.lost <= held  # each counted
         self.run_to_stop()
         assert self.core.state is State.STOPPED and not self.live
 
@@ -528,7 +535,7 @@ class CoreModel(RuleBasedStateMachine):
             else:
                 self.fire_timer()
         assert self.core.state is State.STOPPED
-        assert len(self.done) + self.lost == self.accepted
+        self.all_accounted()
         assert not [t for t in self.live.values() if t.kind is not TimerKind.CREDIT]
         [reply] = self.apply(self.core.handle(MessagesReceived([-1], None, self.sized([-1]))))
         assert reply.count == 0
@@ -632,7 +639,7 @@ class CoreModel(RuleBasedStateMachine):
                 or waiting or dead_letters
         if core.state is State.STOPPED:
             assert not core.queue and not core.batch and core.timer is None and not core.credits
-            assert len(self.done) + self.lost == self.accepted
+            self.all_accounted()
         # Everything accepted is delivered or still held: nothing falls out of the machine.
         assert len(self.done) + core.held + self.lost >= self.accepted
 
@@ -783,3 +790,20 @@ def test_a_grant_given_with_a_shipment_sent_again_at_exit_is_withdrawn() -> None
     effects = core.handle(MessagesReceived([0, 1], first.value.credit))
     assert effects[0] == Answer(Accepted(2)) and not core.credits and core.reserved == 0
     assert core.held == 2  # taken once
+
+
+def test_a_killed_export_that_delivered_is_counted_lost_and_said_so() -> None:
+    """CI's counterexample to the model once `Lose` carried the count: a batch (restored)
+    failed, was retried, and its export was killed at `shutdown_timeout` just after the
+    sink took it. The core cannot know: it reports the message lost, and the model allows
+    that only for such a batch."""
+    model = CoreModel()
+    model.start(max_batch_size=1, critical_queue_size=1, max_batch_delay=None,
+                export_timeout=None, credit_timeout=None, shutdown_timeout=30.0,
+                drains=False, spills=False, poison_every=None, max_batch_bytes=None,
+                critical_queue_bytes=None, restored=[[0]])
+    model.export_finished(named=False, ok=False)
+    model.fire_timer()
+    model.exit_request(killed_export_delivered=True, out_of_time=True)
+    assert (model.lost, model.done, model.maybe_delivered) == (1, {0}, {0})
+    model.teardown()
