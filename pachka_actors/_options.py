@@ -8,6 +8,7 @@ config cannot exist unvalidated, and `ConfigError` names the option.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import enum
 import math
 import pickle
@@ -44,12 +45,16 @@ def validate_fields(instance: object, schema: Schema) -> None:
         object.__setattr__(instance, option.name, value)
 
 
-def build(cls: Callable[..., C], schema: Schema, options: Mapping[str, Any]) -> C:
-    """`cls(**options)`, with an unknown option named as a `ConfigError`, not a TypeError."""
-    known = [option.name for option in schema]
-    unknown = sorted(set(options) - set(known))
+def build(cls: Callable[..., C], schema: Schema, options: Mapping[str, Any],
+          also: Schema = ()) -> C:
+    """`cls(**options)`, with an unknown option named as a `ConfigError`, not a TypeError;
+    `also`: the options the caller took out first, which the same call accepts too."""
+    unknown = sorted(set(options) - {option.name for option in schema})
     if unknown:
-        raise ConfigError(unknown[0], f"unknown option; known: {', '.join(known)}")
+        known = [option.name for option in (*schema, *also)]
+        close = difflib.get_close_matches(unknown[0], known, n=1)
+        hint = f"did you mean {close[0]}? " if close else ""
+        raise ConfigError(unknown[0], f"unknown option; {hint}known: {', '.join(known)}")
     return cls(**options)
 
 

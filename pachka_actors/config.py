@@ -230,9 +230,10 @@ class PachkaConfig:
                                             "would: give one of them")
 
     @classmethod
-    def parse(cls, options: Mapping[str, Any]) -> PachkaConfig:
-        """From keyword options; raises `ConfigError` naming the first bad or unknown one."""
-        return build(cls, SERVER_OPTIONS, {"sink": None, **options})
+    def parse(cls, options: Mapping[str, Any], also: Sequence[Option] = ()) -> PachkaConfig:
+        """From keyword options; raises `ConfigError` naming the first bad or unknown one
+        (`also`: the handle's options, which `Pachka.start` takes too)."""
+        return build(cls, SERVER_OPTIONS, {"sink": None, **options}, also)
 
 
 HANDLE_OPTIONS: tuple[Option, ...] = (

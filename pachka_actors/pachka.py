@@ -117,7 +117,7 @@ class Pachka:
         so does leaving `with Pachka.start(...) as server:`.
         """
         handle = HandleOptions.parse({k: options.pop(k) for k in _HANDLE_NAMES & set(options)})
-        config = PachkaConfig.parse(options)
+        config = PachkaConfig.parse(options, also=HANDLE_OPTIONS)
         placement = parse_requirements("requirements", requirements)
         timeout = handle.ask_timeout
         deadline = None if timeout is None else time.monotonic() + timeout

@@ -57,6 +57,18 @@ def test_bad_option_is_named(option: str, value: Any, tmp_path: Path) -> None:
     assert option in str(error.value)
 
 
+def test_a_misspelt_option_gets_a_suggestion_among_every_option_start_takes(
+        tmp_path: Path) -> None:
+    """The known options listed are all that `Pachka.start` takes: the handle's too
+    (before, `linger` and the rest were missing from the list)."""
+    with pytest.raises(ConfigError) as error:
+        Pachka.start(system=ExplodingSystem(), sink=RecordingSink(tmp_path), lingr=0.1)
+    assert error.value.option == "lingr"
+    assert "did you mean linger?" in str(error.value)
+    assert all(name in str(error.value) for name in ("max_batch_size", "buffer_size",
+                                                      "ask_timeout"))
+
+
 def test_missing_sink() -> None:
     with pytest.raises(ConfigError) as error:
         PachkaConfig.parse({"max_batch_size": 3})
