@@ -379,8 +379,10 @@ class Courier:
                 self.cond.notify_all()
 
     def _connect_lifeline(self, endpoint: ActorSystem) -> None:
-        """Before the first room is asked for: where the server's link is, and a line to it
-        if it is on this host (`linked` once that is known, whatever it is)."""
+        """Before the first room is asked for or list sent: where the server's link is, and
+        a line to it if it is on this host (`linked` once that is known, whatever it is).
+        The exit hook waits on it for a server this handle started: without one (a handle
+        that only sent lists) the program ended before its server had finished."""
         try:
             where = self._ask(endpoint, GetLink(), LinkName, self.ask_timeout)
             self.linked = True
@@ -463,6 +465,8 @@ class Courier:
         else:
             left = None if job.deadline is None else job.deadline - time.monotonic()
             try:
+                if isinstance(job.request, SendMessages) and not (self.linked or self.inline):
+                    self._connect_lifeline(endpoint)
                 if left is not None and left <= 0 and not isinstance(job.request, Stop):
                     raise ActorTimeout(f"no reply to {type(job.request).__name__} within the "
                                        f"timeout: it waited behind earlier shipments")

@@ -2,7 +2,9 @@
 
 `python handle_exit.py DIR BASE MODE`: sends 3,000 messages through a lingering
 handle, then with MODE `shutdown` calls `ActorSystem.shutdown()` (no `stop()`),
-with MODE `forget` just exits (no `stop()`, no `shutdown()`), with MODE `sigterm`
+with MODE `forget` just exits (no `stop()`, no `shutdown()`; `forget-lists`: the same
+with one `send_messages` to a sink that always fails, `shutdown_timeout=1`, stamping in
+`exit-hook` how long the exit hooks took), with MODE `sigterm`
 keeps them in a handle that lingers for a minute and waits for the SIGTERM that
 docs/shutdown.md's handler turns into an exit (its `sent` file says when). Prints the OS
 session id of the actor system, then the pids that belong to the system itself
@@ -11,6 +13,7 @@ session id of the actor system, then the pids that belong to the system itself
 
 from __future__ import annotations
 
+import atexit
 import signal
 import sys
 import time
@@ -30,8 +33,18 @@ if __name__ == "__main__":
     if mode == "sigterm":  # as docs/shutdown.md says
         signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     lingering: dict[str, Any] = {"linger": 60.0, "buffer_size": 5000} if mode == "sigterm" else {}
+    ended: list[float] = []
+    if mode == "forget-lists":
+        (Path(directory) / "fail").touch()
+        lingering["shutdown_timeout"] = 1.0
+        atexit.register(lambda: (Path(directory) / "exit-hook").write_text(
+            str(time.monotonic() - ended[0])))  # before the handle's hook: runs after it
     server = Pachka.start(system=asys, sink=RecordingSink(directory), max_batch_size=100,
                           **lingering)
+    if mode == "forget-lists":
+        assert server.send_messages(range(3000)) == 3000
+        ended.append(time.monotonic())
+        sys.exit(0)
     for i in range(3000):
         server.send_message(i)
     if mode == "shutdown":

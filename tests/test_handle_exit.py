@@ -82,6 +82,25 @@ def test_forgotten_shutdown_stops_the_server(tmp_path: Path, base: str) -> None:
 
 
 @pytest.mark.multiproc
+@pytest.mark.parametrize("base", ["multiprocTCPBase", "multiprocQueueBase"])
+def test_forgotten_shutdown_waits_for_the_server_after_lists_only(tmp_path: Path,
+                                                                  base: str) -> None:
+    """A handle that only sent lists, to a sink that always fails: the program ends once its
+    server gave up, at `shutdown_timeout` (1 s). Before, the exit hook had no line to the
+    server to wait on: the program ended at once, the server's "lost" after it."""
+    result, _, sid, system = run(tmp_path, base, "forget-lists")
+    err = (tmp_path / "err").read_text()
+    try:
+        assert result.returncode == 0, err
+        waited = float((tmp_path / "exit-hook").read_text())
+        assert 1.0 <= waited < 10.0, f"the exit hook waited {waited:.2f} s"
+        wait_for(lambda: "3000 accepted messages lost" in (tmp_path / "err").read_text())
+        wait_for(lambda: set(session_pids(sid)) <= system, timeout=10)
+    finally:
+        kill(set(session_pids(sid)))
+
+
+@pytest.mark.multiproc
 def test_sigterm_turned_into_an_exit_ships_the_handles_buffer(tmp_path: Path) -> None:
     """docs/shutdown.md: a producer killed by SIGTERM runs no exit hook and loses what its
     handle buffered, unless it turns SIGTERM into an exit; with that one line, the 3,000
