@@ -151,7 +151,9 @@ SERVER_OPTIONS: tuple[Option, ...] = (
            _optional_positive),
     Option("max_batch_delay", "seconds (float or timedelta) or None",
            "Time from the first message queued while no export runs until what is queued "
-           "is exported (the batch timer); None: only full batches go out.", timeout),
+           "is exported (the batch timer); None: only full batches go out (so "
+           "`critical_queue_size` and `critical_queue_bytes` may not be below a batch).",
+           timeout),
     Option("export_timeout", "seconds (float or timedelta) or None",
            "Longest time `send_batch` may run; past it the exporter is killed and the batch "
            "retried with reason `\"killed\"`. None: no limit.", _export_timeout),
@@ -228,6 +230,13 @@ class PachkaConfig:
         if self.spill_path is not None and self.journal_path is not None:
             raise ConfigError("spill_path", "the journal (journal_path) keeps what spill_path "
                                             "would: give one of them")
+        if self.max_batch_delay is None:  # a batch then goes out only once it is full
+            for queue, batch in (("critical_queue_size", "max_batch_size"),
+                                 ("critical_queue_bytes", "max_batch_bytes")):
+                if (getattr(self, queue) or math.inf) < (getattr(self, batch) or 0):
+                    raise ConfigError(queue, f"below {batch}={getattr(self, batch)} with "
+                                             f"max_batch_delay=None: no batch would ever fill, "
+                                             f"and nothing would be exported until stop()")
 
     @classmethod
     def parse(cls, options: Mapping[str, Any], also: Sequence[Option] = ()) -> PachkaConfig:

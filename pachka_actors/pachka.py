@@ -27,6 +27,7 @@ from ._base import Base, system_key
 from ._courier import PLAIN, Courier, check_picklable, system_lock
 from ._exit import track
 from ._options import seconds
+from ._options import timeout as parse_timeout
 from ._placement import create_placed
 from .config import (
     HANDLE_OPTIONS,
@@ -243,8 +244,13 @@ class Pachka:
         On a multi-process base a message that cannot be pickled raises
         `UnpicklableMessage` naming its index, and none of the list is queued; so
         does one larger than `max_batch_bytes`, with `MessageTooLarge`. A server
-        that stopped accepts none (0).
+        that stopped accepts none (0). A str or bytes is refused with `TypeError`:
+        it would go as one message per character.
         """
+        if isinstance(messages, str | bytes | bytearray):
+            raise TypeError(f"send_messages takes an iterable of messages, not a "
+                            f"{type(messages).__name__} (one message per character); "
+                            f"send_message sends it as one message")
         if self._courier.trouble:
             self._hear(None)
         if self._courier.gone is not None:
@@ -280,9 +286,10 @@ class Pachka:
         `timeout` (seconds) defaults to the handle's `ask_timeout`. `MessagesLost`
         when some could not be shipped.
         """
+        timeout = self.ask_timeout if timeout is None else seconds("timeout", timeout)
         if self._courier.trouble:
             self._hear(None)
-        self._courier.flush(self.ask_timeout if timeout is None else timeout)
+        self._courier.flush(timeout)
         self._courier.check()
 
     # ---- ending ------------------------------------------------------------------------
@@ -298,6 +305,7 @@ class Pachka:
         (`Stats.lost`: its system was shut down meanwhile, and `shutdown_timeout`
         passed with nowhere to keep them).
         """
+        timeout = parse_timeout("timeout", timeout)
         courier = self._courier
         if courier.gone is None:
             deadline = None if timeout is None else time.monotonic() + timeout

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from sinks import RecordingSink, Unpicklable
+from thespian.actors import ActorSystem
 
 from pachka_actors import ConfigError, Pachka, Sink
 from pachka_actors.config import SERVER_OPTIONS, PachkaConfig, options_table
@@ -145,3 +146,31 @@ def test_bad_handle_option_is_named(option: str, value: Any, tmp_path: Path) -> 
     with pytest.raises(ConfigError) as error:
         Pachka.connect(ExplodingSystem(), "events", **{option: value})
     assert error.value.option == option
+
+
+@pytest.mark.parametrize(("options", "named"), [
+    ({"max_batch_size": 100, "critical_queue_size": 10}, "critical_queue_size"),
+    ({"max_batch_bytes": 1000, "critical_queue_bytes": 500}, "critical_queue_bytes"),
+])
+def test_a_queue_smaller_than_a_batch_without_batch_delay_is_refused(
+        options: dict[str, Any], named: str, tmp_path: Path) -> None:
+    """No batch could fill, and with `max_batch_delay=None` nothing would go out before
+    `stop()` (a new user's server took 10 messages and exported none)."""
+    with pytest.raises(ConfigError) as error:
+        Pachka.start(system=ExplodingSystem(), sink=RecordingSink(tmp_path),
+                     max_batch_delay=None, **options)
+    assert error.value.option == named and "max_batch_delay=None" in str(error.value)
+    PachkaConfig.parse({"sink": RecordingSink(tmp_path), **options})  # with a delay: fine
+
+
+def test_stop_and_flush_check_their_timeout(simple_system: ActorSystem, tmp_path: Path) -> None:
+    """As `send_message(wait=...)` does: `stop(timeout=-1)` returned normally before."""
+    server = Pachka.start(system=simple_system, sink=RecordingSink(tmp_path))
+    for call in (server.flush, server.stop):
+        with pytest.raises(ConfigError) as error:
+            call(-1)
+        assert error.value.option == "timeout"
+    with pytest.raises(TypeError, match="not a str"):
+        server.send_messages("abc")  # one message per character, before
+    server.stop(timeout=30)
+    assert server.stats().accepted == 0

@@ -61,8 +61,8 @@ def test_keyed_messages_keep_their_order_and_round_robin_spreads(
 
     (tmp_path / "r").mkdir()
     spread = PachkaPool.start(system=any_system, partitions=2, sink=HostSink(tmp_path / "r"),
-                              max_batch_size=100, max_batch_delay=None, linger=None,
-                              critical_queue_size=2)
+                              max_batch_size=100, max_batch_delay=3600, linger=None,
+                              critical_queue_size=2)  # full queues, no batch before stop()
     for i in range(4):
         spread.send_message(i)
     assert [s.status.queue_length for s in spread.status() if s.status] == [2, 2]
