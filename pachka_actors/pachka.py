@@ -244,13 +244,13 @@ class Pachka:
         On a multi-process base a message that cannot be pickled raises
         `UnpicklableMessage` naming its index, and none of the list is queued; so
         does one larger than `max_batch_bytes`, with `MessageTooLarge`. A server
-        that stopped accepts none (0). A str or bytes is refused with `TypeError`:
-        it would go as one message per character.
+        that stopped accepts none (0). A str or bytes is refused (`ConfigError`
+        naming `messages`): it would go as one message per character.
         """
         if isinstance(messages, str | bytes | bytearray):
-            raise TypeError(f"send_messages takes an iterable of messages, not a "
-                            f"{type(messages).__name__} (one message per character); "
-                            f"send_message sends it as one message")
+            raise ConfigError("messages", f"expected an iterable of messages, got a "
+                                          f"{type(messages).__name__} (one message per "
+                                          f"character); send_message sends it as one")
         if self._courier.trouble:
             self._hear(None)
         if self._courier.gone is not None:

@@ -170,7 +170,7 @@ def test_stop_and_flush_check_their_timeout(simple_system: ActorSystem, tmp_path
         with pytest.raises(ConfigError) as error:
             call(-1)
         assert error.value.option == "timeout"
-    with pytest.raises(TypeError, match="not a str"):
+    with pytest.raises(ConfigError, match="got a str"):
         server.send_messages("abc")  # one message per character, before
     server.stop(timeout=30)
     assert server.stats().accepted == 0

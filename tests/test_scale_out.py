@@ -39,7 +39,7 @@ M2 = {"pachka.host": "m2", "pachka.role": "batcher"}
 ON_M1 = {"pachka.host": "m1"}
 ON_M2 = {"pachka.host": "m2"}
 #: Messages stay queued until a stop, so a drain has something to do.
-HOLD: dict[str, Any] = {"max_batch_size": 10_000, "max_batch_delay": None}
+HOLD: dict[str, Any] = {"max_batch_size": 10_000, "max_batch_delay": 3600}  # no batch here
 
 
 @pytest.fixture
