@@ -39,7 +39,7 @@ M2 = {"pachka.host": "m2", "pachka.role": "batcher"}
 ON_M1 = {"pachka.host": "m1"}
 ON_M2 = {"pachka.host": "m2"}
 #: Messages stay queued until a stop, so a drain has something to do.
-HOLD: dict[str, Any] = {"max_batch_size": 10_000, "max_batch_delay": 3600}  # no batch here
+HOLD: dict[str, Any] = {"max_batch_size": 10_000, "max_batch_delay": None}
 
 
 @pytest.fixture
@@ -170,7 +170,8 @@ def test_round_robin_spreads_and_overload_is_exact_per_partition(
         convention: Convention, tmp_path: Path) -> None:
     pool = PachkaPool.start(system=convention.leader.system, partitions=2, linger=None,
                             requirements=[ON_M1, ON_M2], sink=HostSink(tmp_path),
-                            critical_queue_size=3, **HOLD)
+                            critical_queue_size=3, max_batch_size=10_000,
+                            max_batch_delay=3600)  # below a batch: an hour's delay holds it
     for i in range(6):
         pool.send_message(i)
     assert [s.status.queue_length for s in pool.status() if s.status] == [3, 3]
