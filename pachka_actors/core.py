@@ -313,7 +313,7 @@ class PachkaCore:
         if self.critical_queue_bytes is not None:
             free = self.critical_queue_bytes - self.queue_bytes - self.reserved_bytes
             if sum(islice(sizes, room)) > free:  # the prefix that fits, one by one
-                for fits, size in enumerate(sizes):
+                for fits, size in enumerate(islice(sizes, room)):  # (none: the count refused)
                     free -= size
                     if free < 0:
                         return fits, Overloaded(
