@@ -261,8 +261,9 @@ class Spill:
 
 @dataclass(frozen=True)
 class Lose:
-    """`count` accepted messages will never be delivered (`why`): nothing was configured to
-    keep them. Logged, counted (`Stats.lost`), and raised by `stop()`."""
+    """`count` accepted messages not confirmed delivered (`why`; a killed export's batch
+    among them, which the sink may have taken) and kept nowhere: nothing was configured
+    to. Logged, counted (`Stats.lost`), and raised by `stop()`."""
 
     count: int
     why: str

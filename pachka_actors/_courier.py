@@ -383,6 +383,8 @@ class Courier:
         a line to it if it is on this host (`linked` once that is known, whatever it is).
         The exit hook waits on it for a server this handle started: without one (a handle
         that only sent lists) the program ended before its server had finished."""
+        if self.linked or self.inline:
+            return
         try:
             where = self._ask(endpoint, GetLink(), LinkName, self.ask_timeout)
             self.linked = True
@@ -452,8 +454,7 @@ class Courier:
         elif isinstance(job, AskRoom):
             timeout = None if self.ask_timeout is None else self.ask_timeout + job.wait
             try:
-                if not (self.linked or self.inline):
-                    self._connect_lifeline(endpoint)
+                self._connect_lifeline(endpoint)
                 room = self._ask(endpoint, RequestCredit(job.count, job.wait, job.size),
                                  Granted, timeout, job.ref)
             except PachkaError as exc:
@@ -465,7 +466,7 @@ class Courier:
         else:
             left = None if job.deadline is None else job.deadline - time.monotonic()
             try:
-                if isinstance(job.request, SendMessages) and not (self.linked or self.inline):
+                if isinstance(job.request, SendMessages):
                     self._connect_lifeline(endpoint)
                 if left is not None and left <= 0 and not isinstance(job.request, Stop):
                     raise ActorTimeout(f"no reply to {type(job.request).__name__} within the "
